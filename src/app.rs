@@ -1,0 +1,51 @@
+//! Turning a validated [`Config`] into running parts: issuer certificates and
+//! keys, checked against each other, and the status source. Every failure
+//! names the config field it comes from.
+
+use std::sync::Arc;
+
+use crate::config::{Config, ConfigError};
+use crate::issuer::{parse_certificate, Issuer, Issuers};
+use crate::ocsp::IssuerId;
+use crate::server::Parts;
+use crate::signer::{Signer, SoftwareSigner};
+use crate::status::index_txt::IndexStatus;
+
+fn field_err(i: usize, field: &str, reason: impl std::fmt::Display) -> ConfigError {
+    ConfigError { field: format!("issuer[{i}].{field}"), reason: reason.to_string() }
+}
+
+/// Loads every issuer's certificate, key and status database.
+pub fn load_parts(config: &Config) -> Result<Parts, ConfigError> {
+    let mut issuers = Vec::new();
+    let mut status = IndexStatus::new();
+    for (i, ic) in config.issuers.iter().enumerate() {
+        let read = |field: &str, p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| field_err(i, field, format!("{}: {e}", p.display())))
+        };
+        let cert = parse_certificate(&read("cert", &ic.cert)?).map_err(|e| field_err(i, "cert", e))?;
+        let key_text =
+            String::from_utf8(read("key", &ic.key)?).map_err(|_| field_err(i, "key", "not a PEM file"))?;
+        let signer: Arc<dyn Signer> =
+            Arc::new(SoftwareSigner::from_pem(&key_text).map_err(|e| field_err(i, "key", e))?);
+        let responder = match &ic.responder_cert {
+            Some(p) => Some(
+                parse_certificate(&read("responder_cert", p)?)
+                    .map_err(|e| field_err(i, "responder_cert", e))?,
+            ),
+            None => None,
+        };
+        let issuer = Issuer::new(&ic.name, cert, signer, responder).map_err(|e| {
+            let field = match e {
+                crate::issuer::IssuerError::Responder(_) => "responder_cert",
+                crate::issuer::IssuerError::KeyMismatch(_) => "key",
+                crate::issuer::IssuerError::Cert(_) => "cert",
+            };
+            field_err(i, field, e)
+        })?;
+        let n = status.load_file(IssuerId(i as u16), &ic.index).map_err(|e| field_err(i, "index", e))?;
+        log::info!("issuer {:?}: {} key, {n} certificates", ic.name, issuer.responder.signer.describe());
+        issuers.push(issuer);
+    }
+    Ok(Parts { issuers: Arc::new(Issuers::new(issuers)), status: Arc::new(status) })
+}

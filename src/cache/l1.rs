@@ -1,0 +1,159 @@
+//! The shard-local L1 cache: a bounded map with CLOCK (second-chance) eviction.
+//!
+//! One instance per shard, so no locks: interior mutability through `RefCell`,
+//! never borrowed across an `.await`. Keys are the compact byte encoding of the
+//! request's CertIDs (see `source::filter::cache_key`), values are shared
+//! `Rc<CachedResponse>`s. Expired entries are dropped when met.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+
+use super::{CachedResponse, Freshness};
+
+struct Slot {
+    resp: Rc<CachedResponse>,
+    referenced: Cell<bool>,
+}
+
+struct Inner {
+    map: HashMap<Box<[u8]>, Slot>,
+    /// Eviction order; may hold keys already removed from `map` (skipped).
+    clock: VecDeque<Box<[u8]>>,
+}
+
+/// Bounded, lock-free (single-threaded), freshness-aware response cache.
+pub struct L1Cache {
+    capacity: usize,
+    inner: RefCell<Inner>,
+}
+
+impl L1Cache {
+    /// A cache holding at most `capacity` responses (0 disables it).
+    pub fn new(capacity: usize) -> L1Cache {
+        L1Cache { capacity, inner: RefCell::new(Inner { map: HashMap::new(), clock: VecDeque::new() }) }
+    }
+
+    /// Looks `key` up at `now`; an expired entry is removed and reported as a miss.
+    pub fn get(&self, key: &[u8], now: u64) -> Option<(Rc<CachedResponse>, Freshness)> {
+        let mut inner = self.inner.borrow_mut();
+        let slot = inner.map.get(key)?;
+        match slot.resp.freshness(now) {
+            Freshness::Expired => {
+                inner.map.remove(key);
+                None
+            }
+            f => {
+                slot.referenced.set(true);
+                Some((slot.resp.clone(), f))
+            }
+        }
+    }
+
+    /// Stores a response, evicting as needed.
+    pub fn put(&self, key: &[u8], resp: Rc<CachedResponse>) {
+        if self.capacity == 0 {
+            return;
+        }
+        let mut inner = self.inner.borrow_mut();
+        if let Some(slot) = inner.map.get_mut(key) {
+            slot.resp = resp;
+            return;
+        }
+        while inner.map.len() >= self.capacity {
+            let Some(victim) = inner.clock.pop_front() else { break };
+            match inner.map.get(&victim) {
+                Some(s) if s.referenced.get() => {
+                    s.referenced.set(false);
+                    inner.clock.push_back(victim);
+                }
+                Some(_) => {
+                    inner.map.remove(&victim);
+                }
+                None => {} // removed earlier (expired or invalidated)
+            }
+        }
+        let key: Box<[u8]> = key.into();
+        inner.clock.push_back(key.clone());
+        inner.map.insert(key, Slot { resp, referenced: Cell::new(false) });
+        // Entries removed out of band (expiry, invalidation) leave their keys in
+        // the ring; rebuild it from the map when it grows to twice the bound.
+        if inner.clock.len() > 2 * self.capacity.max(16) {
+            let Inner { map, clock } = &mut *inner;
+            *clock = map.keys().cloned().collect();
+        }
+    }
+
+    /// Drops `key` (e.g. on a revocation notice).
+    pub fn remove(&self, key: &[u8]) {
+        self.inner.borrow_mut().map.remove(key);
+    }
+
+    /// Entries held now.
+    pub fn len(&self) -> usize {
+        self.inner.borrow().map.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ocsp::response::Validity;
+
+    fn resp(next: u64) -> Rc<CachedResponse> {
+        Rc::new(CachedResponse::new(
+            vec![1, 2, 3],
+            Validity { produced_at: 0, this_update: 0, next_update: next },
+            next / 2,
+        ))
+    }
+
+    #[test]
+    fn freshness_states() {
+        let c = L1Cache::new(4);
+        c.put(b"k", resp(100));
+        assert_eq!(c.get(b"k", 10).unwrap().1, Freshness::Fresh);
+        assert_eq!(c.get(b"k", 60).unwrap().1, Freshness::Stale);
+        assert!(c.get(b"k", 100).is_none());
+        assert!(c.is_empty(), "expired entries are dropped");
+    }
+
+    #[test]
+    fn bounded_with_second_chance() {
+        let c = L1Cache::new(3);
+        c.put(b"a", resp(100));
+        c.put(b"b", resp(100));
+        c.put(b"c", resp(100));
+        c.get(b"a", 1); // referenced: survives the next eviction
+        c.put(b"d", resp(100));
+        assert_eq!(c.len(), 3);
+        assert!(c.get(b"a", 1).is_some());
+        assert!(c.get(b"b", 1).is_none(), "b was the unreferenced oldest");
+        for i in 0..1000u32 {
+            c.put(&i.to_be_bytes(), resp(100));
+            assert!(c.len() <= 3);
+        }
+        assert!(c.inner.borrow().clock.len() <= 64);
+    }
+
+    #[test]
+    fn etag_and_headers() {
+        let r = resp(86400);
+        assert_eq!(r.etag.len(), 66);
+        assert!(r.headers.contains("Content-Length: 3\r\n"));
+        assert!(r.headers.contains("Expires: Fri, 02 Jan 1970 00:00:00 GMT\r\n"));
+        assert!(r.headers.contains("Last-Modified: Thu, 01 Jan 1970 00:00:00 GMT\r\n"));
+    }
+
+    #[test]
+    fn disabled_cache_holds_nothing() {
+        let c = L1Cache::new(0);
+        c.put(b"a", resp(100));
+        assert!(c.get(b"a", 1).is_none());
+    }
+}

@@ -1,0 +1,75 @@
+//! Signed responses kept for reuse, and the cache traits they live behind.
+//!
+//! A [`CachedResponse`] carries the DER body plus the HTTP headers that only
+//! depend on it (Content-Length, Last-Modified, Expires, ETag), rendered once
+//! at signing time so a cache hit only formats Date and max-age.
+
+pub mod l1;
+
+use std::fmt::Write;
+
+use crate::ocsp::response::Validity;
+
+/// A signed OCSP response ready to send.
+#[derive(Debug)]
+pub struct CachedResponse {
+    /// DER `OCSPResponse`.
+    pub der: Box<[u8]>,
+    /// Its validity.
+    pub validity: Validity,
+    /// After this (Unix seconds) the response is stale: still valid and served,
+    /// but re-signed in the background.
+    pub refresh_at: u64,
+    /// `ETag` value, quoted: `"<hex SHA-256 of the body>"`.
+    pub etag: Box<str>,
+    /// Pre-rendered header lines (each ending in CRLF).
+    pub headers: Box<str>,
+}
+
+/// How usable a cached response is at a given instant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Freshness {
+    /// Serve it.
+    Fresh,
+    /// Serve it, and re-sign in the background.
+    Stale,
+    /// Past nextUpdate: must not be served.
+    Expired,
+}
+
+impl CachedResponse {
+    /// Wraps a signed body, computing the ETag and rendering static headers.
+    pub fn new(der: Vec<u8>, validity: Validity, refresh_at: u64) -> CachedResponse {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &der);
+        let mut etag = String::with_capacity(66);
+        etag.push('"');
+        for b in digest.as_ref() {
+            let _ = write!(etag, "{b:02x}");
+        }
+        etag.push('"');
+        let headers = format!(
+            "Content-Type: application/ocsp-response\r\nContent-Length: {}\r\nLast-Modified: {}\r\nExpires: {}\r\nETag: {}\r\n",
+            der.len(),
+            http_date(validity.this_update),
+            http_date(validity.next_update),
+            etag
+        );
+        CachedResponse { der: der.into(), validity, refresh_at, etag: etag.into(), headers: headers.into() }
+    }
+
+    /// Freshness at `now` (Unix seconds).
+    pub fn freshness(&self, now: u64) -> Freshness {
+        if now >= self.validity.next_update {
+            Freshness::Expired
+        } else if now >= self.refresh_at {
+            Freshness::Stale
+        } else {
+            Freshness::Fresh
+        }
+    }
+}
+
+/// RFC 7231 IMF-fixdate for Unix seconds.
+pub fn http_date(unix: u64) -> String {
+    httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix))
+}

@@ -1,0 +1,417 @@
+//! Configuration: a TOML file deserialised into serde structs whose fields say
+//! their unit and default, then validated into a typed [`Config`].
+//!
+//! Every error names the field it is about (`issuer[1].key: cannot read …`), so
+//! `ocsp-origin check-config FILE` tells the operator exactly what to fix.
+//! Relative paths are resolved against the config file's directory.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A configuration error: which field, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct ConfigError {
+    /// Dotted path of the offending field (`limits.max_body_bytes`), or the file.
+    pub field: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+fn err(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError { field: field.into(), reason: reason.into() }
+}
+
+/// The file format. See README "Configuration" for a commented example.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Address every shard listens on (SO_REUSEPORT). Default `127.0.0.1:8080`.
+    #[serde(default = "d_listen")]
+    pub listen: String,
+    /// Shards (pinned executor threads). 0 = one per available CPU. Default 0.
+    #[serde(default)]
+    pub cores: usize,
+    /// Path prefix the responder URL carries (`/ocsp`); requests outside it get
+    /// 404. Default empty (the responder is at `/`).
+    #[serde(default)]
+    pub path_prefix: String,
+    /// Response validity.
+    #[serde(default)]
+    pub response: ResponseConfig,
+    /// HTTP and request limits.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// The signer pool.
+    #[serde(default)]
+    pub signing: SigningConfig,
+    /// The shard-local cache.
+    #[serde(default)]
+    pub cache: CacheConfig,
+    /// The issuers answered for (at least one).
+    #[serde(default, rename = "issuer")]
+    pub issuers: Vec<IssuerConfig>,
+}
+
+/// What happens to requests about certificates past their notAfter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ExpiredPolicy {
+    /// Keep answering with the recorded status (a revoked certificate stays
+    /// revoked after expiry). The default.
+    #[default]
+    Serve,
+    /// Answer `unauthorized`, as for a certificate never issued.
+    Unauthorized,
+}
+
+/// Validity of signed responses.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResponseConfig {
+    /// nextUpdate − thisUpdate, seconds. Default 345600 (96 h). RFC 5019 caches
+    /// honour it; the CDN's cache lifetime follows it.
+    pub lifetime_secs: u64,
+    /// Fraction of the lifetime after which a cached response is re-signed
+    /// (stale-while-revalidate). Default 0.5. Between it and nextUpdate the old
+    /// response is still served while a fresh one is signed in the background.
+    pub refresh_fraction: f64,
+    /// thisUpdate is set this many seconds before signing, for relying parties
+    /// with slow clocks. Default 3600. Must be below the lifetime.
+    pub backdate_secs: u64,
+    /// Policy for expired certificates. Default `serve`.
+    pub expired: ExpiredPolicy,
+}
+
+impl Default for ResponseConfig {
+    fn default() -> Self {
+        ResponseConfig {
+            lifetime_secs: 96 * 3600,
+            refresh_fraction: 0.5,
+            backdate_secs: 3600,
+            expired: ExpiredPolicy::Serve,
+        }
+    }
+}
+
+/// HTTP and request limits; each says what a client gets when it hits it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Request line bytes; longer gets 414. Default 4096 (a GET for 8 CertIDs
+    /// with a nonce fits in about 1.5 KiB).
+    pub max_uri_bytes: usize,
+    /// Request line + headers bytes; more gets 431. Default 8192.
+    pub max_header_bytes: usize,
+    /// POST body bytes; more gets 413. Default 8192.
+    pub max_body_bytes: usize,
+    /// CertIDs in one request; more gets `malformedRequest`. Default 8.
+    pub max_cert_ids: usize,
+    /// A request's head must arrive within this, ms; else 408 and close (a
+    /// slowloris cannot hold a connection). Default 10000.
+    pub header_timeout_ms: u64,
+    /// An idle keep-alive connection is closed after this, ms. Default 60000.
+    pub idle_timeout_ms: u64,
+    /// A write that makes no progress for this long closes the connection, ms.
+    /// Default 10000.
+    pub write_timeout_ms: u64,
+    /// Open connections per shard; past it the shard stops accepting and new
+    /// connections wait in the kernel backlog. Default 16384.
+    pub max_connections_per_shard: usize,
+    /// Listen backlog per shard socket (capped by net.core.somaxconn). Default 4096.
+    pub listen_backlog: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_uri_bytes: 4096,
+            max_header_bytes: 8192,
+            max_body_bytes: 8192,
+            max_cert_ids: crate::ocsp::request::DEFAULT_MAX_CERT_IDS,
+            header_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            write_timeout_ms: 10_000,
+            max_connections_per_shard: 16_384,
+            listen_backlog: 4096,
+        }
+    }
+}
+
+/// The signer pool (see `signer::pool`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SigningConfig {
+    /// Signer threads. 0 = one per shard. Software keys are CPU-bound, so more
+    /// threads than cores only adds switching; an HSM wants about its
+    /// concurrent-session capacity divided by the number of responder nodes.
+    pub threads: usize,
+    /// Jobs waiting for a signer, across all shards; past it a miss is
+    /// answered from a still-valid cached response or with `tryLater`.
+    /// Default 1024.
+    pub queue_depth: usize,
+    /// Jobs a signer thread takes per wake-up. Default 16.
+    pub batch: usize,
+    /// A miss waits at most this long for its signature, ms; then `tryLater`.
+    /// Default 2000.
+    pub timeout_ms: u64,
+}
+
+impl Default for SigningConfig {
+    fn default() -> Self {
+        SigningConfig { threads: 0, queue_depth: 1024, batch: 16, timeout_ms: 2000 }
+    }
+}
+
+/// The shard-local L1 cache.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Responses kept per shard (CLOCK eviction past it). Default 100000
+    /// (about 60 MB per shard for P-256 responses).
+    pub l1_entries: usize,
+    /// Misses being resolved at once per shard (each coalesces any number of
+    /// identical requests); past it new misses get `tryLater`. Default 4096.
+    pub max_inflight_per_shard: usize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig { l1_entries: 100_000, max_inflight_per_shard: 4096 }
+    }
+}
+
+/// One issuer.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    /// Name used in logs and metrics; unique.
+    pub name: String,
+    /// Issuer certificate, PEM or DER.
+    pub cert: PathBuf,
+    /// Signing key, PEM (PKCS#8, SEC1 or PKCS#1): the issuer's key, or the
+    /// delegated responder's key when `responder_cert` is set.
+    pub key: PathBuf,
+    /// Optional delegated responder certificate (issued by this issuer, with
+    /// id-kp-OCSPSigning); it is included in every response.
+    #[serde(default)]
+    pub responder_cert: Option<PathBuf>,
+    /// OpenSSL CA database (`index.txt`) with this issuer's certificates.
+    pub index: PathBuf,
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Shards to run.
+    pub cores: usize,
+    /// Normalised prefix: empty, or `/x/y` without a trailing slash.
+    pub path_prefix: String,
+    /// See [`ResponseConfig`].
+    pub response: ResponseConfig,
+    /// See [`LimitsConfig`].
+    pub limits: LimitsConfig,
+    /// See [`SigningConfig`]; `threads` resolved.
+    pub signing: SigningConfig,
+    /// See [`CacheConfig`].
+    pub cache: CacheConfig,
+    /// Issuers with paths resolved.
+    pub issuers: Vec<IssuerConfig>,
+}
+
+impl Config {
+    /// Reads and validates a TOML file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| err(path.display().to_string(), e.to_string()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::from_toml(&text, base)
+    }
+
+    /// Parses and validates TOML text; relative paths resolve against `base`.
+    pub fn from_toml(text: &str, base: &Path) -> Result<Config, ConfigError> {
+        let file: FileConfig = toml::from_str(text).map_err(|e| {
+            let span =
+                e.span().map(|s| line_of(text, s.start)).map(|l| format!("line {l}")).unwrap_or_default();
+            err(if span.is_empty() { "config".to_string() } else { span }, e.message().to_string())
+        })?;
+        Config::validate(file, base)
+    }
+
+    /// Validates a deserialised file.
+    pub fn validate(mut f: FileConfig, base: &Path) -> Result<Config, ConfigError> {
+        let listen: SocketAddr = f
+            .listen
+            .parse()
+            .map_err(|_| err("listen", format!("{:?} is not an IP:port address", f.listen)))?;
+        let available = available_cores();
+        let cores = if f.cores == 0 { available } else { f.cores };
+        if cores > available {
+            return Err(err("cores", format!("{cores} requested but only {available} CPUs are available")));
+        }
+        let mut prefix = f.path_prefix.trim().trim_end_matches('/').to_string();
+        if !prefix.is_empty() && !prefix.starts_with('/') {
+            prefix.insert(0, '/');
+        }
+        if prefix.contains(['?', '#', ' ']) {
+            return Err(err("path_prefix", "must be a plain path"));
+        }
+        let r = &f.response;
+        if r.lifetime_secs < 60 {
+            return Err(err("response.lifetime_secs", "must be at least 60"));
+        }
+        if !(r.refresh_fraction > 0.0 && r.refresh_fraction <= 1.0) {
+            return Err(err("response.refresh_fraction", "must be in (0, 1]"));
+        }
+        if r.backdate_secs >= r.lifetime_secs {
+            return Err(err("response.backdate_secs", "must be below response.lifetime_secs"));
+        }
+        let l = &f.limits;
+        for (name, v, min) in [
+            ("limits.max_uri_bytes", l.max_uri_bytes, 64),
+            ("limits.max_header_bytes", l.max_header_bytes, 256),
+            ("limits.max_body_bytes", l.max_body_bytes, 64),
+            ("limits.max_cert_ids", l.max_cert_ids, 1),
+            ("limits.max_connections_per_shard", l.max_connections_per_shard, 1),
+            ("signing.queue_depth", f.signing.queue_depth, 1),
+            ("signing.batch", f.signing.batch, 1),
+            ("cache.max_inflight_per_shard", f.cache.max_inflight_per_shard, 1),
+        ] {
+            if v < min {
+                return Err(err(name, format!("must be at least {min}")));
+            }
+        }
+        if l.max_uri_bytes > l.max_header_bytes {
+            return Err(err("limits.max_uri_bytes", "must not exceed limits.max_header_bytes"));
+        }
+        for (name, v) in [
+            ("limits.header_timeout_ms", l.header_timeout_ms),
+            ("limits.idle_timeout_ms", l.idle_timeout_ms),
+            ("limits.write_timeout_ms", l.write_timeout_ms),
+            ("signing.timeout_ms", f.signing.timeout_ms),
+        ] {
+            if v == 0 {
+                return Err(err(name, "must be above 0"));
+            }
+        }
+        if f.signing.threads == 0 {
+            f.signing.threads = cores;
+        }
+        if f.issuers.is_empty() {
+            return Err(err("issuer", "at least one [[issuer]] is required"));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, is) in f.issuers.iter_mut().enumerate() {
+            if is.name.trim().is_empty() {
+                return Err(err(format!("issuer[{i}].name"), "must not be empty"));
+            }
+            if !names.insert(is.name.clone()) {
+                return Err(err(format!("issuer[{i}].name"), format!("{:?} is used twice", is.name)));
+            }
+            for (field, p) in
+                [("cert", Some(&mut is.cert)), ("key", Some(&mut is.key)), ("index", Some(&mut is.index))]
+                    .into_iter()
+                    .chain(std::iter::once(("responder_cert", is.responder_cert.as_mut())))
+            {
+                let Some(p) = p else { continue };
+                if p.is_relative() {
+                    *p = base.join(&*p);
+                }
+                if !p.is_file() {
+                    return Err(err(
+                        format!("issuer[{i}].{field}"),
+                        format!("{} is not a readable file", p.display()),
+                    ));
+                }
+            }
+        }
+        Ok(Config {
+            listen,
+            cores,
+            path_prefix: prefix,
+            response: f.response,
+            limits: f.limits,
+            signing: f.signing,
+            cache: f.cache,
+            issuers: f.issuers,
+        })
+    }
+
+    /// The lifetime as a duration.
+    pub fn lifetime(&self) -> Duration {
+        Duration::from_secs(self.response.lifetime_secs)
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
+}
+
+/// CPUs this process may run on.
+pub fn available_cores() -> usize {
+    core_affinity::get_core_ids()
+        .map(|v| v.len())
+        .filter(|n| *n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+}
+
+fn d_listen() -> String {
+    "127.0.0.1:8080".to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir_with_files() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        for f in ["ca.pem", "ca.key", "index.txt"] {
+            std::fs::write(d.path().join(f), "x").unwrap();
+        }
+        d
+    }
+
+    const MINIMAL: &str =
+        "[[issuer]]\nname = \"a\"\ncert = \"ca.pem\"\nkey = \"ca.key\"\nindex = \"index.txt\"\n";
+
+    #[test]
+    fn defaults_and_relative_paths() {
+        let d = dir_with_files();
+        let c = Config::from_toml(MINIMAL, d.path()).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.response.lifetime_secs, 345_600);
+        assert_eq!(c.issuers[0].cert, d.path().join("ca.pem"));
+        assert!(c.signing.threads >= 1);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let d = dir_with_files();
+        let e = Config::from_toml(&format!("listen = \"nope\"\n{MINIMAL}"), d.path()).unwrap_err();
+        assert_eq!(e.field, "listen");
+        let e = Config::from_toml(&format!("[limits]\nmax_body_bytes = 1\n{MINIMAL}"), d.path()).unwrap_err();
+        assert_eq!(e.field, "limits.max_body_bytes");
+        let e = Config::from_toml(&MINIMAL.replace("ca.key", "missing.key"), d.path()).unwrap_err();
+        assert_eq!(e.field, "issuer[0].key");
+        let e = Config::from_toml("bogus = 1\n", d.path()).unwrap_err();
+        assert!(e.reason.contains("unknown field"), "{e}");
+        assert_eq!(e.field, "line 1");
+        let e = Config::from_toml("", d.path()).unwrap_err();
+        assert_eq!(e.field, "issuer");
+        let e = Config::from_toml(&format!("[response]\nrefresh_fraction = 2.0\n{MINIMAL}"), d.path())
+            .unwrap_err();
+        assert_eq!(e.field, "response.refresh_fraction");
+    }
+
+    #[test]
+    fn prefix_is_normalised() {
+        let d = dir_with_files();
+        let c = Config::from_toml(&format!("path_prefix = \"ocsp/\"\n{MINIMAL}"), d.path()).unwrap();
+        assert_eq!(c.path_prefix, "/ocsp");
+    }
+}

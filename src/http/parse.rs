@@ -1,0 +1,229 @@
+//! Sans-IO parsing of a request head from the connection buffer.
+//!
+//! [`parse_head`] works on `&[u8]` and returns byte ranges into it, so nothing is
+//! copied; [`Parsed::Incomplete`] is a state ("read more"), not an error. Limits
+//! are checked here: a request line longer than `max_uri_bytes` is 414, a head
+//! larger than `max_header_bytes` (or with more than [`MAX_HEADERS`] fields) is
+//! 431, a declared body larger than `max_body_bytes` is 413.
+
+use std::ops::Range;
+
+use crate::error::HttpError;
+
+/// Most header fields parsed in one request.
+pub const MAX_HEADERS: usize = 32;
+
+/// Request limits (from `[limits]`).
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Request-line bytes.
+    pub max_uri_bytes: usize,
+    /// Head bytes.
+    pub max_header_bytes: usize,
+    /// Body bytes.
+    pub max_body_bytes: usize,
+}
+
+/// Request method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// GET
+    Get,
+    /// HEAD (answered like GET, without the body)
+    Head,
+    /// POST
+    Post,
+    /// Anything else (405)
+    Other,
+}
+
+/// A parsed head. Ranges index the buffer given to [`parse_head`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Head {
+    /// The method.
+    pub method: Method,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor_version: u8,
+    /// Request target.
+    pub path: Range<usize>,
+    /// Body length (0 when absent).
+    pub content_length: usize,
+    /// Whether the connection stays open after the answer.
+    pub keep_alive: bool,
+    /// `If-None-Match` value.
+    pub if_none_match: Option<Range<usize>>,
+    /// `If-Modified-Since` value.
+    pub if_modified_since: Option<Range<usize>>,
+    /// Bytes of the head including the final CRLFCRLF.
+    pub head_len: usize,
+}
+
+/// Outcome of a parse attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Parsed {
+    /// More bytes are needed.
+    Incomplete,
+    /// A complete head.
+    Complete(Head),
+}
+
+fn range_of(buf: &[u8], part: &[u8]) -> Range<usize> {
+    let start = part.as_ptr() as usize - buf.as_ptr() as usize;
+    start..start + part.len()
+}
+
+fn has_token(value: &[u8], token: &str) -> bool {
+    value.split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// Parses the head at the start of `buf`.
+pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Parsed, HttpError> {
+    // Cheap checks first: limits on what has arrived so far.
+    let line_end = buf.iter().position(|b| *b == b'\n');
+    match line_end {
+        None if buf.len() > limits.max_uri_bytes => return Err(HttpError::UriTooLong),
+        Some(n) if n > limits.max_uri_bytes => return Err(HttpError::UriTooLong),
+        _ => {}
+    }
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let status = match req.parse(buf) {
+        Ok(s) => s,
+        Err(httparse::Error::TooManyHeaders) => return Err(HttpError::HeadersTooLarge),
+        Err(httparse::Error::Version) => return Err(HttpError::VersionNotSupported),
+        Err(_) => return Err(HttpError::BadRequest),
+    };
+    let head_len = match status {
+        httparse::Status::Partial => {
+            if buf.len() > limits.max_header_bytes {
+                return Err(HttpError::HeadersTooLarge);
+            }
+            return Ok(Parsed::Incomplete);
+        }
+        httparse::Status::Complete(n) => n,
+    };
+    if head_len > limits.max_header_bytes {
+        return Err(HttpError::HeadersTooLarge);
+    }
+    let method = match req.method.unwrap_or("") {
+        "GET" => Method::Get,
+        "HEAD" => Method::Head,
+        "POST" => Method::Post,
+        _ => Method::Other,
+    };
+    let minor_version = req.version.unwrap_or(1);
+    let path = range_of(buf, req.path.unwrap_or("").as_bytes());
+    let mut content_length = None;
+    let mut keep_alive = minor_version == 1;
+    let mut if_none_match = None;
+    let mut if_modified_since = None;
+    for h in req.headers.iter() {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("content-length") {
+            let v = std::str::from_utf8(h.value).ok().map(str::trim).and_then(|v| v.parse::<usize>().ok());
+            match (v, content_length) {
+                (None, _) => return Err(HttpError::BadRequest),
+                (Some(a), Some(b)) if a != b => return Err(HttpError::BadRequest),
+                (Some(a), _) => content_length = Some(a),
+            }
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            // Chunked bodies are refused (RFC 9112 §6.1 lets a server answer 411);
+            // accepting them next to Content-Length invites request smuggling.
+            return Err(HttpError::LengthRequired);
+        } else if name.eq_ignore_ascii_case("connection") {
+            if has_token(h.value, "close") {
+                keep_alive = false;
+            } else if has_token(h.value, "keep-alive") {
+                keep_alive = true;
+            }
+        } else if name.eq_ignore_ascii_case("if-none-match") {
+            if_none_match = Some(range_of(buf, h.value));
+        } else if name.eq_ignore_ascii_case("if-modified-since") {
+            if_modified_since = Some(range_of(buf, h.value));
+        }
+    }
+    let content_length = match (method, content_length) {
+        (Method::Post, None) => return Err(HttpError::LengthRequired),
+        (_, Some(n)) if n > limits.max_body_bytes => return Err(HttpError::PayloadTooLarge),
+        (_, n) => n.unwrap_or(0),
+    };
+    Ok(Parsed::Complete(Head {
+        method,
+        minor_version,
+        path,
+        content_length,
+        keep_alive,
+        if_none_match,
+        if_modified_since,
+        head_len,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const L: Limits = Limits { max_uri_bytes: 100, max_header_bytes: 300, max_body_bytes: 50 };
+
+    fn complete(b: &[u8]) -> Head {
+        match parse_head(b, &L).unwrap() {
+            Parsed::Complete(h) => h,
+            Parsed::Incomplete => panic!("incomplete"),
+        }
+    }
+
+    #[test]
+    fn get_keepalive_defaults() {
+        let b = b"GET /abc HTTP/1.1\r\nHost: x\r\n\r\nrest";
+        let h = complete(b);
+        assert_eq!(h.method, Method::Get);
+        assert_eq!(&b[h.path.clone()], b"/abc");
+        assert!(h.keep_alive);
+        assert_eq!(h.head_len, b.len() - 4);
+        let h = complete(b"GET / HTTP/1.0\r\n\r\n");
+        assert!(!h.keep_alive);
+        let h = complete(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n");
+        assert!(h.keep_alive);
+        let h = complete(b"GET / HTTP/1.1\r\nConnection: foo, close\r\n\r\n");
+        assert!(!h.keep_alive);
+    }
+
+    #[test]
+    fn incomplete_is_a_state() {
+        assert_eq!(parse_head(b"GET / HT", &L).unwrap(), Parsed::Incomplete);
+        assert_eq!(parse_head(b"", &L).unwrap(), Parsed::Incomplete);
+        assert_eq!(parse_head(b"GET / HTTP/1.1\r\nHost: x\r\n", &L).unwrap(), Parsed::Incomplete);
+    }
+
+    #[test]
+    fn limits() {
+        let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(200));
+        assert_eq!(parse_head(long.as_bytes(), &L), Err(HttpError::UriTooLong));
+        assert_eq!(parse_head(&[b'a'; 101], &L), Err(HttpError::UriTooLong));
+        let big = format!("GET / HTTP/1.1\r\nX: {}\r\n{}", "a".repeat(90), "Y: b\r\n".repeat(60));
+        assert_eq!(parse_head(big.as_bytes(), &L), Err(HttpError::HeadersTooLarge));
+        let post = b"POST / HTTP/1.1\r\nContent-Length: 51\r\n\r\n";
+        assert_eq!(parse_head(post, &L), Err(HttpError::PayloadTooLarge));
+        let post = b"POST / HTTP/1.1\r\n\r\n";
+        assert_eq!(parse_head(post, &L), Err(HttpError::LengthRequired));
+        let chunked = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(parse_head(chunked, &L), Err(HttpError::LengthRequired));
+        let two = b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n";
+        assert_eq!(parse_head(two, &L), Err(HttpError::BadRequest));
+    }
+
+    #[test]
+    fn garbage_and_methods() {
+        assert_eq!(parse_head(b"\x00\x01\x02 junk\r\n\r\n", &L), Err(HttpError::BadRequest));
+        assert_eq!(complete(b"DELETE / HTTP/1.1\r\n\r\n").method, Method::Other);
+        assert_eq!(parse_head(b"GET / HTTP/2.0\r\n\r\n", &L), Err(HttpError::VersionNotSupported));
+    }
+
+    #[test]
+    fn conditional_headers() {
+        let b = b"GET /x HTTP/1.1\r\nIf-None-Match: \"abc\"\r\nIf-Modified-Since: Sat, 28 Nov 2026 00:00:00 GMT\r\n\r\n";
+        let h = complete(b);
+        assert_eq!(&b[h.if_none_match.unwrap()], b"\"abc\"");
+        assert_eq!(&b[h.if_modified_since.unwrap()], b"Sat, 28 Nov 2026 00:00:00 GMT");
+    }
+}

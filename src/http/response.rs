@@ -1,0 +1,191 @@
+//! Writing HTTP/1.1 responses into the connection's output buffer.
+//!
+//! Successful OCSP answers carry the RFC 5019 §6 caching headers:
+//! `Last-Modified` (thisUpdate), `Expires` (nextUpdate), `ETag` (SHA-256 of
+//! the body) and `Cache-Control: max-age=<seconds to nextUpdate>, public,
+//! no-transform, must-revalidate`. Failures carry `max-age=0, no-cache`.
+
+use std::io::Write;
+
+use crate::cache::CachedResponse;
+use crate::error::Disposition;
+use crate::ocsp::response::error_body;
+
+/// The `Connection` header to send, if any.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnHeader {
+    /// HTTP/1.1 keeping the connection: nothing to say.
+    Default,
+    /// HTTP/1.0 client that asked for keep-alive.
+    KeepAlive,
+    /// The connection closes after this response.
+    Close,
+}
+
+impl ConnHeader {
+    fn line(self) -> &'static [u8] {
+        match self {
+            ConnHeader::Default => b"",
+            ConnHeader::KeepAlive => b"Connection: keep-alive\r\n",
+            ConnHeader::Close => b"Connection: close\r\n",
+        }
+    }
+}
+
+/// The current `Date` header value, re-rendered once per second per shard.
+pub struct DateCache {
+    sec: u64,
+    text: String,
+}
+
+impl Default for DateCache {
+    fn default() -> Self {
+        DateCache { sec: u64::MAX, text: String::new() }
+    }
+}
+
+impl DateCache {
+    /// IMF-fixdate for `now`.
+    pub fn get(&mut self, now: u64) -> &str {
+        if now != self.sec {
+            self.sec = now;
+            self.text = crate::cache::http_date(now);
+        }
+        &self.text
+    }
+}
+
+/// A signed OCSP response (200), or its head only for HEAD requests.
+pub fn write_ocsp(out: &mut Vec<u8>, r: &CachedResponse, now: u64, date: &str, conn: ConnHeader, body: bool) {
+    let max_age = r.validity.next_update.saturating_sub(now);
+    let _ = write!(
+        out,
+        "HTTP/1.1 200 OK\r\nServer: ocsp-origin\r\nDate: {date}\r\n{}Cache-Control: max-age={max_age}, public, no-transform, must-revalidate\r\n",
+        r.headers
+    );
+    out.extend_from_slice(conn.line());
+    out.extend_from_slice(b"\r\n");
+    if body {
+        out.extend_from_slice(&r.der);
+    }
+}
+
+/// 304 for a conditional GET whose validator matches.
+pub fn write_not_modified(out: &mut Vec<u8>, r: &CachedResponse, now: u64, date: &str, conn: ConnHeader) {
+    let max_age = r.validity.next_update.saturating_sub(now);
+    let _ = write!(
+        out,
+        "HTTP/1.1 304 Not Modified\r\nServer: ocsp-origin\r\nDate: {date}\r\nETag: {}\r\nLast-Modified: {}\r\nExpires: {}\r\nCache-Control: max-age={max_age}, public, no-transform, must-revalidate\r\n",
+        r.etag,
+        crate::cache::http_date(r.validity.this_update),
+        crate::cache::http_date(r.validity.next_update),
+    );
+    out.extend_from_slice(conn.line());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A failure: an unsigned OCSP error body with HTTP 200, or a plain HTTP error.
+pub fn write_failure(out: &mut Vec<u8>, d: &Disposition, date: &str, conn: ConnHeader, body: bool) {
+    let conn = if d.close { ConnHeader::Close } else { conn };
+    let (code, reason) = d.http;
+    let ocsp_body;
+    let (ctype, payload): (&str, &[u8]) = match d.ocsp {
+        Some(s) => {
+            ocsp_body = error_body(s);
+            ("application/ocsp-response", &ocsp_body)
+        }
+        None => ("text/plain", reason.as_bytes()),
+    };
+    let _ = write!(
+        out,
+        "HTTP/1.1 {code} {reason}\r\nServer: ocsp-origin\r\nDate: {date}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nCache-Control: max-age=0, no-cache\r\n",
+        payload.len()
+    );
+    if code == 405 {
+        out.extend_from_slice(b"Allow: GET, HEAD, POST\r\n");
+    }
+    out.extend_from_slice(conn.line());
+    out.extend_from_slice(b"\r\n");
+    if body {
+        out.extend_from_slice(payload);
+    }
+}
+
+/// The health answer for `GET /`.
+pub fn write_health(out: &mut Vec<u8>, date: &str, conn: ConnHeader, body: bool) {
+    let _ = write!(
+        out,
+        "HTTP/1.1 200 OK\r\nServer: ocsp-origin\r\nDate: {date}\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nCache-Control: no-cache\r\n"
+    );
+    out.extend_from_slice(conn.line());
+    out.extend_from_slice(b"\r\n");
+    if body {
+        out.extend_from_slice(b"OK\n");
+    }
+}
+
+/// Whether a conditional GET's validators match `r` (RFC 9110 §13.1.1–13.1.3):
+/// `If-None-Match` wins when present (weak comparison, `*` matches); otherwise
+/// `If-Modified-Since` at or after thisUpdate matches.
+pub fn not_modified(
+    r: &CachedResponse,
+    if_none_match: Option<&[u8]>,
+    if_modified_since: Option<&[u8]>,
+) -> bool {
+    if let Some(inm) = if_none_match {
+        return inm.split(|b| *b == b',').any(|t| {
+            let t = t.trim_ascii();
+            let t = t.strip_prefix(b"W/").unwrap_or(t);
+            t == b"*" || t == r.etag.as_bytes()
+        });
+    }
+    if let Some(ims) = if_modified_since {
+        if let Some(t) = std::str::from_utf8(ims).ok().and_then(|s| httpdate::parse_http_date(s.trim()).ok())
+        {
+            let ims_secs = t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            return r.validity.this_update <= ims_secs;
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ocsp::response::Validity;
+
+    fn resp() -> CachedResponse {
+        CachedResponse::new(
+            vec![9; 10],
+            Validity { produced_at: 1000, this_update: 1000, next_update: 5000 },
+            3000,
+        )
+    }
+
+    #[test]
+    fn ok_headers() {
+        let mut out = Vec::new();
+        write_ocsp(&mut out, &resp(), 2000, "D", ConnHeader::Default, true);
+        let s = String::from_utf8_lossy(&out);
+        assert!(s.starts_with("HTTP/1.1 200 OK\r\n"));
+        assert!(s.contains("Cache-Control: max-age=3000, public, no-transform, must-revalidate\r\n"));
+        assert!(s.contains("Content-Length: 10\r\n"));
+        assert!(s.ends_with("\r\n\r\n\t\t\t\t\t\t\t\t\t\t"));
+    }
+
+    #[test]
+    fn conditionals() {
+        let r = resp();
+        assert!(not_modified(&r, Some(r.etag.as_bytes()), None));
+        assert!(not_modified(
+            &r,
+            Some(b"\"x\", W/".iter().chain(r.etag.as_bytes()).copied().collect::<Vec<_>>().as_slice()),
+            None
+        ));
+        assert!(not_modified(&r, Some(b"*"), None));
+        assert!(!not_modified(&r, Some(b"\"other\""), Some(b"Thu, 01 Jan 2099 00:00:00 GMT")));
+        assert!(not_modified(&r, None, Some(crate::cache::http_date(1000).as_bytes())));
+        assert!(!not_modified(&r, None, Some(crate::cache::http_date(999).as_bytes())));
+        assert!(!not_modified(&r, None, Some(b"garbage")));
+    }
+}

@@ -1,0 +1,47 @@
+//! # ocsp-origin
+//!
+//! An OCSP responder (RFC 6960, RFC 5019 profile) built to be the origin a
+//! certificate authority puts behind its CDN, and to stay responsive when the
+//! CDN drops its cache and every relying party's request lands on it.
+//!
+//! Nothing is pre-signed: on a cache miss the status is read and a fresh
+//! response is signed just in time, cached and served.
+//!
+//! ```text
+//!  clients / CDN ── HTTP/1.1 GET /{base64} · POST application/ocsp-request ──┐
+//!                                 SO_REUSEPORT, one listener per core         │
+//!  ┌──────────── shard k (one pinned core, one glommio LocalExecutor) ───────┴─┐
+//!  │ server::conn    read → http::parse (in place) → http::get_path / body     │
+//!  │ source::filter  ocsp::request decode → issuer served? serial sane?        │
+//!  │                 else unauthorized / malformedRequest                      │
+//!  │ source::cached  L1 (shard-local, no locks) fresh → reply                  │
+//!  │                 stale → reply + background re-sign; miss → coalesce      │
+//!  │ source::live    status lookup → ocsp::response ResponseData → sign ──┐    │
+//!  │ http::response  RFC 5019 headers, ETag/304, errors unsigned + no-cache │    │
+//!  └────────────────────────────────────────────────────────────────────────┼───┘
+//!         bounded MPMC queue (full → tryLater at once)                      ▼
+//!  ┌──── signer::pool: one OS thread per signing context, batched ──────────────┐
+//!  │ takes up to `batch` jobs, signs back to back, wakes each waiting shard     │
+//!  └─────────────────────────────────────────────────────────────────────────────┘
+//! ```
+//!
+//! Module map, in request order: [`server`] (executors, listeners,
+//! connections), [`http`], [`source`] (filter → cached → live), [`ocsp`]
+//! (request decoding, response encoding), [`status`], [`signer`], [`cache`];
+//! [`error`] holds the one mapping from failures to HTTP/OCSP answers.
+
+#![deny(unsafe_code, missing_docs, unreachable_pub)]
+
+pub mod app;
+pub mod cache;
+pub mod clock;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod http;
+pub mod issuer;
+pub mod ocsp;
+pub mod server;
+pub mod signer;
+pub mod source;
+pub mod status;

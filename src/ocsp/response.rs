@@ -1,0 +1,230 @@
+//! Encoding `OCSPResponse`s (RFC 6960 §4.2.1).
+//!
+//! ```text
+//! OCSPResponse ::= SEQUENCE {
+//!    responseStatus         OCSPResponseStatus,
+//!    responseBytes          [0] EXPLICIT ResponseBytes OPTIONAL }
+//! ResponseBytes ::= SEQUENCE {
+//!    responseType   OBJECT IDENTIFIER,          -- id-pkix-ocsp-basic
+//!    response       OCTET STRING }              -- DER BasicOCSPResponse
+//! BasicOCSPResponse ::= SEQUENCE {
+//!    tbsResponseData      ResponseData,
+//!    signatureAlgorithm   AlgorithmIdentifier,
+//!    signature            BIT STRING,
+//!    certs            [0] EXPLICIT SEQUENCE OF Certificate OPTIONAL }
+//! ```
+//!
+//! `ResponseData` is built with RustCrypto `x509-ocsp` types; the signed
+//! envelope around it is assembled here from already-encoded parts so the
+//! `ResponseData` is encoded once and the signature covers exactly those bytes.
+
+use std::time::Duration;
+
+use der::asn1::{GeneralizedTime, OctetString};
+use der::{DateTime, Encode};
+use spki::AlgorithmIdentifierOwned;
+use x509_cert::ext::pkix::CrlReason;
+use x509_cert::serial_number::SerialNumber;
+use x509_ocsp::{OcspGeneralizedTime, ResponderId, ResponseData, RevokedInfo, SingleResponse, Version};
+
+use super::types::{CertId, RevocationReason};
+use crate::issuer::{Issuer, ResponderIdentity};
+use crate::status::CertStatus;
+
+/// `OCSPResponseStatus` (RFC 6960 §4.2.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ResponseStatus {
+    /// Response has valid confirmations.
+    Successful = 0,
+    /// Illegal confirmation request.
+    MalformedRequest = 1,
+    /// Internal error in issuer.
+    InternalError = 2,
+    /// Try again later.
+    TryLater = 3,
+    /// Must sign the request.
+    SigRequired = 5,
+    /// Request unauthorized.
+    Unauthorized = 6,
+}
+
+/// The unsigned body of an error response: `SEQUENCE { ENUMERATED status }`.
+pub fn error_body(status: ResponseStatus) -> [u8; 5] {
+    [0x30, 0x03, 0x0a, 0x01, status as u8]
+}
+
+/// id-pkix-ocsp-basic, DER `OBJECT IDENTIFIER` TLV.
+const OID_OCSP_BASIC: &[u8] = &[0x06, 0x09, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01, 0x01];
+
+/// Appends a DER TLV with a one-byte tag.
+pub fn der_tlv(tag: u8, content: &[u8], out: &mut Vec<u8>) {
+    out.push(tag);
+    let len = content.len();
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes = (len as u64).to_be_bytes();
+        let skip = bytes.iter().position(|b| *b != 0).unwrap_or(7);
+        out.push(0x80 | (8 - skip) as u8);
+        out.extend_from_slice(&bytes[skip..]);
+    }
+    out.extend_from_slice(content);
+}
+
+/// Validity of a response, in seconds since the Unix epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Validity {
+    /// `producedAt`: when it was signed.
+    pub produced_at: u64,
+    /// `thisUpdate`: the time at which the status is known correct.
+    pub this_update: u64,
+    /// `nextUpdate`: when newer information will be available; the response
+    /// must not be used after it.
+    pub next_update: u64,
+}
+
+/// Why a `ResponseData` could not be encoded (a time out of range, a serial
+/// the DER library refuses): an internal error.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("encoding the response failed: {0}")]
+pub struct EncodeError(pub der::Error);
+
+fn gen_time(unix: u64) -> Result<OcspGeneralizedTime, der::Error> {
+    let dt = DateTime::from_unix_duration(Duration::from_secs(unix))?;
+    Ok(OcspGeneralizedTime(GeneralizedTime::from_date_time(dt)))
+}
+
+fn crl_reason(r: RevocationReason) -> CrlReason {
+    use RevocationReason::*;
+    match r {
+        Unspecified => CrlReason::Unspecified,
+        KeyCompromise => CrlReason::KeyCompromise,
+        CaCompromise => CrlReason::CaCompromise,
+        AffiliationChanged => CrlReason::AffiliationChanged,
+        Superseded => CrlReason::Superseded,
+        CessationOfOperation => CrlReason::CessationOfOperation,
+        CertificateHold => CrlReason::CertificateHold,
+        RemoveFromCrl => CrlReason::RemoveFromCRL,
+        PrivilegeWithdrawn => CrlReason::PrivilegeWithdrawn,
+        AaCompromise => CrlReason::AaCompromise,
+    }
+}
+
+/// Encodes the `ResponseData` (the to-be-signed part) for `answers`, all of
+/// which belong to `issuer`. CertIDs are rebuilt from the issuer's hashes with
+/// the client's algorithm and NULL parameters, as OpenSSL and most clients
+/// send them (clients compare the algorithm OID, the hashes and the serial).
+///
+/// A revocation reason of `unspecified` is omitted, as RFC 5280 §5.3.1 advises.
+pub fn response_data(
+    issuer: &Issuer,
+    answers: &[(CertId, CertStatus)],
+    v: Validity,
+) -> Result<Vec<u8>, EncodeError> {
+    let enc = || -> Result<Vec<u8>, der::Error> {
+        let this_update = gen_time(v.this_update)?;
+        let next_update = gen_time(v.next_update)?;
+        let mut responses = Vec::with_capacity(answers.len());
+        for (id, status) in answers {
+            let cert_id = x509_ocsp::CertId {
+                hash_algorithm: AlgorithmIdentifierOwned {
+                    oid: id.alg.oid(),
+                    parameters: Some(der::Any::null()),
+                },
+                issuer_name_hash: OctetString::new(issuer.name_hash(id.alg))?,
+                issuer_key_hash: OctetString::new(issuer.key_hash(id.alg))?,
+                serial_number: SerialNumber::new(id.serial.magnitude())?,
+            };
+            let cert_status = match *status {
+                CertStatus::Good => x509_ocsp::CertStatus::good(),
+                CertStatus::Revoked { at, reason } => x509_ocsp::CertStatus::Revoked(RevokedInfo {
+                    revocation_time: gen_time(at)?,
+                    revocation_reason: match reason {
+                        RevocationReason::Unspecified => None,
+                        r => Some(crl_reason(r)),
+                    },
+                }),
+            };
+            responses.push(SingleResponse {
+                cert_id,
+                cert_status,
+                this_update,
+                next_update: Some(next_update),
+                single_extensions: None,
+            });
+        }
+        let data = ResponseData {
+            version: Version::V1,
+            responder_id: ResponderId::ByKey(OctetString::new(issuer.responder.key_hash.as_slice())?),
+            produced_at: gen_time(v.produced_at)?,
+            responses,
+            response_extensions: None,
+        };
+        data.to_der()
+    };
+    enc().map_err(EncodeError)
+}
+
+/// Wraps signed `ResponseData` into a complete, successful `OCSPResponse`.
+pub fn assemble(tbs: &[u8], identity: &ResponderIdentity, signature: &[u8]) -> Vec<u8> {
+    let alg = identity.signer.algorithm_der();
+    let certs = identity.certs_field.as_deref().unwrap_or(&[]);
+    let mut bits = Vec::with_capacity(signature.len() + 1);
+    bits.push(0); // no unused bits
+    bits.extend_from_slice(signature);
+
+    let mut basic_inner = Vec::with_capacity(tbs.len() + alg.len() + bits.len() + certs.len() + 8);
+    basic_inner.extend_from_slice(tbs);
+    basic_inner.extend_from_slice(alg);
+    der_tlv(0x03, &bits, &mut basic_inner);
+    basic_inner.extend_from_slice(certs);
+    let mut basic = Vec::with_capacity(basic_inner.len() + 4);
+    der_tlv(0x30, &basic_inner, &mut basic);
+
+    let mut rb_inner = Vec::with_capacity(basic.len() + 20);
+    rb_inner.extend_from_slice(OID_OCSP_BASIC);
+    der_tlv(0x04, &basic, &mut rb_inner);
+    let mut rb = Vec::with_capacity(rb_inner.len() + 4);
+    der_tlv(0x30, &rb_inner, &mut rb);
+
+    let mut outer_inner = Vec::with_capacity(rb.len() + 8);
+    outer_inner.extend_from_slice(&[0x0a, 0x01, ResponseStatus::Successful as u8]);
+    der_tlv(0xa0, &rb, &mut outer_inner);
+    let mut out = Vec::with_capacity(outer_inner.len() + 4);
+    der_tlv(0x30, &outer_inner, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tlv_lengths() {
+        let mut v = Vec::new();
+        der_tlv(0x04, &[0u8; 5], &mut v);
+        assert_eq!(&v[..2], &[0x04, 5]);
+        let mut v = Vec::new();
+        der_tlv(0x04, &[0u8; 200], &mut v);
+        assert_eq!(&v[..3], &[0x04, 0x81, 200]);
+        let mut v = Vec::new();
+        der_tlv(0x04, &[0u8; 300], &mut v);
+        assert_eq!(&v[..4], &[0x04, 0x82, 0x01, 0x2c]);
+    }
+
+    #[test]
+    fn error_bodies_decode() {
+        use der::Decode;
+        for (s, want) in [
+            (ResponseStatus::MalformedRequest, x509_ocsp::OcspResponseStatus::MalformedRequest),
+            (ResponseStatus::TryLater, x509_ocsp::OcspResponseStatus::TryLater),
+            (ResponseStatus::Unauthorized, x509_ocsp::OcspResponseStatus::Unauthorized),
+            (ResponseStatus::InternalError, x509_ocsp::OcspResponseStatus::InternalError),
+        ] {
+            let r = x509_ocsp::OcspResponse::from_der(&error_body(s)).unwrap();
+            assert_eq!(r.response_status, want);
+            assert!(r.response_bytes.is_none());
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! One HTTP/1.1 connection: read, parse every complete request in the buffer
+//! (pipelining), answer in order, write once per batch.
+//!
+//! Bounds: the read buffer never holds more than one incomplete request, which
+//! the parser caps at `max_header_bytes + max_body_bytes`; a request must
+//! arrive within `header_timeout` of its first byte (else 408 and close — a
+//! slowloris cannot hold a connection); an idle connection closes after
+//! `idle_timeout`; a stuck write after `write_timeout`.
+
+use std::io::ErrorKind;
+use std::time::{Duration, Instant};
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+
+use super::shard::Shard;
+use crate::clock::unix_now;
+use crate::error::{disposition, Failure, HttpError};
+use crate::http::get_path::{self, Route};
+use crate::http::parse::{parse_head, Head, Method, Parsed};
+use crate::http::response::{self, ConnHeader};
+use crate::source::filter;
+
+/// Bytes read per `read` call.
+const READ_CHUNK: usize = 4096;
+
+/// Per-connection output and scratch buffers, reused across requests.
+struct Buffers {
+    output: Vec<u8>,
+    scratch: Vec<u8>,
+    der: Vec<u8>,
+}
+
+/// Serves one connection to completion.
+pub(super) async fn serve(shard: &Shard, mut stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_write_timeout(Some(shard.write_timeout));
+    let mut input: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    let mut b = Buffers { output: Vec::with_capacity(READ_CHUNK), scratch: Vec::new(), der: Vec::new() };
+    // When the first byte of the request being assembled arrived.
+    let mut request_started: Option<Instant> = None;
+    loop {
+        // Answer every complete request already buffered.
+        let mut consumed = 0;
+        let mut close = false;
+        loop {
+            let pending = &input[consumed..];
+            if pending.is_empty() {
+                break;
+            }
+            match parse_head(pending, &shard.limits) {
+                Ok(Parsed::Incomplete) => break,
+                Ok(Parsed::Complete(head)) => {
+                    let total = head.head_len + head.content_length;
+                    if pending.len() < total {
+                        break; // body still arriving
+                    }
+                    let keep = answer(shard, &input[consumed..consumed + total], &head, &mut b).await;
+                    consumed += total;
+                    request_started = None;
+                    if !keep {
+                        close = true;
+                        break;
+                    }
+                }
+                Err(e) => {
+                    write_http_failure(shard, e, &mut b.output);
+                    close = true;
+                    break;
+                }
+            }
+        }
+        input.drain(..consumed);
+        if !b.output.is_empty() {
+            if stream.write_all(&b.output).await.is_err() {
+                return;
+            }
+            b.output.clear();
+        }
+        if close {
+            let _ = stream.close().await;
+            return;
+        }
+
+        // Read more, within the request deadline or the idle timeout.
+        let timeout = if input.is_empty() {
+            shard.idle_timeout
+        } else {
+            let started = *request_started.get_or_insert_with(Instant::now);
+            shard.header_timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(1))
+        };
+        let _ = stream.set_read_timeout(Some(timeout));
+        let filled = input.len();
+        input.resize(filled + READ_CHUNK, 0);
+        let n = match stream.read(&mut input[filled..]).await {
+            Ok(n) => n,
+            Err(e) => {
+                input.truncate(filled);
+                if e.kind() == ErrorKind::TimedOut && filled > 0 {
+                    write_http_failure(shard, HttpError::Timeout, &mut b.output);
+                    let _ = stream.write_all(&b.output).await;
+                }
+                let _ = stream.close().await;
+                return;
+            }
+        };
+        input.truncate(filled + n);
+        if n == 0 {
+            return; // peer closed
+        }
+        if filled == 0 {
+            request_started = Some(Instant::now());
+        }
+    }
+}
+
+fn write_http_failure(shard: &Shard, e: HttpError, out: &mut Vec<u8>) {
+    let now = unix_now();
+    let d = disposition(&Failure::Http(e));
+    shard.stats.http_errors.set(shard.stats.http_errors.get() + 1);
+    shard.stats.requests.set(shard.stats.requests.get() + 1);
+    let mut date = shard.date.borrow_mut();
+    response::write_failure(out, &d, date.get(now), ConnHeader::Close, true);
+}
+
+/// Answers one complete request (`req` = head + body); returns whether the
+/// connection stays open.
+async fn answer(shard: &Shard, req: &[u8], head: &Head, b: &mut Buffers) -> bool {
+    let stats = &shard.stats;
+    stats.requests.set(stats.requests.get() + 1);
+    let conn = match (head.keep_alive, head.minor_version) {
+        (false, _) => ConnHeader::Close,
+        (true, 0) => ConnHeader::KeepAlive,
+        (true, _) => ConnHeader::Default,
+    };
+    let with_body = head.method != Method::Head;
+    let target = &req[head.path.clone()];
+    let der: &[u8] = match (head.method, get_path::route(target, &shard.prefix)) {
+        (Method::Other, _) => {
+            return fail(shard, Failure::Http(HttpError::MethodNotAllowed), conn, with_body, b)
+        }
+        (_, Route::NotFound) => return fail(shard, Failure::Http(HttpError::NotFound), conn, with_body, b),
+        (Method::Get | Method::Head, Route::Health) => {
+            let now = unix_now();
+            response::write_health(&mut b.output, shard.date.borrow_mut().get(now), conn, with_body);
+            return head.keep_alive;
+        }
+        (Method::Get | Method::Head, Route::Ocsp(encoded)) => {
+            if let Err(e) = get_path::decode(encoded, &mut b.scratch, &mut b.der) {
+                return fail(shard, Failure::Ocsp(e), conn, with_body, b);
+            }
+            &b.der
+        }
+        (Method::Post, _) => &req[head.head_len..],
+    };
+    let query = match filter::admit(der, &shard.issuers, shard.max_cert_ids) {
+        Ok(q) => q,
+        Err(e) => return fail(shard, Failure::Ocsp(e), conn, with_body, b),
+    };
+    match shard.responder.answer(query).await {
+        Ok(resp) => {
+            let now = unix_now();
+            let mut date = shard.date.borrow_mut();
+            let conditional = head.method != Method::Post
+                && response::not_modified(
+                    &resp,
+                    head.if_none_match.clone().map(|r| &req[r]),
+                    head.if_modified_since.clone().map(|r| &req[r]),
+                );
+            if conditional {
+                stats.not_modified.set(stats.not_modified.get() + 1);
+                response::write_not_modified(&mut b.output, &resp, now, date.get(now), conn);
+            } else {
+                stats.ok.set(stats.ok.get() + 1);
+                response::write_ocsp(&mut b.output, &resp, now, date.get(now), conn, with_body);
+            }
+            head.keep_alive
+        }
+        Err(e) => fail(shard, Failure::Ocsp(e), conn, with_body, b),
+    }
+}
+
+fn fail(shard: &Shard, f: Failure, conn: ConnHeader, with_body: bool, b: &mut Buffers) -> bool {
+    let d = disposition(&f);
+    let stats = &shard.stats;
+    match f {
+        Failure::Http(_) => stats.http_errors.set(stats.http_errors.get() + 1),
+        Failure::Ocsp(_) => stats.ocsp_errors.set(stats.ocsp_errors.get() + 1),
+    }
+    let now = unix_now();
+    response::write_failure(&mut b.output, &d, shard.date.borrow_mut().get(now), conn, with_body);
+    !d.close && conn != ConnHeader::Close
+}

@@ -1,0 +1,111 @@
+//! The thread-per-core server: one pinned glommio `LocalExecutor` per core,
+//! each with its own SO_REUSEPORT listener, connection buffers, L1 cache,
+//! coalescing map and counters. The only things shared between cores are
+//! read-only (issuers, the embedded status table) or a bounded channel (the
+//! signer pool).
+//!
+//! Start-up order matters for clear failures: the memlock limit is checked
+//! and raised, every listener socket is bound (so "address in use" is reported
+//! before any thread starts), the signer threads start, then the shards.
+
+mod conn;
+mod listener;
+pub mod shard;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
+
+use crate::config::Config;
+use crate::issuer::Issuers;
+use crate::signer::{SignPool, SignPoolConfig};
+use crate::status::StatusSource;
+
+pub use listener::raise_memlock;
+
+/// Registered I/O memory per shard. The server does no DMA file I/O, so this
+/// only needs to satisfy glommio's allocator; small keeps RLIMIT_MEMLOCK needs
+/// low (cores × this).
+pub const IO_MEMORY: usize = 128 << 10;
+
+/// Everything a server needs besides its config.
+pub struct Parts {
+    /// Issuers with their keys.
+    pub issuers: Arc<Issuers>,
+    /// Status source.
+    pub status: Arc<dyn StatusSource>,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// RLIMIT_MEMLOCK too low and cannot be raised.
+    #[error("{0}")]
+    Memlock(String),
+    /// Binding the listen address failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Threads or executors could not start.
+    #[error("cannot start: {0}")]
+    Start(String),
+}
+
+/// Runs the server until the process is stopped. `on_ready` is called with the
+/// bound address once every listener is bound and before shards start
+/// accepting (connections made after it wait in the backlog, never refused).
+pub fn run(config: &Config, parts: Parts, on_ready: impl FnOnce(SocketAddr)) -> Result<(), ServerError> {
+    let cores = config.cores.max(1);
+    raise_memlock(cores * IO_MEMORY + (512 << 10)).map_err(ServerError::Memlock)?;
+    let (fds, addr) = listener::bind_all(config.listen, cores, config.limits.listen_backlog)
+        .map_err(|source| ServerError::Listen { addr: config.listen, source })?;
+    let (pool, signer_threads) = SignPool::start(&SignPoolConfig {
+        threads: config.signing.threads,
+        queue_depth: config.signing.queue_depth,
+        batch: config.signing.batch,
+    })
+    .map_err(|e| ServerError::Start(format!("signer threads: {e}")))?;
+    log::info!(
+        "listening on {addr}: {cores} shards, {} signer threads, {} issuer(s)",
+        config.signing.threads,
+        parts.issuers.len()
+    );
+    on_ready(addr);
+
+    let fds = Arc::new(Mutex::new(fds));
+    let shared = Arc::new(shard::SharedParts {
+        config: config.clone(),
+        issuers: parts.issuers,
+        status: parts.status,
+        pool,
+    });
+    let handles = LocalExecutorPoolBuilder::new(PoolPlacement::MaxSpread(cores, None))
+        .name("shard")
+        .io_memory(IO_MEMORY)
+        .ring_depth(256)
+        .preempt_timer(Duration::from_millis(100))
+        .on_all_shards(move || {
+            let fd = fds.lock().ok().and_then(|mut v| v.pop());
+            let shared = shared.clone();
+            async move {
+                match fd {
+                    Some(fd) => shard::run(fd, shared).await,
+                    None => log::error!("shard started without a listener"),
+                }
+            }
+        })
+        .map_err(|e| ServerError::Start(e.to_string()))?;
+    for r in handles.join_all() {
+        if let Err(e) = r {
+            return Err(ServerError::Start(format!("shard failed: {e}")));
+        }
+    }
+    drop(signer_threads);
+    Ok(())
+}

@@ -1,0 +1,47 @@
+//! Signing: the [`Signer`] trait every key implements (software keys now, PKCS#11
+//! HSM sessions later) and the [`pool`] of signer threads that shards hand work to.
+//!
+//! Signing is the scarce resource of a just-in-time responder and it is CPU- (or
+//! HSM-) bound, so it never runs on a shard: shards queue jobs into a bounded
+//! queue and await the answer.
+
+pub mod pool;
+pub mod software;
+
+pub use pool::{SignPool, SignPoolConfig};
+pub use software::SoftwareSigner;
+
+/// Why a signature could not be made.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SignError {
+    /// The key refused to sign (library or device failure).
+    #[error("signing failed: {0}")]
+    Failed(String),
+    /// The queue was full: the signers are saturated.
+    #[error("signing queue full")]
+    QueueFull,
+    /// The signer threads are gone (shutdown).
+    #[error("signer pool stopped")]
+    Stopped,
+    /// No answer within the configured signing timeout.
+    #[error("signing timed out")]
+    Timeout,
+}
+
+/// A private key that signs OCSP `ResponseData`.
+///
+/// Implementations are shared by all signer threads, so they are `Send + Sync`;
+/// a device whose sessions are not `Sync` keeps one session per thread behind
+/// this interface.
+pub trait Signer: Send + Sync + 'static {
+    /// DER of the `AlgorithmIdentifier` that goes into `BasicOCSPResponse.signatureAlgorithm`.
+    fn algorithm_der(&self) -> &[u8];
+    /// The public key as it appears in a certificate's `subjectPublicKey` BIT
+    /// STRING (used to match the key to its certificate and for `byKey` IDs).
+    fn public_key_bits(&self) -> &[u8];
+    /// Signs `tbs` (the DER `ResponseData`), returning the signature value as it
+    /// goes into the BIT STRING (DER `ECDSA-Sig-Value` for EC, raw for RSA).
+    fn sign(&self, tbs: &[u8]) -> Result<Vec<u8>, SignError>;
+    /// Human-readable key description for logs (`ECDSA P-256`, `RSA-2048`).
+    fn describe(&self) -> String;
+}

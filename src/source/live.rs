@@ -1,0 +1,98 @@
+//! The last source: reads the status and has the issuer's key sign a fresh
+//! response, just in time.
+//!
+//! Validity: `thisUpdate = now − backdate`, `nextUpdate = thisUpdate +
+//! lifetime`, refreshed after `refresh_fraction` of the lifetime. The status
+//! lookup and the signature each have a bound (the status source's own timeout,
+//! `signing.timeout_ms`); a full signing queue is an immediate `tryLater`.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_lite::future;
+
+use super::{Answer, Query, Source};
+use crate::cache::CachedResponse;
+use crate::clock::unix_now;
+use crate::config::ExpiredPolicy;
+use crate::error::OcspError;
+use crate::issuer::Issuers;
+use crate::ocsp::response::{self, Validity};
+use crate::signer::{SignError, SignPool};
+use crate::status::StatusSource;
+
+/// Validity and policy knobs of live signing.
+#[derive(Clone, Debug)]
+pub struct LivePolicy {
+    /// nextUpdate − thisUpdate, seconds.
+    pub lifetime_secs: u64,
+    /// Fraction of the lifetime after which a response is re-signed.
+    pub refresh_fraction: f64,
+    /// thisUpdate backdating, seconds.
+    pub backdate_secs: u64,
+    /// What to do about expired certificates.
+    pub expired: ExpiredPolicy,
+    /// Longest wait for a signature.
+    pub sign_timeout: Duration,
+}
+
+/// Status + signing. Shared by reference within a shard.
+pub struct Live {
+    issuers: Arc<Issuers>,
+    status: Arc<dyn StatusSource>,
+    pool: SignPool,
+    policy: LivePolicy,
+}
+
+impl Live {
+    /// Builds the live source.
+    pub fn new(
+        issuers: Arc<Issuers>,
+        status: Arc<dyn StatusSource>,
+        pool: SignPool,
+        policy: LivePolicy,
+    ) -> Live {
+        Live { issuers, status, pool, policy }
+    }
+
+    /// Looks up every CertID, signs one response for all of them.
+    pub async fn answer(&self, q: &Query) -> Result<CachedResponse, OcspError> {
+        let now = unix_now();
+        let mut answers = Vec::with_capacity(q.ids.len());
+        for id in &q.ids {
+            let rec = self.status.lookup(id.issuer, id.serial).await?.ok_or(OcspError::UnknownSerial)?;
+            if rec.not_after < now && self.policy.expired == ExpiredPolicy::Unauthorized {
+                return Err(OcspError::Expired);
+            }
+            answers.push((*id, rec.status));
+        }
+        let p = &self.policy;
+        let this_update = now.saturating_sub(p.backdate_secs);
+        let validity = Validity { produced_at: now, this_update, next_update: this_update + p.lifetime_secs };
+        let refresh_at = this_update + (p.lifetime_secs as f64 * p.refresh_fraction) as u64;
+        let issuer = self.issuers.get(q.issuer);
+        let tbs = response::response_data(issuer, &answers, validity)?;
+        let identity = &issuer.responder;
+        let rx = self.pool.submit(identity.signer.clone(), tbs.clone())?;
+        let signed = future::or(async { Some(rx.await) }, async {
+            glommio::timer::sleep(p.sign_timeout).await;
+            None
+        })
+        .await;
+        let signature = match signed {
+            None => return Err(SignError::Timeout.into()),
+            Some(Err(_canceled)) => return Err(SignError::Stopped.into()),
+            Some(Ok(r)) => r?,
+        };
+        let der = response::assemble(&tbs, identity, &signature);
+        Ok(CachedResponse::new(der, validity, refresh_at))
+    }
+}
+
+impl Source for Rc<Live> {
+    fn fetch(&self, q: Rc<Query>) -> Answer {
+        let me = self.clone();
+        Box::pin(async move { me.answer(&q).await.map(Rc::new) })
+    }
+}

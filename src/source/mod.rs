@@ -1,0 +1,43 @@
+//! Where answers come from: sources that nest, Boulder-style.
+//!
+//! ```text
+//! filter::admit      bytes → Query (issuer served? serial sane? limits)
+//!   └ cached::Cached   L1 hit → answer; miss → coalesced fetch; stale → serve + refresh
+//!       └ live::Live       status lookup → ResponseData → signer pool → OCSPResponse
+//! ```
+//!
+//! Every source implements [`Source`]; futures are `!Send` because they run on
+//! the shard that received the request. Later layers (Redis, a DB-checked
+//! source) slot in between `Cached` and `Live` behind the same trait.
+
+pub mod cached;
+pub mod filter;
+pub mod live;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+
+use crate::cache::CachedResponse;
+use crate::error::OcspError;
+use crate::ocsp::{CertId, IssuerId};
+
+/// An admitted request: the CertIDs to answer and the cache key naming them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Query {
+    /// The issuer all CertIDs belong to.
+    pub issuer: IssuerId,
+    /// CertIDs in request order.
+    pub ids: Vec<CertId>,
+    /// Compact encoding of `ids` (see [`filter::cache_key`]).
+    pub key: Box<[u8]>,
+}
+
+/// The future a source returns.
+pub type Answer = Pin<Box<dyn Future<Output = Result<Rc<CachedResponse>, OcspError>>>>;
+
+/// Something that can produce a signed response for a query.
+pub trait Source {
+    /// Produces the response for `q`.
+    fn fetch(&self, q: Rc<Query>) -> Answer;
+}
