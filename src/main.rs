@@ -87,7 +87,7 @@ fn run(cli: Cli) -> Result<(), String> {
             }
             let base = config.parent().unwrap_or(std::path::Path::new("."));
             let cfg = Config::validate(file, base).map_err(|e| format!("{}: {e}", config.display()))?;
-            serve(&cfg, |_| {})
+            serve(&cfg, |addr| println!("ocsp-origin listening on http://{addr}"))
         }
         Command::Demo { listen, dir, certs, cores } => {
             if certs < 5 {

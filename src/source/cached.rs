@@ -152,3 +152,113 @@ impl Source for Cached {
         Box::pin(async move { me.answer((*q).clone()).await })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::ocsp::response::Validity;
+
+    /// A source that takes 50 ms per fetch and counts calls.
+    struct SlowCounting {
+        calls: Rc<Cell<u32>>,
+        validity: Validity,
+        refresh_at: u64,
+    }
+
+    impl Source for SlowCounting {
+        fn fetch(&self, _q: Rc<Query>) -> Answer {
+            self.calls.set(self.calls.get() + 1);
+            let (v, r) = (self.validity, self.refresh_at);
+            Box::pin(async move {
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+                Ok(Rc::new(CachedResponse::new(vec![1, 2, 3], v, r)))
+            })
+        }
+    }
+
+    fn query(k: u8) -> Query {
+        Query { issuer: crate::ocsp::IssuerId(0), ids: vec![], key: vec![k].into() }
+    }
+
+    fn on_executor(f: impl std::future::Future<Output = ()> + 'static) {
+        crate::server::raise_memlock(1 << 20).unwrap();
+        glommio::LocalExecutorBuilder::default().io_memory(64 << 10).make().unwrap().run(f);
+    }
+
+    fn source(validity: Validity, refresh_at: u64, max_inflight: usize) -> (Cached, Rc<Cell<u32>>) {
+        let calls = Rc::new(Cell::new(0));
+        let inner: Rc<dyn Source> = Rc::new(SlowCounting { calls: calls.clone(), validity, refresh_at });
+        (Cached::new(inner, 100, max_inflight), calls)
+    }
+
+    #[test]
+    fn concurrent_misses_for_one_key_cause_one_fetch() {
+        on_executor(async {
+            let now = unix_now();
+            let v = Validity { produced_at: now, this_update: now, next_update: now + 1000 };
+            let (c, calls) = source(v, now + 500, 16);
+            let tasks: Vec<_> = (0..50)
+                .map(|_| {
+                    let c = c.clone();
+                    glommio::spawn_local(async move { c.answer(query(7)).await.is_ok() })
+                })
+                .collect();
+            for t in tasks {
+                assert!(t.await);
+            }
+            assert_eq!(calls.get(), 1, "one fetch for 50 concurrent misses");
+            assert_eq!(c.stats().coalesced.get(), 49);
+            assert!(c.answer(query(7)).await.is_ok());
+            assert_eq!(calls.get(), 1, "then a hit");
+            assert_eq!(c.inflight(), 0);
+        });
+    }
+
+    #[test]
+    fn stale_is_served_at_once_and_refreshed_in_background() {
+        on_executor(async {
+            let now = unix_now();
+            // Already past refresh_at but before nextUpdate: stale.
+            let v = Validity { produced_at: now - 100, this_update: now - 100, next_update: now + 1000 };
+            let (c, calls) = source(v, now - 1, 16);
+            c.answer(query(1)).await.unwrap();
+            assert_eq!(calls.get(), 1);
+            let t = std::time::Instant::now();
+            c.answer(query(1)).await.unwrap();
+            assert!(
+                t.elapsed() < Duration::from_millis(40),
+                "stale answered without waiting for the refresh"
+            );
+            assert_eq!(calls.get(), 2, "refresh started");
+            assert_eq!(c.stats().stale_hits.get(), 1);
+            glommio::timer::sleep(Duration::from_millis(80)).await;
+            assert_eq!(c.inflight(), 0);
+        });
+    }
+
+    #[test]
+    fn inflight_bound_gives_overloaded() {
+        on_executor(async {
+            let now = unix_now();
+            let v = Validity { produced_at: now, this_update: now, next_update: now + 1000 };
+            let (c, _) = source(v, now + 500, 2);
+            let a = glommio::spawn_local({
+                let c = c.clone();
+                async move { c.answer(query(1)).await.is_ok() }
+            });
+            let b = glommio::spawn_local({
+                let c = c.clone();
+                async move { c.answer(query(2)).await.is_ok() }
+            });
+            glommio::yield_if_needed().await;
+            glommio::timer::sleep(Duration::from_millis(5)).await;
+            assert_eq!(c.inflight(), 2);
+            assert_eq!(c.answer(query(3)).await.unwrap_err(), OcspError::Overloaded);
+            assert!(a.await && b.await);
+            assert!(c.answer(query(3)).await.is_ok(), "capacity is back");
+        });
+    }
+}

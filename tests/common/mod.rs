@@ -1,0 +1,191 @@
+//! Shared helpers for integration tests: a real `ocsp-origin serve` process on
+//! an ephemeral loopback port, a minimal raw HTTP/1.1 client, and the test
+//! issuer from `tests/data/client-requests`.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// The test issuer's files.
+pub fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/client-requests").join(name)
+}
+
+/// Serial of `leaf-good.pem`.
+pub const GOOD: &str = "0A1B2C3D4E5F60718293";
+/// Serial of `leaf-revoked.pem` (revoked 2026-11-01 12:00:00Z, keyCompromise).
+pub const REVOKED: &str = "F1E2D3C4B5A6978877";
+
+/// A running server; killed on drop.
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A config with the test issuer plus `extra` TOML (top-level keys and tables
+/// other than `[[issuer]]` go first, so `extra` must not start with an issuer
+/// table unless `issuers` is empty).
+pub fn test_issuer_toml() -> String {
+    format!(
+        "[[issuer]]\nname = \"test\"\ncert = \"{}\"\nkey = \"{}\"\nindex = \"{}\"\n",
+        data("ca.pem").display(),
+        data("ca.key").display(),
+        data("index.txt").display()
+    )
+}
+
+impl Server {
+    /// Starts `ocsp-origin serve` with `top` (top-level keys and tables) and
+    /// `issuers` (`[[issuer]]` tables) in its config.
+    pub fn start(top: &str, issuers: &str) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        Server::start_in(dir, top, issuers)
+    }
+
+    /// Like [`Server::start`] with a prepared directory (for extra key files).
+    pub fn start_in(dir: tempfile::TempDir, top: &str, issuers: &str) -> Server {
+        let cfg = dir.path().join("ocsp-origin.toml");
+        let text = format!("listen = \"127.0.0.1:0\"\ncores = 2\n{top}\n{issuers}");
+        std::fs::write(&cfg, text).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ocsp-origin"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&cfg)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn ocsp-origin");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = loop {
+            match lines.next() {
+                Some(Ok(l)) => {
+                    if let Some(a) = l.strip_prefix("ocsp-origin listening on http://") {
+                        break a.trim().parse().unwrap();
+                    }
+                }
+                _ => {
+                    let status = child.wait().unwrap();
+                    panic!("server exited before listening: {status}");
+                }
+            }
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server { child, addr, dir }
+    }
+
+    /// A fresh connection with a read timeout.
+    pub fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(self.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    }
+
+    /// Base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+/// A parsed HTTP response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads one response from `r` (`head_only` for HEAD requests / 304s).
+pub fn read_response(r: &mut impl BufRead, head_only: bool) -> Option<Response> {
+    let mut line = String::new();
+    if r.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let status: u16 = line.split_whitespace().nth(1)?.parse().ok()?;
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h).ok()?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let (n, v) = h.split_once(':')?;
+        headers.push((n.trim().to_string(), v.trim().to_string()));
+    }
+    let len: usize = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        .map(|(_, v)| v.parse().unwrap())
+        .unwrap_or(0);
+    let mut body = vec![0; if head_only || status == 304 { 0 } else { len }];
+    r.read_exact(&mut body).ok()?;
+    Some(Response { status, headers, body })
+}
+
+/// Sends raw bytes on a new connection and reads one response.
+pub fn roundtrip(server: &Server, raw: &[u8]) -> Response {
+    let mut s = server.connect();
+    s.write_all(raw).unwrap();
+    let mut r = BufReader::new(s);
+    read_response(&mut r, raw.starts_with(b"HEAD")).expect("a response")
+}
+
+/// A GET request for `path`.
+pub fn get(path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").into_bytes()
+}
+
+/// A POST of an OCSP request body to `path`.
+pub fn post(path: &str, body: &[u8]) -> Vec<u8> {
+    let mut v = format!(
+        "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/ocsp-request\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    v.extend_from_slice(body);
+    v
+}
+
+/// Standard base64 of `der`.
+pub fn b64(der: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(der)
+}
+
+/// The unsigned error body for an OCSP response status.
+pub fn ocsp_error(status: u8) -> Vec<u8> {
+    vec![0x30, 0x03, 0x0a, 0x01, status]
+}
+
+/// Runs a command, returning (success, stdout+stderr).
+pub fn run(cmd: &mut Command) -> (bool, String) {
+    let out = cmd.output().expect("run command");
+    let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
+    s.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), s)
+}
+
+/// `openssl` must exist: the interop tests are the point.
+pub fn openssl() -> Command {
+    Command::new("openssl")
+}
