@@ -35,6 +35,12 @@ pub struct FileConfig {
     /// Shards (pinned executor threads). 0 = one per available CPU. Default 0.
     #[serde(default)]
     pub cores: usize,
+    /// Pin each shard to its own CPU (glommio `MaxSpread` placement). Default
+    /// true: on a dedicated machine pinning keeps caches warm and tails short.
+    /// On a small machine shared with other busy processes (a load generator),
+    /// unpinned shards can move away from them.
+    #[serde(default = "d_true")]
+    pub pin: bool,
     /// Path prefix the responder URL carries (`/ocsp`); requests outside it get
     /// 404. Default empty (the responder is at `/`).
     #[serde(default)]
@@ -210,6 +216,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Shards to run.
     pub cores: usize,
+    /// Pin shards to CPUs.
+    pub pin: bool,
     /// Normalised prefix: empty, or `/x/y` without a trailing slash.
     pub path_prefix: String,
     /// See [`ResponseConfig`].
@@ -262,8 +270,8 @@ impl Config {
             return Err(err("path_prefix", "must be a plain path"));
         }
         let r = &f.response;
-        if r.lifetime_secs < 60 {
-            return Err(err("response.lifetime_secs", "must be at least 60"));
+        if !(60..=366 * 86_400).contains(&r.lifetime_secs) {
+            return Err(err("response.lifetime_secs", "must be between 60 and 31622400 (366 days)"));
         }
         if !(r.refresh_fraction > 0.0 && r.refresh_fraction <= 1.0) {
             return Err(err("response.refresh_fraction", "must be in (0, 1]"));
@@ -333,6 +341,7 @@ impl Config {
         Ok(Config {
             listen,
             cores,
+            pin: f.pin,
             path_prefix: prefix,
             response: f.response,
             limits: f.limits,
@@ -358,6 +367,10 @@ pub fn available_cores() -> usize {
         .map(|v| v.len())
         .filter(|n| *n > 0)
         .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+}
+
+fn d_true() -> bool {
+    true
 }
 
 fn d_listen() -> String {

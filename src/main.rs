@@ -34,6 +34,9 @@ enum Command {
         /// Shards (0 = one per CPU).
         #[arg(long, default_value_t = 0)]
         cores: usize,
+        /// Do not pin shards to CPUs (see `pin` in the config reference).
+        #[arg(long)]
+        no_pin: bool,
     },
     /// Serve OCSP as configured in a TOML file.
     Serve {
@@ -89,7 +92,7 @@ fn run(cli: Cli) -> Result<(), String> {
             let cfg = Config::validate(file, base).map_err(|e| format!("{}: {e}", config.display()))?;
             serve(&cfg, |addr| println!("ocsp-origin listening on http://{addr}"))
         }
-        Command::Demo { listen, dir, certs, cores } => {
+        Command::Demo { listen, dir, certs, cores, no_pin } => {
             if certs < 5 {
                 return Err("--certs must be at least 5".into());
             }
@@ -106,6 +109,7 @@ fn run(cli: Cli) -> Result<(), String> {
             let mut file: FileConfig = toml::from_str(&text).map_err(|e| e.to_string())?;
             file.listen = listen.to_string();
             file.cores = cores;
+            file.pin = !no_pin;
             let cfg = Config::validate(file, &dir).map_err(|e| e.to_string())?;
             serve(&cfg, |addr| {
                 println!("{}", ocsp_origin::demo::instructions(&files, &format!("http://{addr}")));

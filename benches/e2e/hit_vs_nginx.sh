@@ -39,7 +39,8 @@
 #
 # USAGE
 #   benches/e2e/hit_vs_nginx.sh [--duration 10s] [--connections 64] [--threads 2]
-#                               [--cores 2] [--urls 1000] [--out DIR]
+#                               [--cores 2] [--urls 1000] [--out DIR] [--no-pin]
+#   --no-pin   start the demo with unpinned shards (a 2-core box shared with wrk)
 #   OCSP_ORIGIN_BIN=/path/to/ocsp-origin  use a prebuilt binary (else: cargo build --release)
 set -euo pipefail
 
@@ -53,6 +54,7 @@ THREADS=2
 CORES=2
 URLS=1000
 OUT=""
+PIN_ARG=""
 WARMUP=2s
 
 usage() {
@@ -76,6 +78,7 @@ while [[ $# -gt 0 ]]; do
         --cores=*) CORES="${1#*=}"; shift ;;
         --urls=*) URLS="${1#*=}"; shift ;;
         --out=*) OUT="${1#*=}"; shift ;;
+        --no-pin) PIN_ARG="--no-pin"; shift ;;
         -h|--help) usage 0 ;;
         *) echo "unknown option: $1" >&2; usage 2 ;;
     esac
@@ -170,7 +173,7 @@ CERTS=$(( URLS < 5 ? 5 : URLS ))
 PORT="$(free_port)"
 BASE="http://127.0.0.1:$PORT"
 log "starting ocsp-origin demo on $BASE (--cores $CORES --certs $CERTS)"
-"$BIN" demo --dir "$DEMO" --listen "127.0.0.1:$PORT" --cores "$CORES" --certs "$CERTS" \
+"$BIN" demo --dir "$DEMO" --listen "127.0.0.1:$PORT" --cores "$CORES" --certs "$CERTS" $PIN_ARG \
     >"$OUT/ocsp-origin.log" 2>&1 &
 OCSP_PID=$!
 PIDS+=("$OCSP_PID")
@@ -433,7 +436,7 @@ NGX_RPS="$(field "$S_NGX" rps)"
     echo "- commit: \`$COMMIT\`; binary: \`$BIN\`"
     echo "- machine: $(nproc) CPUs, $CPU_MODEL; kernel $(uname -r)"
     echo "- tools: $(wrk -v 2>&1 | awk 'NR == 1 { print $1, $2 }'), $("$NGINX" -v 2>&1 | sed 's/^nginx version: //'), $(openssl version | awk '{ print $1, $2 }')"
-    echo "- load: wrk -t$THREADS -c$CONNECTIONS -d$DURATION (after a $WARMUP warm-up each); server: --cores $CORES, nginx worker_processes $CORES; client and servers share the CPUs; server CPU = user+sys of the server process(es) during the run, 100% = one core"
+    echo "- load: wrk -t$THREADS -c$CONNECTIONS -d$DURATION (after a $WARMUP warm-up each); server: --cores $CORES ${PIN_ARG:-(pinned)}, nginx worker_processes $CORES; client and servers share the CPUs; server CPU = user+sys of the server process(es) during the run, 100% = one core"
     echo "- ocsp-origin: $URLS distinct serials (P-256, SHA-1 CertID), answer $GET_BODY B body + $GET_HDR B headers; nginx: one $NGX_BODY B file + $NGX_HDR B headers"
     echo "- command: \`$CMDLINE\`"
     echo

@@ -9,7 +9,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
-use super::{CachedResponse, Freshness};
+use super::{CachedResponse, Freshness, ResponseCache};
 
 struct Slot {
     resp: Rc<CachedResponse>,
@@ -33,9 +33,11 @@ impl L1Cache {
     pub fn new(capacity: usize) -> L1Cache {
         L1Cache { capacity, inner: RefCell::new(Inner { map: HashMap::new(), clock: VecDeque::new() }) }
     }
+}
 
+impl ResponseCache for L1Cache {
     /// Looks `key` up at `now`; an expired entry is removed and reported as a miss.
-    pub fn get(&self, key: &[u8], now: u64) -> Option<(Rc<CachedResponse>, Freshness)> {
+    fn get(&self, key: &[u8], now: u64) -> Option<(Rc<CachedResponse>, Freshness)> {
         let mut inner = self.inner.borrow_mut();
         let slot = inner.map.get(key)?;
         match slot.resp.freshness(now) {
@@ -51,7 +53,7 @@ impl L1Cache {
     }
 
     /// Stores a response, evicting as needed.
-    pub fn put(&self, key: &[u8], resp: Rc<CachedResponse>) {
+    fn put(&self, key: &[u8], resp: Rc<CachedResponse>) {
         if self.capacity == 0 {
             return;
         }
@@ -85,18 +87,13 @@ impl L1Cache {
     }
 
     /// Drops `key` (e.g. on a revocation notice).
-    pub fn remove(&self, key: &[u8]) {
+    fn remove(&self, key: &[u8]) {
         self.inner.borrow_mut().map.remove(key);
     }
 
     /// Entries held now.
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.inner.borrow().map.len()
-    }
-
-    /// True when empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

@@ -7,6 +7,7 @@
 pub mod l1;
 
 use std::fmt::Write;
+use std::rc::Rc;
 
 use crate::ocsp::response::Validity;
 
@@ -66,6 +67,24 @@ impl CachedResponse {
         } else {
             Freshness::Fresh
         }
+    }
+}
+
+/// A synchronous, shard-local response cache (the L1). Implementations are
+/// `!Sync` on purpose: one per shard, no locks. Remote caches (Redis) are
+/// asynchronous and sit behind the `Source` trait instead.
+pub trait ResponseCache {
+    /// Looks `key` up at `now`; an expired entry is a miss.
+    fn get(&self, key: &[u8], now: u64) -> Option<(Rc<CachedResponse>, Freshness)>;
+    /// Stores (or replaces) the response for `key`.
+    fn put(&self, key: &[u8], resp: Rc<CachedResponse>);
+    /// Drops `key`.
+    fn remove(&self, key: &[u8]);
+    /// Entries held.
+    fn len(&self) -> usize;
+    /// True when empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

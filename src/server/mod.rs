@@ -85,7 +85,9 @@ pub fn run(config: &Config, parts: Parts, on_ready: impl FnOnce(SocketAddr)) -> 
         status: parts.status,
         pool,
     });
-    let handles = LocalExecutorPoolBuilder::new(PoolPlacement::MaxSpread(cores, None))
+    let placement =
+        if config.pin { PoolPlacement::MaxSpread(cores, None) } else { PoolPlacement::Unbound(cores) };
+    let handles = LocalExecutorPoolBuilder::new(placement)
         .name("shard")
         .io_memory(IO_MEMORY)
         .ring_depth(256)

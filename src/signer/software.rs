@@ -153,6 +153,29 @@ mod tests {
         pk.verify(b"hello", &sig).unwrap();
     }
 
+    fn verify(s: &SoftwareSigner, alg: &'static dyn signature::VerificationAlgorithm) {
+        let sig = s.sign(b"tbs").unwrap();
+        signature::UnparsedPublicKey::new(alg, s.public_key_bits()).verify(b"tbs", &sig).unwrap();
+    }
+
+    #[test]
+    fn p384_and_rsa_pkcs8_keys() {
+        let rng = SystemRandom::new();
+        let p384 = EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P384_SHA384_ASN1_SIGNING, &rng).unwrap();
+        let s = SoftwareSigner::from_pkcs8(p384.as_ref()).unwrap();
+        assert_eq!(s.describe(), "ECDSA P-384");
+        assert_eq!(s.algorithm_der(), ALG_ECDSA_SHA384);
+        verify(&s, &signature::ECDSA_P384_SHA384_ASN1);
+
+        use aws_lc_rs::encoding::AsDer;
+        let rsa = RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+        let pem = pem::encode(&pem::Pem::new("PRIVATE KEY", rsa.as_der().unwrap().as_ref().to_vec()));
+        let s = SoftwareSigner::from_pem(&pem).unwrap();
+        assert_eq!(s.describe(), "RSA-2048");
+        assert_eq!(s.algorithm_der(), ALG_RSA_SHA256);
+        verify(&s, &signature::RSA_PKCS1_2048_8192_SHA256);
+    }
+
     #[test]
     fn rejects_garbage() {
         assert!(matches!(SoftwareSigner::from_pem("nothing here"), Err(KeyError::NoKey)));

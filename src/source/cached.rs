@@ -20,7 +20,7 @@ use futures::future::{FutureExt, Shared};
 
 use super::{Answer, Query, Source};
 use crate::cache::l1::L1Cache;
-use crate::cache::{CachedResponse, Freshness};
+use crate::cache::{CachedResponse, Freshness, ResponseCache};
 use crate::clock::unix_now;
 use crate::error::OcspError;
 
@@ -44,7 +44,7 @@ fn bump(c: &std::cell::Cell<u64>) {
 }
 
 struct State {
-    l1: L1Cache,
+    l1: Box<dyn ResponseCache>,
     inflight: RefCell<HashMap<Box<[u8]>, Shared<Answer>>>,
     inner: Rc<dyn Source>,
     max_inflight: usize,
@@ -63,7 +63,7 @@ impl Cached {
     pub fn new(inner: Rc<dyn Source>, l1_entries: usize, max_inflight: usize) -> Cached {
         Cached {
             state: Rc::new(State {
-                l1: L1Cache::new(l1_entries),
+                l1: Box::new(L1Cache::new(l1_entries)),
                 inflight: RefCell::new(HashMap::new()),
                 inner,
                 max_inflight,
