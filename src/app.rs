@@ -8,7 +8,7 @@ use crate::config::{Config, ConfigError};
 use crate::issuer::{parse_certificate, Issuer, Issuers};
 use crate::ocsp::IssuerId;
 use crate::server::Parts;
-use crate::signer::{Signer, SoftwareSigner};
+use crate::signer::{Pkcs11Signer, Signer, SoftwareSigner};
 use crate::status::index_txt::IndexStatus;
 
 fn field_err(i: usize, field: &str, reason: impl std::fmt::Display) -> ConfigError {
@@ -24,10 +24,15 @@ pub fn load_parts(config: &Config) -> Result<Parts, ConfigError> {
             std::fs::read(p).map_err(|e| field_err(i, field, format!("{}: {e}", p.display())))
         };
         let cert = parse_certificate(&read("cert", &ic.cert)?).map_err(|e| field_err(i, "cert", e))?;
-        let key_text =
-            String::from_utf8(read("key", &ic.key)?).map_err(|_| field_err(i, "key", "not a PEM file"))?;
-        let signer: Arc<dyn Signer> =
-            Arc::new(SoftwareSigner::from_pem(&key_text).map_err(|e| field_err(i, "key", e))?);
+        let signer: Arc<dyn Signer> = match (&ic.key, &ic.pkcs11) {
+            (Some(path), _) => {
+                let text = String::from_utf8(read("key", path)?)
+                    .map_err(|_| field_err(i, "key", "not a PEM file"))?;
+                Arc::new(SoftwareSigner::from_pem(&text).map_err(|e| field_err(i, "key", e))?)
+            }
+            (None, Some(p11)) => Arc::new(Pkcs11Signer::open(p11).map_err(|e| field_err(i, "pkcs11", e))?),
+            (None, None) => return Err(field_err(i, "key", "set key or [issuer.pkcs11]")),
+        };
         let responder = match &ic.responder_cert {
             Some(p) => Some(
                 parse_certificate(&read("responder_cert", p)?)

@@ -199,8 +199,13 @@ pub struct IssuerConfig {
     /// Issuer certificate, PEM or DER.
     pub cert: PathBuf,
     /// Signing key, PEM (PKCS#8, SEC1 or PKCS#1): the issuer's key, or the
-    /// delegated responder's key when `responder_cert` is set.
-    pub key: PathBuf,
+    /// delegated responder's key when `responder_cert` is set. Exactly one of
+    /// `key` and `[issuer.pkcs11]` is required.
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// The signing key in a PKCS#11 HSM instead of a file.
+    #[serde(default)]
+    pub pkcs11: Option<crate::signer::Pkcs11Config>,
     /// Optional delegated responder certificate (issued by this issuer, with
     /// id-kp-OCSPSigning); it is included in every response.
     #[serde(default)]
@@ -321,10 +326,37 @@ impl Config {
             if !names.insert(is.name.clone()) {
                 return Err(err(format!("issuer[{i}].name"), format!("{:?} is used twice", is.name)));
             }
+            match (&is.key, &is.pkcs11) {
+                (Some(_), Some(_)) => {
+                    return Err(err(
+                        format!("issuer[{i}].key"),
+                        "set either key or [issuer.pkcs11], not both",
+                    ))
+                }
+                (None, None) => return Err(err(format!("issuer[{i}].key"), "set key or [issuer.pkcs11]")),
+                (None, Some(p)) => {
+                    let f = |x: &str| format!("issuer[{i}].pkcs11.{x}");
+                    if p.key_label.is_some() == p.key_id.is_some() {
+                        return Err(err(f("key_label"), "set exactly one of key_label and key_id"));
+                    }
+                    if p.pin_env.is_some() == p.pin_file.is_some() {
+                        return Err(err(f("pin_env"), "set exactly one of pin_env and pin_file"));
+                    }
+                    if !p.module.is_file() {
+                        return Err(err(
+                            f("module"),
+                            format!("{} is not a readable file", p.module.display()),
+                        ));
+                    }
+                }
+                (Some(_), None) => {}
+            }
+            let pin_file = is.pkcs11.as_mut().and_then(|p| p.pin_file.as_mut());
             for (field, p) in
-                [("cert", Some(&mut is.cert)), ("key", Some(&mut is.key)), ("index", Some(&mut is.index))]
+                [("cert", Some(&mut is.cert)), ("key", is.key.as_mut()), ("index", Some(&mut is.index))]
                     .into_iter()
                     .chain(std::iter::once(("responder_cert", is.responder_cert.as_mut())))
+                    .chain(std::iter::once(("pkcs11.pin_file", pin_file)))
             {
                 let Some(p) = p else { continue };
                 if p.is_relative() {

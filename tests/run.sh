@@ -3,8 +3,10 @@
 #
 #   bash tests/run.sh
 #
-# 1. Installs what the tests drive but the toolchain lacks (the `openssl` CLI,
-#    used for interop) when run as root on Debian and it is missing.
+# 1. Installs what the tests drive but the toolchain lacks, when run as root on
+#    Debian and it is missing: the `openssl` CLI (interop) and SoftHSM2 (the
+#    PKCS#11 tests; each test initialises its own private token under its own
+#    SOFTHSM2_CONF, so nothing system-wide is touched).
 # 2. Runs every unit, integration, doc and bench-smoke test. Servers the tests
 #    start listen on ephemeral loopback ports and are killed when a test ends.
 #
@@ -15,6 +17,7 @@ cd "$(dirname "$0")/.."
 
 need_pkgs=()
 command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
+command -v softhsm2-util >/dev/null 2>&1 || need_pkgs+=(softhsm2)
 if ((${#need_pkgs[@]})); then
     if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
         echo "tests/run.sh: installing ${need_pkgs[*]}" >&2

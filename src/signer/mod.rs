@@ -5,11 +5,24 @@
 //! HSM-) bound, so it never runs on a shard: shards queue jobs into a bounded
 //! queue and await the answer.
 
+pub mod pkcs11;
 pub mod pool;
+pub mod slow;
 pub mod software;
 
+pub use pkcs11::{Pkcs11Config, Pkcs11Signer};
 pub use pool::{SignPool, SignPoolConfig};
+pub use slow::SlowSigner;
 pub use software::SoftwareSigner;
+
+/// Fault counters a signer keeps (HSM session health).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SignerCounters {
+    /// Jobs retried after a session fault.
+    pub retries: u64,
+    /// Sessions reopened after a fault.
+    pub session_reopens: u64,
+}
 
 /// Why a signature could not be made.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -44,4 +57,8 @@ pub trait Signer: Send + Sync + 'static {
     fn sign(&self, tbs: &[u8]) -> Result<Vec<u8>, SignError>;
     /// Human-readable key description for logs (`ECDSA P-256`, `RSA-2048`).
     fn describe(&self) -> String;
+    /// Fault counters (zero for signers that cannot fault).
+    fn counters(&self) -> SignerCounters {
+        SignerCounters::default()
+    }
 }

@@ -10,13 +10,23 @@
 //!
 //! A job whose requester has gone away (client closed, timeout) before its turn
 //! is dropped unsigned, so abandoned work does not consume signing capacity.
+//!
+//! Each thread records its own HdrHistograms (queue wait, batch size, sign time)
+//! behind an uncontended mutex; [`SignPool::snapshot`] merges them on demand.
+//!
+//! Sizing (Boulder's rule, restated): the pool can sustain about
+//! `threads × signatures/s per session`; give each node `threads ≈ HSM
+//! concurrent-session capacity / number of responder nodes`, and keep
+//! `queue_depth ≈ sustained rate × the wait you accept` so a full queue means
+//! "answer tryLater now" rather than "answer late".
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
 use futures::channel::oneshot;
+use hdrhistogram::Histogram;
 
 use super::{SignError, Signer};
 
@@ -56,11 +66,37 @@ pub struct SignStats {
     pub queue_wait_us: AtomicU64,
 }
 
+/// Per-thread distributions.
+#[derive(Clone, Debug)]
+pub struct SignHistograms {
+    /// Time from submit to the start of signing, µs.
+    pub queue_wait_us: Histogram<u64>,
+    /// Jobs taken per wake-up.
+    pub batch_size: Histogram<u64>,
+    /// Time to sign one job, µs.
+    pub sign_us: Histogram<u64>,
+}
+
+impl SignHistograms {
+    fn new() -> SignHistograms {
+        // Constant, valid bounds (1 ≤ low, high ≥ 2·low, 3 significant digits).
+        let h = |max| Histogram::new_with_bounds(1, max, 3).expect("constant histogram bounds are valid");
+        SignHistograms { queue_wait_us: h(60_000_000), batch_size: h(1 << 20), sign_us: h(60_000_000) }
+    }
+
+    fn add(&mut self, other: &SignHistograms) {
+        let _ = self.queue_wait_us.add(&other.queue_wait_us);
+        let _ = self.batch_size.add(&other.batch_size);
+        let _ = self.sign_us.add(&other.sign_us);
+    }
+}
+
 /// Handle to the pool; cheap to clone, one per shard.
 #[derive(Clone)]
 pub struct SignPool {
     tx: flume::Sender<SignJob>,
     stats: Arc<SignStats>,
+    hists: Arc<Vec<Arc<Mutex<SignHistograms>>>>,
 }
 
 impl SignPool {
@@ -69,17 +105,20 @@ impl SignPool {
         let (tx, rx) = flume::bounded::<SignJob>(cfg.queue_depth.max(1));
         let stats = Arc::new(SignStats::default());
         let mut handles = Vec::new();
+        let mut hists = Vec::new();
         for i in 0..cfg.threads.max(1) {
             let rx = rx.clone();
             let stats = stats.clone();
             let batch = cfg.batch.max(1);
+            let h = Arc::new(Mutex::new(SignHistograms::new()));
+            hists.push(h.clone());
             handles.push(
                 std::thread::Builder::new()
                     .name(format!("signer-{i}"))
-                    .spawn(move || signer_thread(rx, batch, stats))?,
+                    .spawn(move || signer_thread(rx, batch, stats, h))?,
             );
         }
-        Ok((SignPool { tx, stats }, handles))
+        Ok((SignPool { tx, stats, hists: Arc::new(hists) }, handles))
     }
 
     /// Queues `tbs` for signing with `signer`. Never blocks: a full queue is
@@ -110,10 +149,37 @@ impl SignPool {
     pub fn stats(&self) -> &SignStats {
         &self.stats
     }
+
+    /// All threads' histograms merged.
+    pub fn snapshot(&self) -> SignHistograms {
+        let mut all = SignHistograms::new();
+        for h in self.hists.iter() {
+            if let Ok(h) = h.lock() {
+                all.add(&h);
+            }
+        }
+        all
+    }
+
+    /// Clears every thread's histograms (between benchmark phases).
+    pub fn reset_histograms(&self) {
+        for h in self.hists.iter() {
+            if let Ok(mut h) = h.lock() {
+                *h = SignHistograms::new();
+            }
+        }
+    }
 }
 
-fn signer_thread(rx: flume::Receiver<SignJob>, batch: usize, stats: Arc<SignStats>) {
+fn signer_thread(
+    rx: flume::Receiver<SignJob>,
+    batch: usize,
+    stats: Arc<SignStats>,
+    hists: Arc<Mutex<SignHistograms>>,
+) {
     let mut jobs = Vec::with_capacity(batch);
+    // (queue wait µs, sign µs) per job of the batch, recorded after it.
+    let mut timings = Vec::with_capacity(batch);
     while let Ok(first) = rx.recv() {
         jobs.push(first);
         while jobs.len() < batch {
@@ -122,20 +188,31 @@ fn signer_thread(rx: flume::Receiver<SignJob>, batch: usize, stats: Arc<SignStat
                 Err(_) => break,
             }
         }
+        let taken = jobs.len() as u64;
         for job in jobs.drain(..) {
             if job.reply.is_canceled() {
                 stats.abandoned.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            let waited = job.enqueued.elapsed().as_micros() as u64;
+            let start = Instant::now();
+            let waited = start.duration_since(job.enqueued).as_micros() as u64;
             stats.queue_wait_us.fetch_add(waited, Ordering::Relaxed);
             let result = job.signer.sign(&job.tbs);
+            timings.push((waited, start.elapsed().as_micros() as u64));
             match &result {
                 Ok(_) => stats.signed.fetch_add(1, Ordering::Relaxed),
                 Err(_) => stats.failed.fetch_add(1, Ordering::Relaxed),
             };
             let _ = job.reply.send(result); // requester may have gone; nothing to do
         }
+        if let Ok(mut h) = hists.lock() {
+            let _ = h.batch_size.record(taken);
+            for (w, s) in timings.drain(..) {
+                let _ = h.queue_wait_us.record(w.max(1));
+                let _ = h.sign_us.record(s.max(1));
+            }
+        }
+        timings.clear();
     }
 }
 

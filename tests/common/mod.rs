@@ -55,6 +55,11 @@ impl Server {
 
     /// Like [`Server::start`] with a prepared directory (for extra key files).
     pub fn start_in(dir: tempfile::TempDir, top: &str, issuers: &str) -> Server {
+        Server::start_env(dir, top, issuers, &[])
+    }
+
+    /// Like [`Server::start_in`] with extra environment variables.
+    pub fn start_env(dir: tempfile::TempDir, top: &str, issuers: &str, env: &[(String, String)]) -> Server {
         let cfg = dir.path().join("ocsp-origin.toml");
         let text = format!("listen = \"127.0.0.1:0\"\ncores = 2\n{top}\n{issuers}");
         std::fs::write(&cfg, text).unwrap();
@@ -63,6 +68,7 @@ impl Server {
             .arg("--config")
             .arg(&cfg)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -188,4 +194,70 @@ pub fn run(cmd: &mut Command) -> (bool, String) {
 /// `openssl` must exist: the interop tests are the point.
 pub fn openssl() -> Command {
     Command::new("openssl")
+}
+
+/// The SoftHSM2 PKCS#11 module, where Debian installs it.
+pub fn softhsm_module() -> PathBuf {
+    for p in ["/usr/lib/softhsm/libsofthsm2.so", "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so"] {
+        if Path::new(p).is_file() {
+            return PathBuf::from(p);
+        }
+    }
+    panic!("SoftHSM2 is not installed (Debian: apt-get install softhsm2); tests/run.sh installs it");
+}
+
+/// A private SoftHSM2 token in its own directory (its own SOFTHSM2_CONF).
+pub struct Token {
+    pub dir: tempfile::TempDir,
+    pub conf: PathBuf,
+    pub label: String,
+}
+
+/// User PIN of test tokens.
+pub const PIN: &str = "1234";
+
+impl Token {
+    /// Initialises a token labelled `label`.
+    pub fn new(label: &str) -> Token {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("tokens")).unwrap();
+        let conf = dir.path().join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                dir.path().join("tokens").display()
+            ),
+        )
+        .unwrap();
+        let t = Token { dir, conf, label: label.to_string() };
+        t.util(&["--init-token", "--free", "--label", label, "--pin", PIN, "--so-pin", "5678"]);
+        t
+    }
+
+    /// Runs softhsm2-util against this token's config.
+    pub fn util(&self, args: &[&str]) {
+        let (ok, out) = run(Command::new("softhsm2-util").args(args).env("SOFTHSM2_CONF", &self.conf));
+        assert!(ok, "softhsm2-util {args:?}: {out}");
+    }
+
+    /// Imports a PKCS#8 PEM key pair under `label` / `id` (hex).
+    pub fn import(&self, pkcs8_pem: &Path, label: &str, id: &str) {
+        let key = pkcs8_pem.to_str().unwrap();
+        self.util(&["--import", key, "--token", &self.label, "--label", label, "--id", id, "--pin", PIN]);
+    }
+
+    /// An `[issuer.pkcs11]` table for key `label`, PIN from `OCSP_TEST_PIN`.
+    pub fn issuer_table(&self, key_label: &str) -> String {
+        format!(
+            "[issuer.pkcs11]\nmodule = \"{}\"\ntoken_label = \"{}\"\nkey_label = \"{key_label}\"\npin_env = \"OCSP_TEST_PIN\"\n",
+            softhsm_module().display(),
+            self.label
+        )
+    }
+
+    /// Environment a server using this token needs.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![("SOFTHSM2_CONF".into(), self.conf.display().to_string()), ("OCSP_TEST_PIN".into(), PIN.into())]
+    }
 }

@@ -1,0 +1,136 @@
+//! OCSP answers signed inside a PKCS#11 token (SoftHSM2, a private token per
+//! test) and verified by `openssl ocsp`, for EC and RSA keys; start-up refuses
+//! keys that don't match their certificate, and says why for a wrong PIN or a
+//! missing token.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+fn hsm_issuer(token: &Token, key_label: &str, cert: &str, index: &str) -> String {
+    format!(
+        "[[issuer]]\nname = \"hsm\"\ncert = \"{cert}\"\nindex = \"{index}\"\n{}",
+        token.issuer_table(key_label)
+    )
+}
+
+fn check_config(dir: &std::path::Path, body: &str, env: &[(String, String)]) -> (bool, String) {
+    let f = dir.join("check.toml");
+    std::fs::write(&f, body).unwrap();
+    run(Command::new(env!("CARGO_BIN_EXE_ocsp-origin"))
+        .arg("check-config")
+        .arg(&f)
+        .envs(env.iter().map(|(k, v)| (k, v))))
+}
+
+#[test]
+fn ec_key_in_softhsm_signs_verifiable_answers() {
+    let token = Token::new("ocsp-ec");
+    token.import(&data("ca.key"), "issuer-ec", "01");
+    let issuer = hsm_issuer(
+        &token,
+        "issuer-ec",
+        &data("ca.pem").display().to_string(),
+        &data("index.txt").display().to_string(),
+    );
+    let s = Server::start_env(tempfile::tempdir().unwrap(), "", &issuer, &token.env());
+    let url = s.url();
+    for (cert, want) in [("leaf-good.pem", ": good"), ("leaf-revoked.pem", ": revoked")] {
+        for sha in [&[][..], &["-sha256"][..]] {
+            let (ok, out) = run(openssl()
+                .args(["ocsp", "-issuer"])
+                .arg(data("ca.pem"))
+                .args(sha)
+                .arg("-cert")
+                .arg(data(cert))
+                .args(["-url", &url, "-no_nonce", "-CAfile"])
+                .arg(data("ca.pem")));
+            assert!(ok && out.contains("Response verify OK") && out.contains(want), "{cert} {sha:?}: {out}");
+        }
+    }
+}
+
+#[test]
+fn rsa_key_in_softhsm_signs_verifiable_answers() {
+    let token = Token::new("ocsp-rsa");
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    let (ok, out) = run(openssl()
+        .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out"])
+        .arg(p.join("rsa.key")));
+    assert!(ok, "{out}");
+    let (ok, out) = run(openssl()
+        .args(["req", "-x509", "-new", "-key"])
+        .arg(p.join("rsa.key"))
+        .args(["-days", "30", "-subj", "/CN=RSA HSM CA", "-out"])
+        .arg(p.join("rsa.pem")));
+    assert!(ok, "{out}");
+    token.import(&p.join("rsa.key"), "issuer-rsa", "02");
+    std::fs::write(p.join("index.txt"), "V\t361125115433Z\t\t0A\tunknown\t/CN=a\nR\t361125115433Z\t261001000000Z,cessationOfOperation\t0B\tunknown\t/CN=b\n").unwrap();
+    let issuer = hsm_issuer(&token, "issuer-rsa", "rsa.pem", "index.txt");
+    let ca = p.join("rsa.pem");
+    let s = Server::start_env(dir, "", &issuer, &token.env());
+    let url = s.url();
+    let (ok, out) = run(openssl()
+        .args(["ocsp", "-issuer"])
+        .arg(&ca)
+        .args(["-serial", "0x0A", "-serial", "0x0B", "-url", &url, "-no_nonce", "-resp_text", "-CAfile"])
+        .arg(&ca));
+    assert!(ok, "{out}");
+    assert!(out.contains("Response verify OK"), "{out}");
+    assert!(out.contains("sha256WithRSAEncryption"), "{out}");
+    assert!(out.contains("0x0A: good") && out.contains("0x0B: revoked"), "{out}");
+    assert!(out.contains("Reason: cessationOfOperation"), "{out}");
+}
+
+#[test]
+fn start_up_refuses_a_key_that_does_not_match() {
+    let token = Token::new("ocsp-mismatch");
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out) = run(openssl()
+        .args(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out"])
+        .arg(dir.path().join("other.key")));
+    assert!(ok, "{out}");
+    token.import(&dir.path().join("other.key"), "other", "03");
+    let body = hsm_issuer(
+        &token,
+        "other",
+        &data("ca.pem").display().to_string(),
+        &data("index.txt").display().to_string(),
+    );
+    let (ok, out) = check_config(dir.path(), &body, &token.env());
+    assert!(!ok);
+    assert!(out.contains("issuer[0].key: the private key does not match"), "{out}");
+}
+
+#[test]
+fn start_up_errors_are_clear() {
+    let token = Token::new("ocsp-errors");
+    token.import(&data("ca.key"), "issuer-ec", "01");
+    let dir = tempfile::tempdir().unwrap();
+    let ca = data("ca.pem").display().to_string();
+    let index = data("index.txt").display().to_string();
+    // Wrong PIN.
+    let mut env = token.env();
+    env[1].1 = "9999".into();
+    let (ok, out) = check_config(dir.path(), &hsm_issuer(&token, "issuer-ec", &ca, &index), &env);
+    assert!(!ok && out.contains("issuer[0].pkcs11: logging in") && out.contains("PIN is incorrect"), "{out}");
+    assert!(!out.contains("9999"), "the PIN is never printed: {out}");
+    // PIN variable unset.
+    let (ok, out) =
+        check_config(dir.path(), &hsm_issuer(&token, "issuer-ec", &ca, &index), &token.env()[..1]);
+    assert!(!ok && out.contains("OCSP_TEST_PIN is not set"), "{out}");
+    // No such key, no such token.
+    let (ok, out) = check_config(dir.path(), &hsm_issuer(&token, "nope", &ca, &index), &token.env());
+    assert!(!ok && out.contains("0 private keys match"), "{out}");
+    let body = hsm_issuer(&token, "issuer-ec", &ca, &index).replace("ocsp-errors", "no-such-token");
+    let (ok, out) = check_config(dir.path(), &body, &token.env());
+    assert!(!ok && out.contains("no token labelled \"no-such-token\""), "{out}");
+    // Both a key file and a token.
+    let body = hsm_issuer(&token, "issuer-ec", &ca, &index)
+        .replace("[issuer.pkcs11]", &format!("key = \"{}\"\n[issuer.pkcs11]", data("ca.key").display()));
+    let (ok, out) = check_config(dir.path(), &body, &token.env());
+    assert!(!ok && out.contains("set either key or [issuer.pkcs11], not both"), "{out}");
+}
