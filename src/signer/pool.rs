@@ -171,13 +171,17 @@ impl SignPool {
     }
 }
 
-/// How long finished signatures may wait to be answered together. Waking a
-/// shard that went to sleep costs it a `membarrier` (glommio's sleep protocol,
-/// an IPI to every CPU running this process) plus a context switch; answering
-/// every ~100 µs instead of after every 17 µs P-256 signature cuts those wake-ups
-/// several-fold. Slow signatures (RSA, network HSMs) exceed it and are answered
-/// one by one, so the bound on added latency is this value.
-pub const REPLY_COALESCE: std::time::Duration = std::time::Duration::from_micros(100);
+/// How long finished signatures may wait to be answered together while more
+/// jobs are queued. Waking a shard that went to sleep costs it a `membarrier`
+/// (glommio's sleep protocol: an IPI to every CPU running this process) and a
+/// context switch, which on a small machine steals CPU from the signers.
+/// Answers are therefore sent when the queue runs dry (so a lightly loaded
+/// pool answers at once) or when this much time has passed since the last
+/// answers (so under saturation each signer thread wakes shards at most about
+/// 1000 times a second). The added latency is bounded by this value and only
+/// occurs when jobs are already waiting in the queue, i.e. when queue wait
+/// dominates anyway. Measured in `benches/RESULTS.md`.
+pub const REPLY_COALESCE: std::time::Duration = std::time::Duration::from_micros(1000);
 
 fn signer_thread(
     rx: flume::Receiver<SignJob>,
@@ -188,8 +192,26 @@ fn signer_thread(
     let mut jobs = Vec::with_capacity(batch);
     // (queue wait µs, sign µs) per job of the batch, recorded after it.
     let mut timings = Vec::with_capacity(batch);
-    let mut replies: Vec<(oneshot::Sender<SignResult>, SignResult)> = Vec::with_capacity(batch);
-    while let Ok(first) = rx.recv() {
+    let mut replies: Vec<(oneshot::Sender<SignResult>, SignResult)> = Vec::new();
+    let mut last_flush = Instant::now();
+    loop {
+        // Block for work only with nothing left to answer.
+        let first = if replies.is_empty() {
+            match rx.recv() {
+                Ok(j) => j,
+                Err(_) => break,
+            }
+        } else {
+            match rx.try_recv() {
+                Ok(j) => j,
+                Err(flume::TryRecvError::Empty) => {
+                    flush(&mut replies);
+                    last_flush = Instant::now();
+                    continue;
+                }
+                Err(flume::TryRecvError::Disconnected) => break,
+            }
+        };
         jobs.push(first);
         while jobs.len() < batch {
             match rx.try_recv() {
@@ -198,7 +220,6 @@ fn signer_thread(
             }
         }
         let taken = jobs.len() as u64;
-        let mut last_flush = Instant::now();
         for job in jobs.drain(..) {
             if job.reply.is_canceled() {
                 stats.abandoned.fetch_add(1, Ordering::Relaxed);
@@ -220,7 +241,6 @@ fn signer_thread(
                 last_flush = end;
             }
         }
-        flush(&mut replies);
         if let Ok(mut h) = hists.lock() {
             let _ = h.batch_size.record(taken);
             for (w, s) in timings.drain(..) {
@@ -230,6 +250,7 @@ fn signer_thread(
         }
         timings.clear();
     }
+    flush(&mut replies);
 }
 
 fn flush(replies: &mut Vec<(oneshot::Sender<SignResult>, SignResult)>) {
