@@ -134,3 +134,55 @@ fn start_up_errors_are_clear() {
     let (ok, out) = check_config(dir.path(), &body, &token.env());
     assert!(!ok && out.contains("set either key or [issuer.pkcs11], not both"), "{out}");
 }
+
+#[test]
+fn delegated_responder_key_in_softhsm() {
+    let token = Token::new("ocsp-delegated");
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    let (ok, out) = run(openssl()
+        .args(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out"])
+        .arg(p.join("resp.key")));
+    assert!(ok, "{out}");
+    let (ok, out) = run(openssl()
+        .args(["req", "-new", "-key"])
+        .arg(p.join("resp.key"))
+        .args(["-subj", "/CN=HSM OCSP responder", "-out"])
+        .arg(p.join("resp.csr")));
+    assert!(ok, "{out}");
+    std::fs::write(p.join("ext.cnf"), "extendedKeyUsage=OCSPSigning\n").unwrap();
+    let (ok, out) = run(openssl()
+        .args(["x509", "-req", "-in"])
+        .arg(p.join("resp.csr"))
+        .arg("-CA")
+        .arg(data("ca.pem"))
+        .arg("-CAkey")
+        .arg(data("ca.key"))
+        .args(["-set_serial", "0x78", "-days", "30", "-extfile"])
+        .arg(p.join("ext.cnf"))
+        .arg("-out")
+        .arg(p.join("resp.pem")));
+    assert!(ok, "{out}");
+    token.import(&p.join("resp.key"), "responder", "0a");
+    // The issuer key stays offline; only the responder key is in the HSM.
+    std::fs::remove_file(p.join("resp.key")).unwrap();
+    let issuer = format!(
+        "[[issuer]]\nname = \"hsm\"\ncert = \"{}\"\nresponder_cert = \"resp.pem\"\nindex = \"{}\"\n{}",
+        data("ca.pem").display(),
+        data("index.txt").display(),
+        token.issuer_table("responder")
+    );
+    let s = Server::start_env(dir, "", &issuer, &token.env());
+    let url = s.url();
+    let (ok, out) = run(openssl()
+        .args(["ocsp", "-issuer"])
+        .arg(data("ca.pem"))
+        .arg("-cert")
+        .arg(data("leaf-good.pem"))
+        .args(["-url", &url, "-no_nonce", "-resp_text", "-CAfile"])
+        .arg(data("ca.pem")));
+    assert!(ok, "{out}");
+    assert!(out.contains("Response verify OK"), "{out}");
+    assert!(out.contains("Subject: CN=HSM OCSP responder"), "{out}");
+    assert!(out.contains(": good"), "{out}");
+}
