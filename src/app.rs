@@ -10,6 +10,7 @@ use crate::ocsp::IssuerId;
 use crate::server::Parts;
 use crate::signer::{Pkcs11Signer, Signer, SoftwareSigner};
 use crate::status::index_txt::IndexStatus;
+use crate::status::mysql::MysqlStatus;
 
 fn field_err(i: usize, field: &str, reason: impl std::fmt::Display) -> ConfigError {
     ConfigError { field: format!("issuer[{i}].{field}"), reason: reason.to_string() }
@@ -48,9 +49,36 @@ pub fn load_parts(config: &Config) -> Result<Parts, ConfigError> {
             };
             field_err(i, field, e)
         })?;
-        let n = status.load_file(IssuerId(i as u16), &ic.index).map_err(|e| field_err(i, "index", e))?;
-        log::info!("issuer {:?}: {} key, {n} certificates", ic.name, issuer.responder.signer.describe());
+        match &ic.index {
+            Some(index) => {
+                let n = status.load_file(IssuerId(i as u16), index).map_err(|e| field_err(i, "index", e))?;
+                log::info!(
+                    "issuer {:?}: {} key, {n} certificates",
+                    ic.name,
+                    issuer.responder.signer.describe()
+                );
+            }
+            None => log::info!(
+                "issuer {:?}: {} key, statuses in MySQL",
+                ic.name,
+                issuer.responder.signer.describe()
+            ),
+        }
         issuers.push(issuer);
     }
-    Ok(Parts { issuers: Arc::new(Issuers::new(issuers)), status: Arc::new(status) })
+    let status: Arc<dyn crate::status::StatusSource> = match &config.mysql {
+        Some(m) => {
+            let names = config
+                .issuers
+                .iter()
+                .enumerate()
+                .map(|(i, ic)| (IssuerId(i as u16), ic.name.clone()))
+                .collect();
+            Arc::new(
+                MysqlStatus::start(m, names).map_err(|e| ConfigError { field: "mysql".into(), reason: e })?,
+            )
+        }
+        None => Arc::new(status),
+    };
+    Ok(Parts { issuers: Arc::new(Issuers::new(issuers)), status })
 }

@@ -57,6 +57,9 @@ pub struct FileConfig {
     /// The shard-local cache.
     #[serde(default)]
     pub cache: CacheConfig,
+    /// Certificate status in MariaDB/MySQL instead of `index.txt` files.
+    #[serde(default)]
+    pub mysql: Option<crate::status::mysql::MysqlConfig>,
     /// The issuers answered for (at least one).
     #[serde(default, rename = "issuer")]
     pub issuers: Vec<IssuerConfig>,
@@ -182,11 +185,17 @@ pub struct CacheConfig {
     /// Misses being resolved at once per shard (each coalesces any number of
     /// identical requests); past it new misses get `tryLater`. Default 4096.
     pub max_inflight_per_shard: usize,
+    /// Seconds an L1 entry is served before its status is checked again
+    /// against the status source (re-signed only if it changed). This bounds
+    /// how long a status change can go unseen without an invalidation
+    /// channel. Default: none with `index.txt` (it cannot change while
+    /// running), 5 with `[mysql]`.
+    pub l1_max_age_secs: Option<u64>,
 }
 
 impl Default for CacheConfig {
     fn default() -> Self {
-        CacheConfig { l1_entries: 100_000, max_inflight_per_shard: 4096 }
+        CacheConfig { l1_entries: 100_000, max_inflight_per_shard: 4096, l1_max_age_secs: None }
     }
 }
 
@@ -210,8 +219,11 @@ pub struct IssuerConfig {
     /// id-kp-OCSPSigning); it is included in every response.
     #[serde(default)]
     pub responder_cert: Option<PathBuf>,
-    /// OpenSSL CA database (`index.txt`) with this issuer's certificates.
-    pub index: PathBuf,
+    /// OpenSSL CA database (`index.txt`) with this issuer's certificates;
+    /// required unless statuses come from `[mysql]` (where it is not allowed,
+    /// to avoid two sources of truth).
+    #[serde(default)]
+    pub index: Option<PathBuf>,
 }
 
 /// Validated configuration.
@@ -233,6 +245,8 @@ pub struct Config {
     pub signing: SigningConfig,
     /// See [`CacheConfig`].
     pub cache: CacheConfig,
+    /// MySQL status source, if configured.
+    pub mysql: Option<crate::status::mysql::MysqlConfig>,
     /// Issuers with paths resolved.
     pub issuers: Vec<IssuerConfig>,
 }
@@ -351,9 +365,21 @@ impl Config {
                 }
                 (Some(_), None) => {}
             }
+            match (&is.index, &f.mysql) {
+                (None, None) => {
+                    return Err(err(format!("issuer[{i}].index"), "required (or configure [mysql])"))
+                }
+                (Some(_), Some(_)) => {
+                    return Err(err(
+                        format!("issuer[{i}].index"),
+                        "statuses come from [mysql]; import the file with `ocsp-origin db import` instead",
+                    ))
+                }
+                _ => {}
+            }
             let pin_file = is.pkcs11.as_mut().and_then(|p| p.pin_file.as_mut());
             for (field, p) in
-                [("cert", Some(&mut is.cert)), ("key", is.key.as_mut()), ("index", Some(&mut is.index))]
+                [("cert", Some(&mut is.cert)), ("key", is.key.as_mut()), ("index", is.index.as_mut())]
                     .into_iter()
                     .chain(std::iter::once(("responder_cert", is.responder_cert.as_mut())))
                     .chain(std::iter::once(("pkcs11.pin_file", pin_file)))
@@ -370,7 +396,20 @@ impl Config {
                 }
             }
         }
+        if let Some(m) = &f.mysql {
+            if m.threads == 0 || m.batch == 0 || m.queue_depth == 0 || m.timeout_ms == 0 {
+                return Err(err("mysql", "threads, batch, queue_depth and timeout_ms must be above 0"));
+            }
+            crate::status::mysql::MysqlConfig::opts(m, &m.url, 1).map_err(|e| err("mysql.url", e))?;
+            if let Some(r) = &m.replica_url {
+                m.opts(r, 1).map_err(|e| err("mysql.replica_url", e))?;
+            }
+            if f.cache.l1_max_age_secs.is_none() {
+                f.cache.l1_max_age_secs = Some(5);
+            }
+        }
         Ok(Config {
+            mysql: f.mysql,
             listen,
             cores,
             pin: f.pin,

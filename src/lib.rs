@@ -36,6 +36,7 @@ pub mod app;
 pub mod cache;
 pub mod clock;
 pub mod config;
+pub mod db;
 pub mod demo;
 pub mod error;
 pub mod http;

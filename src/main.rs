@@ -6,6 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ocsp_origin::config::{Config, FileConfig};
+use ocsp_origin::ocsp::{RevocationReason, Serial};
+use ocsp_origin::status::mysql::MysqlConfig;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -53,6 +55,70 @@ enum Command {
         /// Configuration file.
         file: PathBuf,
     },
+    /// Manage the MariaDB/MySQL status database named by `[mysql]` in the config.
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
+    /// Revoke a certificate in the status database.
+    Revoke {
+        /// Configuration file (its `[mysql]` table names the database).
+        #[arg(long)]
+        config: PathBuf,
+        /// Issuer name, as in the config.
+        #[arg(long)]
+        issuer: String,
+        /// Serial number, hex.
+        #[arg(long)]
+        serial: String,
+        /// RFC 5280 reason: keyCompromise, cACompromise, affiliationChanged,
+        /// superseded, cessationOfOperation, certificateHold, privilegeWithdrawn,
+        /// aACompromise, unspecified.
+        #[arg(long)]
+        reason: String,
+        /// Revocation time: RFC 3339 (`2026-11-01T12:00:00Z`), OpenSSL
+        /// (`261101120000Z`) or Unix seconds. Default: now.
+        #[arg(long)]
+        at: Option<String>,
+    },
+    /// Release a certificate from hold (only certificateHold can be undone).
+    Unrevoke {
+        /// Configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Issuer name, as in the config.
+        #[arg(long)]
+        issuer: String,
+        /// Serial number, hex.
+        #[arg(long)]
+        serial: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum DbCommand {
+    /// Apply the schema migrations not yet applied.
+    Migrate {
+        /// Configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Import an OpenSSL CA database (index.txt); idempotent, so re-running
+    /// resumes an interrupted import.
+    Import {
+        /// Configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Issuer: its name in the config, or its certificate file.
+        #[arg(long)]
+        issuer: String,
+        /// The index.txt to import.
+        #[arg(long)]
+        index: PathBuf,
+        /// Rows per transaction.
+        #[arg(long, default_value_t = 1000)]
+        chunk: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -79,6 +145,57 @@ fn run(cli: Cli) -> Result<(), String> {
                 config.cores,
                 config.listen
             );
+            Ok(())
+        }
+        Command::Db { command: DbCommand::Migrate { config } } => {
+            let (_, m) = mysql_of(&config)?;
+            let pool = ocsp_origin::db::connect(&m)?;
+            let applied = ocsp_origin::db::migrate(&pool)?;
+            if applied.is_empty() {
+                println!("schema up to date");
+            } else {
+                println!("applied migrations {applied:?}");
+            }
+            Ok(())
+        }
+        Command::Db { command: DbCommand::Import { config, issuer, index, chunk } } => {
+            let (cfg, m) = mysql_of(&config)?;
+            let name = issuer_name(&cfg, &issuer)?;
+            let pool = ocsp_origin::db::connect(&m)?;
+            let s = ocsp_origin::db::import(&pool, &name, &index, chunk, &mut std::io::stderr())?;
+            println!(
+                "imported {} certificates for issuer {name:?}: {} new, {} changed, {} unchanged",
+                s.total, s.inserted, s.changed, s.unchanged
+            );
+            Ok(())
+        }
+        Command::Revoke { config, issuer, serial, reason, at } => {
+            let (cfg, m) = mysql_of(&config)?;
+            let name = issuer_name(&cfg, &issuer)?;
+            let serial = Serial::from_hex(&serial).map_err(|e| format!("--serial: {e}"))?;
+            let reason = RevocationReason::from_openssl_name(&reason)
+                .ok_or_else(|| format!("--reason: unknown reason {reason:?}"))?;
+            let at = match at {
+                Some(t) => parse_time(&t).ok_or_else(|| format!("--at: cannot read {t:?} as a time"))?,
+                None => ocsp_origin::clock::unix_now(),
+            };
+            let pool = ocsp_origin::db::connect(&m)?;
+            let c = ocsp_origin::db::revoke(&pool, &name, &serial, reason, at)?;
+            println!(
+                "revoked {serial} of {name:?} ({}), revision {}; no shared cache is configured, so every                  server sees it within cache.l1_max_age_secs ({} s)",
+                reason.openssl_name(),
+                c.revision,
+                cfg.cache.l1_max_age_secs.unwrap_or(0)
+            );
+            Ok(())
+        }
+        Command::Unrevoke { config, issuer, serial } => {
+            let (cfg, m) = mysql_of(&config)?;
+            let name = issuer_name(&cfg, &issuer)?;
+            let serial = Serial::from_hex(&serial).map_err(|e| format!("--serial: {e}"))?;
+            let pool = ocsp_origin::db::connect(&m)?;
+            let c = ocsp_origin::db::unrevoke(&pool, &name, &serial)?;
+            println!("released {serial} of {name:?} from hold, revision {}", c.revision);
             Ok(())
         }
         Command::Serve { config, cores } => {
@@ -116,6 +233,65 @@ fn run(cli: Cli) -> Result<(), String> {
             })
         }
     }
+}
+
+/// The validated config and its `[mysql]` table.
+fn mysql_of(path: &std::path::Path) -> Result<(Config, MysqlConfig), String> {
+    let cfg = Config::load(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let m = cfg
+        .mysql
+        .clone()
+        .ok_or_else(|| format!("{}: no [mysql] table: nothing to manage", path.display()))?;
+    Ok((cfg, m))
+}
+
+/// An issuer named in the config, or identified by its certificate file.
+fn issuer_name(cfg: &Config, given: &str) -> Result<String, String> {
+    if cfg.issuers.iter().any(|i| i.name == given) {
+        return Ok(given.to_string());
+    }
+    let path = std::path::Path::new(given);
+    if path.is_file() {
+        let want = std::fs::read(path).map_err(|e| format!("{given}: {e}"))?;
+        let want = ocsp_origin::issuer::parse_certificate(&want).map_err(|e| format!("{given}: {e}"))?;
+        for i in &cfg.issuers {
+            let have =
+                std::fs::read(&i.cert).ok().and_then(|b| ocsp_origin::issuer::parse_certificate(&b).ok());
+            if have.as_ref() == Some(&want) {
+                return Ok(i.name.clone());
+            }
+        }
+        return Err(format!("--issuer: {given} is not the certificate of any configured issuer"));
+    }
+    Err(format!("--issuer: no issuer named {given:?} in the config"))
+}
+
+/// RFC 3339 UTC (`2026-11-01T12:00:00Z`), OpenSSL (`261101120000Z`) or Unix seconds.
+fn parse_time(t: &str) -> Option<u64> {
+    let t = t.trim();
+    if t.bytes().all(|b| b.is_ascii_digit()) {
+        return t.parse().ok();
+    }
+    if let Some(s) = ocsp_origin::status::index_txt::parse_openssl_time(t) {
+        return Some(s);
+    }
+    let b = t.strip_suffix('Z')?;
+    let (date, time) = b.split_once('T')?;
+    let d: Vec<&str> = date.split('-').collect();
+    let h: Vec<&str> = time.split(':').collect();
+    if d.len() != 3 || h.len() != 3 {
+        return None;
+    }
+    let dt = der::DateTime::new(
+        d[0].parse().ok()?,
+        d[1].parse().ok()?,
+        d[2].parse().ok()?,
+        h[0].parse().ok()?,
+        h[1].parse().ok()?,
+        h[2].parse().ok()?,
+    )
+    .ok()?;
+    Some(dt.unix_duration().as_secs())
 }
 
 fn serve(cfg: &Config, on_ready: impl FnOnce(SocketAddr)) -> Result<(), String> {

@@ -7,17 +7,23 @@
 #    Debian and it is missing: the `openssl` CLI (interop) and SoftHSM2 (the
 #    PKCS#11 tests; each test initialises its own private token under its own
 #    SOFTHSM2_CONF, so nothing system-wide is touched).
-# 2. Runs every unit, integration, doc and bench-smoke test. Servers the tests
+#    Likewise MariaDB (`mariadb-server`).
+# 2. Starts a private MariaDB (own datadir, free loopback port; see
+#    tests/services.sh) and points the database tests at it; stops it on exit.
+# 3. Runs every unit, integration, doc and bench-smoke test. Servers the tests
 #    start listen on ephemeral loopback ports and are killed when a test ends.
 #
-# A test that needs an external tool fails when it is missing; nothing skips,
-# with or without CI=true.
+# A test that needs an external tool fails when it is missing. A database test
+# run by plain `cargo test` without OCSP_TEST_MYSQL_URL says so and passes
+# vacuously, except under CI=true, where it fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_pkgs=()
 command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
 command -v softhsm2-util >/dev/null 2>&1 || need_pkgs+=(softhsm2)
+{ command -v mariadbd >/dev/null 2>&1 || [[ -x /usr/sbin/mariadbd ]]; } || need_pkgs+=(mariadb-server)
+command -v python3 >/dev/null 2>&1 || need_pkgs+=(python3)
 if ((${#need_pkgs[@]})); then
     if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
         echo "tests/run.sh: installing ${need_pkgs[*]}" >&2
@@ -28,6 +34,10 @@ if ((${#need_pkgs[@]})); then
         exit 1
     fi
 fi
+
+source tests/services.sh
+trap stop_services EXIT
+start_mariadb
 
 # Benches are compiled and each run once (criterion's test mode) so they can't rot.
 cargo test --locked --all-targets "$@"

@@ -14,6 +14,8 @@ use super::{CachedResponse, Freshness, ResponseCache};
 struct Slot {
     resp: Rc<CachedResponse>,
     referenced: Cell<bool>,
+    /// When it was stored (Unix seconds), for the max age.
+    stored_at: u64,
 }
 
 struct Inner {
@@ -25,13 +27,25 @@ struct Inner {
 /// Bounded, lock-free (single-threaded), freshness-aware response cache.
 pub struct L1Cache {
     capacity: usize,
+    /// Seconds an entry is served before it must be re-verified (0 = no limit).
+    max_age: u64,
     inner: RefCell<Inner>,
 }
 
 impl L1Cache {
     /// A cache holding at most `capacity` responses (0 disables it).
     pub fn new(capacity: usize) -> L1Cache {
-        L1Cache { capacity, inner: RefCell::new(Inner { map: HashMap::new(), clock: VecDeque::new() }) }
+        L1Cache::with_max_age(capacity, 0)
+    }
+
+    /// A cache whose entries must be re-verified after `max_age` seconds
+    /// (0 = never).
+    pub fn with_max_age(capacity: usize, max_age: u64) -> L1Cache {
+        L1Cache {
+            capacity,
+            max_age,
+            inner: RefCell::new(Inner { map: HashMap::new(), clock: VecDeque::new() }),
+        }
     }
 }
 
@@ -44,6 +58,9 @@ impl ResponseCache for L1Cache {
             Freshness::Expired => {
                 inner.map.remove(key);
                 None
+            }
+            _ if self.max_age > 0 && now.saturating_sub(slot.stored_at) >= self.max_age => {
+                Some((slot.resp.clone(), Freshness::Unverified))
             }
             f => {
                 slot.referenced.set(true);
@@ -58,8 +75,10 @@ impl ResponseCache for L1Cache {
             return;
         }
         let mut inner = self.inner.borrow_mut();
+        let stored_at = crate::clock::unix_now();
         if let Some(slot) = inner.map.get_mut(key) {
             slot.resp = resp;
+            slot.stored_at = stored_at;
             return;
         }
         while inner.map.len() >= self.capacity {
@@ -77,7 +96,7 @@ impl ResponseCache for L1Cache {
         }
         let key: Box<[u8]> = key.into();
         inner.clock.push_back(key.clone());
-        inner.map.insert(key, Slot { resp, referenced: Cell::new(false) });
+        inner.map.insert(key, Slot { resp, referenced: Cell::new(false), stored_at });
         // Entries removed out of band (expiry, invalidation) leave their keys in
         // the ring; rebuild it from the map when it grows to twice the bound.
         if inner.clock.len() > 2 * self.capacity.max(16) {
@@ -145,6 +164,20 @@ mod tests {
         assert!(r.headers.contains("Content-Length: 3\r\n"));
         assert!(r.headers.contains("Expires: Fri, 02 Jan 1970 00:00:00 GMT\r\n"));
         assert!(r.headers.contains("Last-Modified: Thu, 01 Jan 1970 00:00:00 GMT\r\n"));
+    }
+
+    #[test]
+    fn max_age_makes_entries_unverified() {
+        let c = L1Cache::with_max_age(4, 5);
+        let now = crate::clock::unix_now();
+        let r = Rc::new(CachedResponse::new(
+            vec![1],
+            Validity { produced_at: now, this_update: now, next_update: now + 1000 },
+            now + 500,
+        ));
+        c.put(b"k", r);
+        assert_eq!(c.get(b"k", now + 1).unwrap().1, Freshness::Fresh);
+        assert_eq!(c.get(b"k", now + 5).unwrap().1, Freshness::Unverified);
     }
 
     #[test]

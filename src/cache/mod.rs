@@ -25,6 +25,10 @@ pub struct CachedResponse {
     pub etag: Box<str>,
     /// Pre-rendered header lines (each ending in CRLF).
     pub headers: Box<str>,
+    /// The statuses it asserts, in CertID order: a cached response whose
+    /// statuses still match the status source can be served again without
+    /// re-signing (see `source::cached`, max-age revalidation).
+    pub statuses: Box<[crate::status::CertStatus]>,
 }
 
 /// How usable a cached response is at a given instant.
@@ -34,6 +38,10 @@ pub enum Freshness {
     Fresh,
     /// Serve it, and re-sign in the background.
     Stale,
+    /// Held in L1 longer than its max age: valid, but must be checked against
+    /// the status source before it is served again (bounds how long a status
+    /// change can go unseen when no invalidation channel exists).
+    Unverified,
     /// Past nextUpdate: must not be served.
     Expired,
 }
@@ -55,7 +63,14 @@ impl CachedResponse {
             http_date(validity.next_update),
             etag
         );
-        CachedResponse { der: der.into(), validity, refresh_at, etag: etag.into(), headers: headers.into() }
+        CachedResponse {
+            der: der.into(),
+            validity,
+            refresh_at,
+            etag: etag.into(),
+            headers: headers.into(),
+            statuses: Box::new([]),
+        }
     }
 
     /// Freshness at `now` (Unix seconds).

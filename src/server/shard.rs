@@ -9,6 +9,7 @@ use std::time::Duration;
 use glommio::net::TcpListener;
 use glommio::sync::Semaphore;
 
+use crate::cache::l1::L1Cache;
 use crate::config::Config;
 use crate::http::parse::Limits;
 use crate::http::response::DateCache;
@@ -91,7 +92,11 @@ impl Shard {
         let inner: Rc<dyn Source> = Rc::new(live);
         Shard {
             issuers: shared.issuers.clone(),
-            responder: Cached::new(inner, c.cache.l1_entries, c.cache.max_inflight_per_shard),
+            responder: Cached::with_l1(
+                inner,
+                Box::new(L1Cache::with_max_age(c.cache.l1_entries, c.cache.l1_max_age_secs.unwrap_or(0))),
+                c.cache.max_inflight_per_shard,
+            ),
             limits: Limits {
                 max_uri_bytes: c.limits.max_uri_bytes,
                 max_header_bytes: c.limits.max_header_bytes,

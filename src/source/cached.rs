@@ -37,6 +37,8 @@ pub struct CacheStats {
     pub coalesced: std::cell::Cell<u64>,
     /// Misses refused because `max_inflight` fetches were running.
     pub overloaded: std::cell::Cell<u64>,
+    /// Hits past the L1 max age, checked against the status source.
+    pub revalidations: std::cell::Cell<u64>,
 }
 
 fn bump(c: &std::cell::Cell<u64>) {
@@ -61,9 +63,14 @@ impl Cached {
     /// Wraps `inner` with an L1 of `l1_entries` and at most `max_inflight`
     /// concurrent fetches.
     pub fn new(inner: Rc<dyn Source>, l1_entries: usize, max_inflight: usize) -> Cached {
+        Cached::with_l1(inner, Box::new(L1Cache::new(l1_entries)), max_inflight)
+    }
+
+    /// Wraps `inner` with the given L1.
+    pub fn with_l1(inner: Rc<dyn Source>, l1: Box<dyn ResponseCache>, max_inflight: usize) -> Cached {
         Cached {
             state: Rc::new(State {
-                l1: Box::new(L1Cache::new(l1_entries)),
+                l1,
                 inflight: RefCell::new(HashMap::new()),
                 inner,
                 max_inflight,
@@ -80,20 +87,38 @@ impl Cached {
                 bump(&st.stats.hits);
                 return Ok(r);
             }
+            Some((r, Freshness::Unverified)) => {
+                // Past its L1 max age: the status must be checked before it is
+                // served again (a re-signature only if the status changed).
+                bump(&st.stats.revalidations);
+                let check = self.join_or_start(Rc::new(q), Some(r.clone()))?;
+                return match check.await {
+                    // The status source is down: no revocation can have been
+                    // recorded through it, and the response is still valid.
+                    Err(OcspError::Status(_)) => Ok(r),
+                    other => other,
+                };
+            }
             Some((r, _stale)) => {
                 bump(&st.stats.stale_hits);
                 // Best effort: if the shard is at its in-flight bound the stale
                 // response is still valid and the next request retries.
-                let _ = self.join_or_start(Rc::new(q));
+                let _ = self.join_or_start(Rc::new(q), None);
                 return Ok(r);
             }
             None => {}
         }
-        let fetch = self.join_or_start(Rc::new(q))?;
+        let fetch = self.join_or_start(Rc::new(q), None)?;
         fetch.await
     }
 
-    fn join_or_start(&self, q: Rc<Query>) -> Result<Shared<Answer>, OcspError> {
+    /// Joins the fetch running for `q`'s key, or starts one; with `prev`, the
+    /// fetch may answer `prev` again if its statuses still hold.
+    fn join_or_start(
+        &self,
+        q: Rc<Query>,
+        prev: Option<Rc<CachedResponse>>,
+    ) -> Result<Shared<Answer>, OcspError> {
         let st = &self.state;
         if let Some(f) = st.inflight.borrow().get(&q.key) {
             bump(&st.stats.coalesced);
@@ -108,7 +133,10 @@ impl Cached {
         let st2 = st.clone();
         let fut: Answer = Box::pin(async move {
             let key = q.key.clone();
-            let r = st2.inner.fetch(q).await;
+            let r = match prev {
+                Some(prev) => st2.inner.revalidate(q, prev).await,
+                None => st2.inner.fetch(q).await,
+            };
             st2.inflight.borrow_mut().remove(&key);
             if let Ok(resp) = &r {
                 st2.l1.put(&key, resp.clone());

@@ -19,8 +19,9 @@ use crate::config::ExpiredPolicy;
 use crate::error::OcspError;
 use crate::issuer::Issuers;
 use crate::ocsp::response::{self, Validity};
+use crate::ocsp::CertId;
 use crate::signer::{SignError, SignPool};
-use crate::status::StatusSource;
+use crate::status::{CertStatus, StatusSource};
 
 /// Validity and policy knobs of live signing.
 #[derive(Clone, Debug)]
@@ -56,9 +57,8 @@ impl Live {
         Live { issuers, status, pool, policy }
     }
 
-    /// Looks up every CertID, signs one response for all of them.
-    pub async fn answer(&self, q: &Query) -> Result<CachedResponse, OcspError> {
-        let now = unix_now();
+    /// Reads every CertID's status (applying the expired policy).
+    async fn statuses(&self, q: &Query, now: u64) -> Result<Vec<(CertId, CertStatus)>, OcspError> {
         let mut answers = Vec::with_capacity(q.ids.len());
         for id in &q.ids {
             let rec = self.status.lookup(id.issuer, id.serial).await?.ok_or(OcspError::UnknownSerial)?;
@@ -67,6 +67,39 @@ impl Live {
             }
             answers.push((*id, rec.status));
         }
+        Ok(answers)
+    }
+
+    /// Re-checks the statuses behind `prev`: unchanged → `prev` again (no
+    /// signature); changed → a fresh response.
+    pub async fn revalidate(
+        &self,
+        q: &Query,
+        prev: Rc<CachedResponse>,
+    ) -> Result<Rc<CachedResponse>, OcspError> {
+        let now = unix_now();
+        let answers = self.statuses(q, now).await?;
+        if answers.len() == prev.statuses.len()
+            && answers.iter().zip(prev.statuses.iter()).all(|((_, a), b)| a == b)
+        {
+            return Ok(prev);
+        }
+        self.sign(q, answers, now).await.map(Rc::new)
+    }
+
+    /// Looks up every CertID, signs one response for all of them.
+    pub async fn answer(&self, q: &Query) -> Result<CachedResponse, OcspError> {
+        let now = unix_now();
+        let answers = self.statuses(q, now).await?;
+        self.sign(q, answers, now).await
+    }
+
+    async fn sign(
+        &self,
+        q: &Query,
+        answers: Vec<(CertId, CertStatus)>,
+        now: u64,
+    ) -> Result<CachedResponse, OcspError> {
         let p = &self.policy;
         let this_update = now.saturating_sub(p.backdate_secs);
         let validity = Validity { produced_at: now, this_update, next_update: this_update + p.lifetime_secs };
@@ -86,7 +119,9 @@ impl Live {
             Some(Ok(r)) => r?,
         };
         let der = response::assemble(&tbs, identity, &signature);
-        Ok(CachedResponse::new(der, validity, refresh_at))
+        let mut resp = CachedResponse::new(der, validity, refresh_at);
+        resp.statuses = answers.iter().map(|(_, s)| *s).collect();
+        Ok(resp)
     }
 }
 
@@ -94,5 +129,10 @@ impl Source for Rc<Live> {
     fn fetch(&self, q: Rc<Query>) -> Answer {
         let me = self.clone();
         Box::pin(async move { me.answer(&q).await.map(Rc::new) })
+    }
+
+    fn revalidate(&self, q: Rc<Query>, prev: Rc<CachedResponse>) -> Answer {
+        let me = self.clone();
+        Box::pin(async move { Live::revalidate(&me, &q, prev).await })
     }
 }

@@ -40,4 +40,12 @@ pub type Answer = Pin<Box<dyn Future<Output = Result<Rc<CachedResponse>, OcspErr
 pub trait Source {
     /// Produces the response for `q`.
     fn fetch(&self, q: Rc<Query>) -> Answer;
+
+    /// Produces the response for `q` given a previous one that is still
+    /// valid; a source that can check statuses cheaply answers `prev` again
+    /// when they have not changed. By default, fetches anew.
+    fn revalidate(&self, q: Rc<Query>, prev: Rc<CachedResponse>) -> Answer {
+        let _ = prev;
+        self.fetch(q)
+    }
 }

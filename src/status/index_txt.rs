@@ -105,7 +105,7 @@ pub fn parse_line(line: &str) -> Result<(Serial, CertRecord), String> {
         }
         other => return Err(format!("unknown status flag {other:?} (expected V, R or E)")),
     };
-    Ok((serial, CertRecord { status, not_after }))
+    Ok((serial, CertRecord { status, not_after, revision: 0 }))
 }
 
 impl IndexStatus {

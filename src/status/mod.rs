@@ -6,6 +6,7 @@
 //! the same trait.
 
 pub mod index_txt;
+pub mod mysql;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -33,6 +34,9 @@ pub struct CertRecord {
     pub status: CertStatus,
     /// The certificate's notAfter, Unix seconds (drives the expired policy).
     pub not_after: u64,
+    /// Incremented by every change of the row (0 for sources without one);
+    /// orders cache writes so an older status never overwrites a newer one.
+    pub revision: u64,
 }
 
 /// Why a status could not be read. Always transient from the client's point of

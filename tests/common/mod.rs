@@ -261,3 +261,39 @@ impl Token {
         vec![("SOFTHSM2_CONF".into(), self.conf.display().to_string()), ("OCSP_TEST_PIN".into(), PIN.into())]
     }
 }
+
+/// A fresh, empty database on the test MariaDB (from `OCSP_TEST_MYSQL_URL`,
+/// set by tests/run.sh). Without it: `None` with a note, except under
+/// CI=true, where a database test must not skip.
+pub fn test_database(tag: &str) -> Option<String> {
+    let Ok(base) = std::env::var("OCSP_TEST_MYSQL_URL") else {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("CI=true but OCSP_TEST_MYSQL_URL is not set: run tests via tests/run.sh");
+        }
+        eprintln!(
+            "note: OCSP_TEST_MYSQL_URL not set, skipping {tag} (tests/run.sh starts a private MariaDB)"
+        );
+        return None;
+    };
+    use mysql::prelude::Queryable;
+    let mut suffix = [0u8; 6];
+    aws_lc_rs::rand::fill(&mut suffix).unwrap();
+    let name = format!("ocsp_{tag}_{}", suffix.iter().map(|b| format!("{b:02x}")).collect::<String>());
+    let pool = mysql::Pool::new(base.as_str()).expect("connect to test MariaDB");
+    pool.get_conn().unwrap().query_drop(format!("CREATE DATABASE {name}")).unwrap();
+    Some(format!("{}{name}", base.trim_end_matches('/').to_string() + "/"))
+}
+
+/// A `[mysql]` table for `url`.
+pub fn mysql_table(url: &str) -> String {
+    format!("[mysql]\nurl = \"{url}\"\ntimeout_ms = 2000\n")
+}
+
+/// `[[issuer]]` for the test CA with statuses in MySQL.
+pub fn test_issuer_mysql_toml() -> String {
+    format!(
+        "[[issuer]]\nname = \"test\"\ncert = \"{}\"\nkey = \"{}\"\n",
+        data("ca.pem").display(),
+        data("ca.key").display()
+    )
+}

@@ -1,0 +1,210 @@
+//! The database's writer side, for operators and the CA: versioned schema
+//! migrations, importing an OpenSSL CA database, revoking and un-holding.
+//!
+//! Every change increments the row's `revision`, which orders cache writes
+//! (a response signed from an older revision never replaces a newer one).
+
+use std::io::Write;
+use std::path::Path;
+
+use mysql::prelude::Queryable;
+use mysql::{Pool, TxOpts};
+
+use crate::ocsp::{RevocationReason, Serial};
+use crate::status::index_txt::parse_line;
+use crate::status::mysql::{redact, MysqlConfig};
+use crate::status::CertStatus;
+
+/// Migrations, in order: (version, name, SQL).
+pub const MIGRATIONS: &[(u32, &str, &str)] =
+    &[(1, "certificates", include_str!("../migrations/0001_certificates.sql"))];
+
+/// Opens a small pool on the primary.
+pub fn connect(cfg: &MysqlConfig) -> Result<Pool, String> {
+    Pool::new(cfg.opts(&cfg.url, 2)?)
+        .map_err(|e| format!("cannot connect to MySQL: {}", redact(&e.to_string())))
+}
+
+fn sql_err(e: mysql::Error) -> String {
+    redact(&e.to_string())
+}
+
+/// Applies every migration not yet recorded; returns the versions applied.
+pub fn migrate(pool: &Pool) -> Result<Vec<u32>, String> {
+    let mut conn = pool.get_conn().map_err(sql_err)?;
+    conn.query_drop(
+        "CREATE TABLE IF NOT EXISTS ocsp_schema_migrations (version INT UNSIGNED PRIMARY KEY, \
+         name VARCHAR(64) NOT NULL, applied_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP) ENGINE=InnoDB",
+    )
+    .map_err(sql_err)?;
+    let done: Vec<u32> = conn.query("SELECT version FROM ocsp_schema_migrations").map_err(sql_err)?;
+    let mut applied = Vec::new();
+    for (version, name, sql) in MIGRATIONS {
+        if done.contains(version) {
+            continue;
+        }
+        conn.query_drop(sql).map_err(|e| format!("migration {version} ({name}): {}", sql_err(e)))?;
+        conn.exec_drop("INSERT INTO ocsp_schema_migrations (version, name) VALUES (?, ?)", (version, name))
+            .map_err(sql_err)?;
+        applied.push(*version);
+    }
+    Ok(applied)
+}
+
+/// What an import did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ImportSummary {
+    /// Lines read.
+    pub total: usize,
+    /// Rows inserted.
+    pub inserted: usize,
+    /// Rows whose status changed (revision bumped).
+    pub changed: usize,
+    /// Rows already identical.
+    pub unchanged: usize,
+}
+
+/// Imports an `index.txt` for `issuer`, in transactions of `chunk` rows.
+///
+/// Idempotent: a row already present with the same status is left alone (its
+/// revision is not bumped); a changed status bumps the revision. So an
+/// interrupted import is resumed by running it again. A malformed line stops
+/// the import before anything of its chunk is written, naming the line.
+pub fn import(
+    pool: &Pool,
+    issuer: &str,
+    index: &Path,
+    chunk: usize,
+    progress: &mut dyn Write,
+) -> Result<ImportSummary, String> {
+    let text = std::fs::read_to_string(index).map_err(|e| format!("{}: {e}", index.display()))?;
+    let lines: Vec<(usize, &str)> =
+        text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).map(|(i, l)| (i + 1, l)).collect();
+    let mut parsed = Vec::with_capacity(lines.len());
+    for (n, line) in &lines {
+        let (serial, rec) = parse_line(line).map_err(|e| format!("{}:{n}: {e}", index.display()))?;
+        parsed.push((serial, rec));
+    }
+    let mut conn = pool.get_conn().map_err(sql_err)?;
+    let mut sum = ImportSummary { total: parsed.len(), ..Default::default() };
+    for (done, part) in parsed.chunks(chunk.max(1)).enumerate() {
+        let mut tx = conn.start_transaction(TxOpts::default()).map_err(sql_err)?;
+        for (serial, rec) in part {
+            let (status, at, reason) = match rec.status {
+                CertStatus::Good => (0u8, None, None),
+                CertStatus::Revoked { at, reason } => (1u8, Some(at), Some(reason as u8)),
+            };
+            let existing: Option<(u8, Option<u64>, Option<u8>, u64)> = tx
+                .exec_first(
+                    "SELECT status, revoked_at, reason, not_after FROM ocsp_certificates WHERE issuer = ? AND serial = ? FOR UPDATE",
+                    (issuer, serial.as_bytes()),
+                )
+                .map_err(sql_err)?;
+            match existing {
+                None => {
+                    tx.exec_drop(
+                        "INSERT INTO ocsp_certificates (issuer, serial, status, revoked_at, reason, not_after, revision) \
+                         VALUES (?, ?, ?, ?, ?, ?, 1)",
+                        (issuer, serial.as_bytes(), status, at, reason, rec.not_after),
+                    )
+                    .map_err(sql_err)?;
+                    sum.inserted += 1;
+                }
+                Some(row) if row == (status, at, reason, rec.not_after) => sum.unchanged += 1,
+                Some(_) => {
+                    tx.exec_drop(
+                        "UPDATE ocsp_certificates SET status = ?, revoked_at = ?, reason = ?, not_after = ?, \
+                         revision = revision + 1 WHERE issuer = ? AND serial = ?",
+                        (status, at, reason, rec.not_after, issuer, serial.as_bytes()),
+                    )
+                    .map_err(sql_err)?;
+                    sum.changed += 1;
+                }
+            }
+        }
+        tx.commit().map_err(sql_err)?;
+        let n = ((done + 1) * chunk).min(sum.total);
+        let _ = write!(
+            progress,
+            "\rimporting {}: {n}/{} ({}%)",
+            index.display(),
+            sum.total,
+            n * 100 / sum.total.max(1)
+        );
+        let _ = progress.flush();
+    }
+    let _ = writeln!(progress);
+    Ok(sum)
+}
+
+/// The row after a status change.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Changed {
+    /// The new revision.
+    pub revision: u64,
+}
+
+/// Revokes `serial` of `issuer` at `at` (Unix seconds) for `reason`.
+///
+/// A good certificate, or one on hold (RFC 5280 allows a held certificate to
+/// be revoked for good), can be revoked; an already revoked one cannot.
+pub fn revoke(
+    pool: &Pool,
+    issuer: &str,
+    serial: &Serial,
+    reason: RevocationReason,
+    at: u64,
+) -> Result<Changed, String> {
+    let mut conn = pool.get_conn().map_err(sql_err)?;
+    let mut tx = conn.start_transaction(TxOpts::default()).map_err(sql_err)?;
+    let row: Option<(u8, Option<u8>, u64)> = tx
+        .exec_first(
+            "SELECT status, reason, revision FROM ocsp_certificates WHERE issuer = ? AND serial = ? FOR UPDATE",
+            (issuer, serial.as_bytes()),
+        )
+        .map_err(sql_err)?;
+    let revision = match row {
+        None => return Err(format!("no certificate {serial} of issuer {issuer:?} in the database")),
+        Some((1, r, _)) if r != Some(RevocationReason::CertificateHold as u8) => {
+            return Err(format!("certificate {serial} is already revoked"))
+        }
+        Some((_, _, rev)) => rev + 1,
+    };
+    tx.exec_drop(
+        "UPDATE ocsp_certificates SET status = 1, revoked_at = ?, reason = ?, revision = ? WHERE issuer = ? AND serial = ?",
+        (at, reason as u8, revision, issuer, serial.as_bytes()),
+    )
+    .map_err(sql_err)?;
+    tx.commit().map_err(sql_err)?;
+    Ok(Changed { revision })
+}
+
+/// Releases a certificate from hold (only `certificateHold` can be undone,
+/// RFC 5280 §5.3.1).
+pub fn unrevoke(pool: &Pool, issuer: &str, serial: &Serial) -> Result<Changed, String> {
+    let mut conn = pool.get_conn().map_err(sql_err)?;
+    let mut tx = conn.start_transaction(TxOpts::default()).map_err(sql_err)?;
+    let row: Option<(u8, Option<u8>, u64)> = tx
+        .exec_first(
+            "SELECT status, reason, revision FROM ocsp_certificates WHERE issuer = ? AND serial = ? FOR UPDATE",
+            (issuer, serial.as_bytes()),
+        )
+        .map_err(sql_err)?;
+    let revision = match row {
+        None => return Err(format!("no certificate {serial} of issuer {issuer:?} in the database")),
+        Some((1, Some(r), rev)) if r == RevocationReason::CertificateHold as u8 => rev + 1,
+        Some((0, _, _)) => return Err(format!("certificate {serial} is not revoked")),
+        Some(_) => {
+            return Err(format!(
+                "certificate {serial} is revoked for a reason other than certificateHold; only a hold can be undone"
+            ))
+        }
+    };
+    tx.exec_drop(
+        "UPDATE ocsp_certificates SET status = 0, revoked_at = NULL, reason = NULL, revision = ? WHERE issuer = ? AND serial = ?",
+        (revision, issuer, serial.as_bytes()),
+    )
+    .map_err(sql_err)?;
+    tx.commit().map_err(sql_err)?;
+    Ok(Changed { revision })
+}

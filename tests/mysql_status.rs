@@ -1,0 +1,240 @@
+//! Statuses in a real MariaDB (private instance from tests/run.sh): schema
+//! migrations, idempotent import, revoke/unrevoke through the CLI, a server
+//! reading through the batched lookup pool, revocations seen within the L1
+//! max age, and unchanged statuses re-served without re-signing.
+
+mod common;
+
+use std::io::{BufReader, Write};
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ocsp-origin"))
+}
+
+/// A config file for a database, in a fresh directory.
+fn setup(tag: &str, top: &str) -> Option<(tempfile::TempDir, std::path::PathBuf, String)> {
+    let url = test_database(tag)?;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:0\"\ncores = 2\n{top}\n{}\n{}",
+            mysql_table(&url),
+            test_issuer_mysql_toml()
+        ),
+    )
+    .unwrap();
+    Some((dir, cfg, url))
+}
+
+fn ok(cmd: &mut Command) -> String {
+    let (ok, out) = run(cmd);
+    assert!(ok, "{cmd:?}: {out}");
+    out
+}
+
+#[test]
+fn migrate_and_import_are_idempotent() {
+    let Some((dir, cfg, _)) = setup("import", "") else { return };
+    let out = ok(bin().args(["db", "migrate", "--config"]).arg(&cfg));
+    assert!(out.contains("applied migrations [1]"), "{out}");
+    let out = ok(bin().args(["db", "migrate", "--config"]).arg(&cfg));
+    assert!(out.contains("schema up to date"), "{out}");
+
+    let import = |index: &std::path::Path| {
+        ok(bin()
+            .args(["db", "import", "--config"])
+            .arg(&cfg)
+            .args(["--issuer", "test", "--index"])
+            .arg(index))
+    };
+    let out = import(&data("index.txt"));
+    assert!(
+        out.contains("imported 2 certificates for issuer \"test\": 2 new, 0 changed, 0 unchanged"),
+        "{out}"
+    );
+    let out = import(&data("index.txt"));
+    assert!(out.contains("0 new, 0 changed, 2 unchanged"), "{out}");
+    // The CA revoked the good certificate in its own database: re-import picks it up.
+    let changed = std::fs::read_to_string(data("index.txt"))
+        .unwrap()
+        .replace("V\t361125115433Z\t\t0A1B", "R\t361125115433Z\t261120000000Z,superseded\t0A1B");
+    let p = dir.path().join("index2.txt");
+    std::fs::write(&p, changed).unwrap();
+    let out = import(&p);
+    assert!(out.contains("0 new, 1 changed, 1 unchanged"), "{out}");
+    // The issuer may be named by its certificate file.
+    let out = ok(bin()
+        .args(["db", "import", "--config"])
+        .arg(&cfg)
+        .arg("--issuer")
+        .arg(data("ca.pem"))
+        .arg("--index")
+        .arg(&p));
+    assert!(out.contains("2 unchanged"), "{out}");
+    // A broken line names itself and writes nothing of its chunk.
+    let bad = dir.path().join("bad.txt");
+    std::fs::write(&bad, "V\t361125115433Z\t\t0B\tunknown\t/CN=x\nQ\tbroken\n").unwrap();
+    let (okk, out) = run(bin()
+        .args(["db", "import", "--config"])
+        .arg(&cfg)
+        .args(["--issuer", "test", "--index"])
+        .arg(&bad));
+    assert!(!okk && out.contains("bad.txt:2:"), "{out}");
+}
+
+#[test]
+fn server_answers_from_mysql_and_sees_revocations() {
+    let Some((dir, cfg, _)) = setup("serve", "[cache]\nl1_max_age_secs = 1\n") else { return };
+    ok(bin().args(["db", "migrate", "--config"]).arg(&cfg));
+    ok(bin()
+        .args(["db", "import", "--config"])
+        .arg(&cfg)
+        .args(["--issuer", "test", "--index"])
+        .arg(data("index.txt")));
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let top = text.split("[mysql]").next().unwrap().replace("listen = \"127.0.0.1:0\"\ncores = 2\n", "");
+    let rest = format!("[mysql]{}", text.split("[mysql]").nth(1).unwrap());
+    let s = Server::start_in(dir, &top, &rest);
+    let url = s.url();
+    let check = |cert: &str| {
+        run(openssl()
+            .args(["ocsp", "-issuer"])
+            .arg(data("ca.pem"))
+            .arg("-cert")
+            .arg(data(cert))
+            .args(["-url", &url, "-no_nonce", "-CAfile"])
+            .arg(data("ca.pem")))
+        .1
+    };
+    let out = check("leaf-good.pem");
+    assert!(out.contains("Response verify OK") && out.contains(": good"), "{out}");
+    let out = check("leaf-revoked.pem");
+    assert!(out.contains(": revoked") && out.contains("keyCompromise"), "{out}");
+    let (_, out) = run(openssl().args(["ocsp", "-issuer"]).arg(data("ca.pem")).args([
+        "-serial",
+        "0x0BAD",
+        "-url",
+        &url,
+        "-no_nonce",
+    ]));
+    assert!(out.contains("unauthorized (6)"), "{out}");
+
+    // One connection (one shard): past the max age an unchanged status is
+    // re-served without a new signature (same bytes, same ETag).
+    let der = std::fs::read(data("openssl-sha1.der")).unwrap();
+    let path = format!("/{}", b64(&der));
+    let mut c = s.connect();
+    let mut r = BufReader::new(c.try_clone().unwrap());
+    c.write_all(&get(&path)).unwrap();
+    let first = read_response(&mut r, false).unwrap();
+    std::thread::sleep(Duration::from_millis(2100));
+    c.write_all(&get(&path)).unwrap();
+    let again = read_response(&mut r, false).unwrap();
+    assert_eq!(first.header("etag"), again.header("etag"), "revalidated, not re-signed");
+
+    // Revoke through the CLI; within the max age every shard answers revoked.
+    let out = ok(bin().args(["revoke", "--config"]).arg(&cfg).args([
+        "--issuer",
+        "test",
+        "--serial",
+        GOOD,
+        "--reason",
+        "keyCompromise",
+        "--at",
+        "2026-11-27T10:00:00Z",
+    ]));
+    assert!(out.contains("revoked 0A1B2C3D4E5F60718293") && out.contains("revision 2"), "{out}");
+    std::thread::sleep(Duration::from_millis(2100));
+    for _ in 0..4 {
+        let out = check("leaf-good.pem");
+        assert!(
+            out.contains(": revoked") && out.contains("Revocation Time: Nov 27 10:00:00 2026 GMT"),
+            "{out}"
+        );
+    }
+    c.write_all(&get(&path)).unwrap();
+    let after = read_response(&mut r, false).unwrap();
+    assert_ne!(first.header("etag"), after.header("etag"), "a changed status is re-signed");
+}
+
+#[test]
+fn revoke_and_unrevoke_rules() {
+    let Some((_dir, cfg, _)) = setup("revoke", "") else { return };
+    ok(bin().args(["db", "migrate", "--config"]).arg(&cfg));
+    ok(bin()
+        .args(["db", "import", "--config"])
+        .arg(&cfg)
+        .args(["--issuer", "test", "--index"])
+        .arg(data("index.txt")));
+    let revoke = |serial: &str, reason: &str| {
+        run(bin()
+            .args(["revoke", "--config"])
+            .arg(&cfg)
+            .args(["--issuer", "test", "--serial", serial, "--reason", reason]))
+    };
+    let unrevoke = |serial: &str| {
+        run(bin().args(["unrevoke", "--config"]).arg(&cfg).args(["--issuer", "test", "--serial", serial]))
+    };
+
+    let (okk, out) = revoke(REVOKED, "superseded");
+    assert!(!okk && out.contains("already revoked"), "{out}");
+    let (okk, out) = revoke("0BAD", "superseded");
+    assert!(!okk && out.contains("no certificate 0BAD"), "{out}");
+    let (okk, out) = revoke(GOOD, "notAReason");
+    assert!(!okk && out.contains("unknown reason"), "{out}");
+    let (okk, out) = unrevoke(REVOKED);
+    assert!(!okk && out.contains("only a hold can be undone"), "{out}");
+    let (okk, out) = unrevoke(GOOD);
+    assert!(!okk && out.contains("is not revoked"), "{out}");
+
+    // Hold, release, hold, then revoke for good (allowed from hold).
+    let (okk, out) = revoke(GOOD, "certificateHold");
+    assert!(okk, "{out}");
+    let (okk, out) = unrevoke(GOOD);
+    assert!(okk && out.contains("revision 3"), "{out}");
+    assert!(revoke(GOOD, "certificateHold").0);
+    let (okk, out) = revoke(GOOD, "keyCompromise");
+    assert!(okk && out.contains("revision 5"), "{out}");
+    let (okk, out) = run(bin().args(["revoke", "--config"]).arg(&cfg).args([
+        "--issuer",
+        "nope",
+        "--serial",
+        GOOD,
+        "--reason",
+        "superseded",
+    ]));
+    assert!(!okk && out.contains("no issuer named \"nope\""), "{out}");
+}
+
+#[test]
+fn config_errors_for_mysql() {
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("c.toml");
+    let both = format!(
+        "{}\n{}index = \"{}\"\n",
+        mysql_table("mysql://root@127.0.0.1:1/x"),
+        test_issuer_mysql_toml(),
+        data("index.txt").display()
+    );
+    std::fs::write(&f, both).unwrap();
+    let (okk, out) = run(bin().arg("check-config").arg(&f));
+    assert!(!okk && out.contains("issuer[0].index: statuses come from [mysql]"), "{out}");
+    std::fs::write(&f, test_issuer_mysql_toml()).unwrap();
+    let (okk, out) = run(bin().arg("check-config").arg(&f));
+    assert!(!okk && out.contains("issuer[0].index: required"), "{out}");
+    // Unreachable database: a clear error, the password never printed.
+    std::fs::write(
+        &f,
+        format!("{}\n{}", mysql_table("mysql://ocsp:s3cret@127.0.0.1:1/x"), test_issuer_mysql_toml()),
+    )
+    .unwrap();
+    let (okk, out) = run(bin().arg("check-config").arg(&f));
+    assert!(!okk && out.contains("mysql:"), "{out}");
+    assert!(!out.contains("s3cret"), "{out}");
+}
