@@ -60,6 +60,9 @@ pub struct FileConfig {
     /// Certificate status in MariaDB/MySQL instead of `index.txt` files.
     #[serde(default)]
     pub mysql: Option<crate::status::mysql::MysqlConfig>,
+    /// Signed responses shared through Redis / Redis Cluster (the L2).
+    #[serde(default)]
+    pub redis: Option<crate::source::redis::RedisConfig>,
     /// The issuers answered for (at least one).
     #[serde(default, rename = "issuer")]
     pub issuers: Vec<IssuerConfig>,
@@ -189,7 +192,8 @@ pub struct CacheConfig {
     /// against the status source (re-signed only if it changed). This bounds
     /// how long a status change can go unseen without an invalidation
     /// channel. Default: none with `index.txt` (it cannot change while
-    /// running), 5 with `[mysql]`.
+    /// running), 5 with `[mysql]`, 60 with `[mysql]` and `[redis]` tracking
+    /// (invalidations are the channel; the age is a safety net).
     pub l1_max_age_secs: Option<u64>,
 }
 
@@ -247,6 +251,8 @@ pub struct Config {
     pub cache: CacheConfig,
     /// MySQL status source, if configured.
     pub mysql: Option<crate::status::mysql::MysqlConfig>,
+    /// Redis L2, if configured.
+    pub redis: Option<crate::source::redis::RedisConfig>,
     /// Issuers with paths resolved.
     pub issuers: Vec<IssuerConfig>,
 }
@@ -405,11 +411,19 @@ impl Config {
                 m.opts(r, 1).map_err(|e| err("mysql.replica_url", e))?;
             }
             if f.cache.l1_max_age_secs.is_none() {
-                f.cache.l1_max_age_secs = Some(5);
+                let tracked = f.redis.as_ref().map(|r| r.tracking).unwrap_or(false);
+                f.cache.l1_max_age_secs = Some(if tracked { 60 } else { 5 });
             }
+        }
+        if let Some(r) = &f.redis {
+            if r.command_timeout_ms == 0 || r.connect_timeout_ms == 0 {
+                return Err(err("redis", "command_timeout_ms and connect_timeout_ms must be above 0"));
+            }
+            crate::source::redis::client(r).map_err(|e| err("redis.url", e))?;
         }
         Ok(Config {
             mysql: f.mysql,
+            redis: f.redis,
             listen,
             cores,
             pin: f.pin,

@@ -80,6 +80,11 @@ enum Command {
         /// (`261101120000Z`) or Unix seconds. Default: now.
         #[arg(long)]
         at: Option<String>,
+        /// After the Redis tombstones, wait this long before returning so every
+        /// tracking shard has applied the invalidation (it takes well under a
+        /// millisecond on a healthy network).
+        #[arg(long, default_value_t = 50)]
+        settle_ms: u64,
     },
     /// Release a certificate from hold (only certificateHold can be undone).
     Unrevoke {
@@ -92,6 +97,9 @@ enum Command {
         /// Serial number, hex.
         #[arg(long)]
         serial: String,
+        /// See `revoke --settle-ms`.
+        #[arg(long, default_value_t = 50)]
+        settle_ms: u64,
     },
 }
 
@@ -169,7 +177,7 @@ fn run(cli: Cli) -> Result<(), String> {
             );
             Ok(())
         }
-        Command::Revoke { config, issuer, serial, reason, at } => {
+        Command::Revoke { config, issuer, serial, reason, at, settle_ms } => {
             let (cfg, m) = mysql_of(&config)?;
             let name = issuer_name(&cfg, &issuer)?;
             let serial = Serial::from_hex(&serial).map_err(|e| format!("--serial: {e}"))?;
@@ -182,21 +190,20 @@ fn run(cli: Cli) -> Result<(), String> {
             let pool = ocsp_origin::db::connect(&m)?;
             let c = ocsp_origin::db::revoke(&pool, &name, &serial, reason, at)?;
             println!(
-                "revoked {serial} of {name:?} ({}), revision {}; no shared cache is configured, so every                  server sees it within cache.l1_max_age_secs ({} s)",
+                "revoked {serial} of {name:?} ({}) in the database, revision {}",
                 reason.openssl_name(),
-                c.revision,
-                cfg.cache.l1_max_age_secs.unwrap_or(0)
+                c.revision
             );
-            Ok(())
+            push_to_cache(&cfg, &name, &serial, c.revision, settle_ms)
         }
-        Command::Unrevoke { config, issuer, serial } => {
+        Command::Unrevoke { config, issuer, serial, settle_ms } => {
             let (cfg, m) = mysql_of(&config)?;
             let name = issuer_name(&cfg, &issuer)?;
             let serial = Serial::from_hex(&serial).map_err(|e| format!("--serial: {e}"))?;
             let pool = ocsp_origin::db::connect(&m)?;
             let c = ocsp_origin::db::unrevoke(&pool, &name, &serial)?;
-            println!("released {serial} of {name:?} from hold, revision {}", c.revision);
-            Ok(())
+            println!("released {serial} of {name:?} from hold in the database, revision {}", c.revision);
+            push_to_cache(&cfg, &name, &serial, c.revision, settle_ms)
         }
         Command::Serve { config, cores } => {
             let text = std::fs::read_to_string(&config).map_err(|e| format!("{}: {e}", config.display()))?;
@@ -231,6 +238,75 @@ fn run(cli: Cli) -> Result<(), String> {
             serve(&cfg, |addr| {
                 println!("{}", ocsp_origin::demo::instructions(&files, &format!("http://{addr}")));
             })
+        }
+    }
+}
+
+/// After a status change: tombstones the certificate's Redis keys (every
+/// shard of every node drops its copy through client tracking), or says how
+/// long servers may take without a shared cache. A cache failure leaves the
+/// database change in place and says so (exit status 3).
+fn push_to_cache(
+    cfg: &Config,
+    issuer: &str,
+    serial: &Serial,
+    revision: u64,
+    settle_ms: u64,
+) -> Result<(), String> {
+    let Some(rc) = cfg.redis.clone() else {
+        println!(
+            "no shared cache configured: every server sees it within cache.l1_max_age_secs ({} s)",
+            cfg.cache.l1_max_age_secs.unwrap_or(0)
+        );
+        return Ok(());
+    };
+    // Tombstones outlive any response signed before the change.
+    let ttl = cfg.response.lifetime_secs + cfg.response.backdate_secs;
+    let result = (|| -> Result<(), String> {
+        ocsp_origin::server::raise_memlock(1 << 20)?;
+        let timers = ocsp_origin::source::redis::TimerRuntime::start().map_err(|e| e.to_string())?;
+        let (issuer, serial) = (issuer.to_string(), *serial);
+        glommio::LocalExecutorBuilder::default().io_memory(64 << 10).make().map_err(|e| e.to_string())?.run(
+            async move {
+                let _g = timers.enter();
+                let client = ocsp_origin::source::redis::client(&rc)?;
+                use fred::prelude::ClientLike;
+                let _task = client.connect();
+                let wait = std::time::Duration::from_millis(rc.connect_timeout_ms);
+                match glommio::timer::timeout(wait, async { Ok(client.wait_for_connect().await) }).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return Err(e.to_string()),
+                    Err(_) => return Err("timed out connecting".into()),
+                }
+                let r = ocsp_origin::source::redis::tombstone(
+                    &client,
+                    &rc.key_prefix,
+                    &issuer,
+                    &serial,
+                    revision,
+                    ttl,
+                )
+                .await;
+                let _ = client.quit().await;
+                r
+            },
+        )
+    })();
+    match result {
+        Ok(()) => {
+            std::thread::sleep(std::time::Duration::from_millis(settle_ms));
+            println!("cache: tombstoned in Redis; every tracking server has dropped its copy");
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!(
+                "ocsp-origin: the change IS recorded in the database, but pushing it to Redis failed: {}. \
+                 Servers see it within cache.l1_max_age_secs ({} s) or when Redis entries are refreshed; \
+                 rerun this command's cache step by flushing the key or wait.",
+                ocsp_origin::status::mysql::redact(&e),
+                cfg.cache.l1_max_age_secs.unwrap_or(0)
+            );
+            std::process::exit(3)
         }
     }
 }

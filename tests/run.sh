@@ -7,9 +7,10 @@
 #    Debian and it is missing: the `openssl` CLI (interop) and SoftHSM2 (the
 #    PKCS#11 tests; each test initialises its own private token under its own
 #    SOFTHSM2_CONF, so nothing system-wide is touched).
-#    Likewise MariaDB (`mariadb-server`).
-# 2. Starts a private MariaDB (own datadir, free loopback port; see
-#    tests/services.sh) and points the database tests at it; stops it on exit.
+#    Likewise MariaDB (`mariadb-server`) and Redis (`redis-server`).
+# 2. Starts a private MariaDB (own datadir), a standalone Redis and a 3-node
+#    Redis Cluster, each on free loopback ports (tests/services.sh), points the
+#    tests at them, and stops them on exit.
 # 3. Runs every unit, integration, doc and bench-smoke test. Servers the tests
 #    start listen on ephemeral loopback ports and are killed when a test ends.
 #
@@ -23,6 +24,7 @@ need_pkgs=()
 command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
 command -v softhsm2-util >/dev/null 2>&1 || need_pkgs+=(softhsm2)
 { command -v mariadbd >/dev/null 2>&1 || [[ -x /usr/sbin/mariadbd ]]; } || need_pkgs+=(mariadb-server)
+command -v redis-server >/dev/null 2>&1 || need_pkgs+=(redis-server)
 command -v python3 >/dev/null 2>&1 || need_pkgs+=(python3)
 if ((${#need_pkgs[@]})); then
     if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
@@ -38,6 +40,8 @@ fi
 source tests/services.sh
 trap stop_services EXIT
 start_mariadb
+start_redis
+start_redis_cluster
 
 # Benches are compiled and each run once (criterion's test mode) so they can't rot.
 cargo test --locked --all-targets "$@"

@@ -110,6 +110,12 @@ impl ResponseCache for L1Cache {
         self.inner.borrow_mut().map.remove(key);
     }
 
+    fn clear(&self) {
+        let mut inner = self.inner.borrow_mut();
+        inner.map.clear();
+        inner.clock.clear();
+    }
+
     /// Entries held now.
     fn len(&self) -> usize {
         self.inner.borrow().map.len()

@@ -29,6 +29,8 @@ pub struct CachedResponse {
     /// statuses still match the status source can be served again without
     /// re-signing (see `source::cached`, max-age revalidation).
     pub statuses: Box<[crate::status::CertStatus]>,
+    /// Highest status revision it was signed from (orders shared-cache writes).
+    pub revision: u64,
 }
 
 /// How usable a cached response is at a given instant.
@@ -70,6 +72,7 @@ impl CachedResponse {
             etag: etag.into(),
             headers: headers.into(),
             statuses: Box::new([]),
+            revision: 0,
         }
     }
 
@@ -95,6 +98,8 @@ pub trait ResponseCache {
     fn put(&self, key: &[u8], resp: Rc<CachedResponse>);
     /// Drops `key`.
     fn remove(&self, key: &[u8]);
+    /// Drops everything (e.g. when invalidations may have been missed).
+    fn clear(&self);
     /// Entries held.
     fn len(&self) -> usize;
     /// True when empty.

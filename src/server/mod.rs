@@ -79,11 +79,20 @@ pub fn run(config: &Config, parts: Parts, on_ready: impl FnOnce(SocketAddr)) -> 
     on_ready(addr);
 
     let fds = Arc::new(Mutex::new(fds));
+    let timers = match &config.redis {
+        Some(_) => Some(
+            crate::source::redis::TimerRuntime::start()
+                .map_err(|e| ServerError::Start(format!("redis timer thread: {e}")))?
+                .handle(),
+        ),
+        None => None,
+    };
     let shared = Arc::new(shard::SharedParts {
         config: config.clone(),
         issuers: parts.issuers,
         status: parts.status,
         pool,
+        timers,
     });
     let placement =
         if config.pin { PoolPlacement::MaxSpread(cores, None) } else { PoolPlacement::Unbound(cores) };

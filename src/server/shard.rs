@@ -17,6 +17,7 @@ use crate::issuer::Issuers;
 use crate::signer::SignPool;
 use crate::source::cached::Cached;
 use crate::source::live::{Live, LivePolicy};
+use crate::source::redis::{self, RedisConfig, RedisL2};
 use crate::source::Source;
 use crate::status::StatusSource;
 
@@ -30,6 +31,8 @@ pub struct SharedParts {
     pub status: Arc<dyn StatusSource>,
     /// Signer pool handle.
     pub pool: SignPool,
+    /// Drives fred's timers when Redis is configured (see `source::redis`).
+    pub timers: Option<tokio::runtime::Handle>,
 }
 
 /// Per-shard request counters (plain cells: one thread).
@@ -89,14 +92,36 @@ impl Shard {
                 sign_timeout: Duration::from_millis(c.signing.timeout_ms),
             },
         ));
-        let inner: Rc<dyn Source> = Rc::new(live);
+        let mut inner: Rc<dyn Source> = Rc::new(live);
+        let mut redis_client = None;
+        if let Some(rc) = &c.redis {
+            match redis::client(rc) {
+                Ok(client) => {
+                    let l2 =
+                        RedisL2::new(client.clone(), inner, shared.issuers.clone(), rc.key_prefix.clone());
+                    inner = Rc::new(Rc::new(l2));
+                    redis_client = Some(client);
+                }
+                Err(e) => log::error!("redis disabled on this shard: {e}"),
+            }
+        }
+        let responder = Cached::with_l1(
+            inner,
+            Box::new(L1Cache::with_max_age(c.cache.l1_entries, c.cache.l1_max_age_secs.unwrap_or(0))),
+            c.cache.max_inflight_per_shard,
+        );
+        if let (Some(client), Some(rc)) = (redis_client, &c.redis) {
+            glommio::spawn_local(connect_and_track(
+                client,
+                rc.clone(),
+                shared.issuers.clone(),
+                responder.clone(),
+            ))
+            .detach();
+        }
         Shard {
             issuers: shared.issuers.clone(),
-            responder: Cached::with_l1(
-                inner,
-                Box::new(L1Cache::with_max_age(c.cache.l1_entries, c.cache.l1_max_age_secs.unwrap_or(0))),
-                c.cache.max_inflight_per_shard,
-            ),
+            responder,
             limits: Limits {
                 max_uri_bytes: c.limits.max_uri_bytes,
                 max_header_bytes: c.limits.max_header_bytes,
@@ -113,9 +138,76 @@ impl Shard {
     }
 }
 
+/// Connects this shard's Redis client and keeps its L1 coherent: client
+/// tracking (broadcast, for the key prefix) is enabled on every (re)connect,
+/// and every reconnect clears L1, since invalidations may have been missed.
+async fn connect_and_track(
+    client: fred::prelude::Client,
+    rc: RedisConfig,
+    issuers: Arc<Issuers>,
+    cached: Cached,
+) {
+    use fred::prelude::*;
+    let _task = client.connect();
+    let connected = glommio::timer::timeout(Duration::from_millis(rc.connect_timeout_ms), async {
+        Ok(client.wait_for_connect().await)
+    })
+    .await;
+    if !matches!(connected, Ok(Ok(()))) {
+        log::warn!(
+            "redis not reachable yet; answering from L1 and live signing, reconnecting in the background"
+        );
+    }
+    let track = {
+        let client = client.clone();
+        let prefix = rc.key_prefix.clone();
+        move || {
+            let (client, prefix) = (client.clone(), prefix.clone());
+            async move {
+                // Broadcast mode only reports writes made on the node the
+                // connection tracks, and fred sends it to one node of a
+                // cluster, so a cluster gets it on every primary here.
+                if client.is_clustered() {
+                    let nodes =
+                        client.cached_cluster_state().map(|s| s.unique_primary_nodes()).unwrap_or_default();
+                    for node in nodes {
+                        let r: Result<fred::types::Value, _> = client
+                            .with_cluster_node(node.clone())
+                            .client_tracking("ON", None, vec![prefix.clone()], true, false, false, true)
+                            .await;
+                        if let Err(e) = r {
+                            log::warn!("redis client tracking on {node}: {e}");
+                        }
+                    }
+                } else if let Err(e) = client.start_tracking(vec![prefix], true, false, false, true).await {
+                    log::warn!("redis client tracking: {e}");
+                }
+            }
+        }
+    };
+    if !rc.tracking {
+        return;
+    }
+    track().await;
+    let on_change = {
+        let cached = cached.clone();
+        let track = track.clone();
+        move |id: Option<crate::ocsp::CertId>| match id {
+            Some(id) => cached.invalidate(&redis::l1_key(id)),
+            None => {
+                cached.invalidate_all();
+                glommio::spawn_local(track()).detach();
+            }
+        }
+    };
+    redis::invalidation_loop(client, issuers, rc.key_prefix.clone(), on_change).await;
+}
+
 /// The shard's main loop: accept while under the connection cap, one task per
 /// connection.
 pub async fn run(fd: RawFd, shared: Arc<SharedParts>) {
+    // fred's timers need a tokio context on this thread for the shard's life.
+    let _timers = shared.timers.as_ref().map(|h| h.enter());
     // SAFETY: `fd` is a listening socket created by `listener::bind_all` whose
     // ownership was handed to exactly this shard.
     #[allow(unsafe_code)]

@@ -45,9 +45,15 @@ fn bump(c: &std::cell::Cell<u64>) {
     c.set(c.get() + 1);
 }
 
+/// A running fetch: its id and the shared answer.
+type InFlight = (u64, Shared<Answer>);
+
 struct State {
     l1: Box<dyn ResponseCache>,
-    inflight: RefCell<HashMap<Box<[u8]>, Shared<Answer>>>,
+    /// Fetches running, by key, with the id of the fetch (so a fetch that was
+    /// invalidated while running neither removes its successor nor fills L1).
+    inflight: RefCell<HashMap<Box<[u8]>, InFlight>>,
+    next_fetch: std::cell::Cell<u64>,
     inner: Rc<dyn Source>,
     max_inflight: usize,
     stats: CacheStats,
@@ -72,6 +78,7 @@ impl Cached {
             state: Rc::new(State {
                 l1,
                 inflight: RefCell::new(HashMap::new()),
+                next_fetch: std::cell::Cell::new(0),
                 inner,
                 max_inflight,
                 stats: CacheStats::default(),
@@ -120,7 +127,7 @@ impl Cached {
         prev: Option<Rc<CachedResponse>>,
     ) -> Result<Shared<Answer>, OcspError> {
         let st = &self.state;
-        if let Some(f) = st.inflight.borrow().get(&q.key) {
+        if let Some((_, f)) = st.inflight.borrow().get(&q.key) {
             bump(&st.stats.coalesced);
             return Ok(f.clone());
         }
@@ -131,20 +138,29 @@ impl Cached {
         bump(&st.stats.misses);
         let key = q.key.clone();
         let st2 = st.clone();
+        let id = st.next_fetch.get();
+        st.next_fetch.set(id + 1);
         let fut: Answer = Box::pin(async move {
             let key = q.key.clone();
             let r = match prev {
                 Some(prev) => st2.inner.revalidate(q, prev).await,
                 None => st2.inner.fetch(q).await,
             };
-            st2.inflight.borrow_mut().remove(&key);
-            if let Ok(resp) = &r {
-                st2.l1.put(&key, resp.clone());
+            // Still the current fetch for the key? Then nothing invalidated it
+            // while it ran, and its answer may be cached. Otherwise a status
+            // change arrived meanwhile: answer the requests that were already
+            // waiting (they began before the change was known) but cache nothing.
+            let current = matches!(st2.inflight.borrow().get(&key), Some((cur, _)) if *cur == id);
+            if current {
+                st2.inflight.borrow_mut().remove(&key);
+                if let Ok(resp) = &r {
+                    st2.l1.put(&key, resp.clone());
+                }
             }
             r
         });
         let shared = fut.shared();
-        st.inflight.borrow_mut().insert(key, shared.clone());
+        st.inflight.borrow_mut().insert(key, (id, shared.clone()));
         let driver = shared.clone();
         glommio::spawn_local(async move {
             let _ = driver.await;
@@ -153,9 +169,18 @@ impl Cached {
         Ok(shared)
     }
 
-    /// Drops a cached answer (used when a status changes).
+    /// A status changed: drops the cached answer, and detaches any fetch
+    /// running for the key so later requests start a new one and its (possibly
+    /// older) answer is not cached.
     pub fn invalidate(&self, key: &[u8]) {
         self.state.l1.remove(key);
+        self.state.inflight.borrow_mut().remove(key);
+    }
+
+    /// Drops every cached answer and detaches every running fetch.
+    pub fn invalidate_all(&self) {
+        self.state.l1.clear();
+        self.state.inflight.borrow_mut().clear();
     }
 
     /// This layer's counters.

@@ -58,16 +58,18 @@ impl Live {
     }
 
     /// Reads every CertID's status (applying the expired policy).
-    async fn statuses(&self, q: &Query, now: u64) -> Result<Vec<(CertId, CertStatus)>, OcspError> {
+    async fn statuses(&self, q: &Query, now: u64) -> Result<(Vec<(CertId, CertStatus)>, u64), OcspError> {
         let mut answers = Vec::with_capacity(q.ids.len());
+        let mut revision = 0;
         for id in &q.ids {
             let rec = self.status.lookup(id.issuer, id.serial).await?.ok_or(OcspError::UnknownSerial)?;
             if rec.not_after < now && self.policy.expired == ExpiredPolicy::Unauthorized {
                 return Err(OcspError::Expired);
             }
+            revision = revision.max(rec.revision);
             answers.push((*id, rec.status));
         }
-        Ok(answers)
+        Ok((answers, revision))
     }
 
     /// Re-checks the statuses behind `prev`: unchanged → `prev` again (no
@@ -78,26 +80,27 @@ impl Live {
         prev: Rc<CachedResponse>,
     ) -> Result<Rc<CachedResponse>, OcspError> {
         let now = unix_now();
-        let answers = self.statuses(q, now).await?;
+        let (answers, revision) = self.statuses(q, now).await?;
         if answers.len() == prev.statuses.len()
             && answers.iter().zip(prev.statuses.iter()).all(|((_, a), b)| a == b)
         {
             return Ok(prev);
         }
-        self.sign(q, answers, now).await.map(Rc::new)
+        self.sign(q, answers, revision, now).await.map(Rc::new)
     }
 
     /// Looks up every CertID, signs one response for all of them.
     pub async fn answer(&self, q: &Query) -> Result<CachedResponse, OcspError> {
         let now = unix_now();
-        let answers = self.statuses(q, now).await?;
-        self.sign(q, answers, now).await
+        let (answers, revision) = self.statuses(q, now).await?;
+        self.sign(q, answers, revision, now).await
     }
 
     async fn sign(
         &self,
         q: &Query,
         answers: Vec<(CertId, CertStatus)>,
+        revision: u64,
         now: u64,
     ) -> Result<CachedResponse, OcspError> {
         let p = &self.policy;
@@ -121,6 +124,7 @@ impl Live {
         let der = response::assemble(&tbs, identity, &signature);
         let mut resp = CachedResponse::new(der, validity, refresh_at);
         resp.statuses = answers.iter().map(|(_, s)| *s).collect();
+        resp.revision = revision;
         Ok(resp)
     }
 }

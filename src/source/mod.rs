@@ -13,6 +13,7 @@
 pub mod cached;
 pub mod filter;
 pub mod live;
+pub mod redis;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -297,3 +297,66 @@ pub fn test_issuer_mysql_toml() -> String {
         data("ca.key").display()
     )
 }
+
+/// `OCSP_TEST_REDIS_URL` / `OCSP_TEST_REDIS_CLUSTER_URL` (set by tests/run.sh),
+/// with the same rule as [`test_database`].
+pub fn test_redis(var: &str, tag: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) => Some(v),
+        Err(_) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("CI=true but {var} is not set: run tests via tests/run.sh")
+        }
+        Err(_) => {
+            eprintln!("note: {var} not set, skipping {tag} (tests/run.sh starts private Redis instances)");
+            None
+        }
+    }
+}
+
+/// A key prefix no other test uses.
+pub fn unique_prefix(tag: &str) -> String {
+    let mut b = [0u8; 4];
+    aws_lc_rs::rand::fill(&mut b).unwrap();
+    format!("t{tag}{}:", b.iter().map(|x| format!("{x:02x}")).collect::<String>())
+}
+
+/// "good", "revoked" or "error N" for an OCSP response body (first CertID).
+pub fn ocsp_status(der: &[u8]) -> String {
+    use der::Decode;
+    let r = match x509_ocsp::OcspResponse::from_der(der) {
+        Ok(r) => r,
+        Err(e) => return format!("undecodable: {e}"),
+    };
+    let Some(rb) = r.response_bytes else { return format!("error {:?}", r.response_status) };
+    let basic = x509_ocsp::BasicOcspResponse::from_der(rb.response.as_bytes()).unwrap();
+    match basic.tbs_response_data.responses[0].cert_status {
+        x509_ocsp::CertStatus::Good(_) => "good".into(),
+        x509_ocsp::CertStatus::Revoked(_) => "revoked".into(),
+        x509_ocsp::CertStatus::Unknown(_) => "unknown".into(),
+    }
+}
+
+/// DER OCSP requests (SHA-1, no nonce) for serials of the test issuer, made by openssl.
+pub fn requests_for(serials: &[String]) -> Vec<Vec<u8>> {
+    let d = tempfile::tempdir().unwrap();
+    serials
+        .iter()
+        .map(|s| {
+            let out = d.path().join(format!("{s}.der"));
+            let (ok, msg) = run(openssl()
+                .args(["ocsp", "-issuer"])
+                .arg(data("ca.pem"))
+                .args(["-serial", &format!("0x{s}"), "-no_nonce", "-reqout"])
+                .arg(&out));
+            assert!(ok, "{msg}");
+            std::fs::read(out).unwrap()
+        })
+        .collect()
+}
+
+/// An index.txt with `n` good certificates, serials 0x1000 + i.
+pub fn index_with(n: usize) -> (String, Vec<String>) {
+    let serials: Vec<String> = (0..n).map(|i| format!("{:04X}", 0x1000 + i)).collect();
+    let text = serials.iter().map(|s| format!("V\t361125115433Z\t\t{s}\tunknown\t/CN={s}\n")).collect();
+    (text, serials)
+}

@@ -1,0 +1,301 @@
+//! The shared cache, against real Redis and MariaDB (private instances from
+//! tests/run.sh): two nodes sharing one Redis and one database never answer
+//! "good" for a certificate after `revoke` returned, on any core; Redis
+//! flushed, killed and restarted under load never causes a wrong or failed
+//! answer; a 3-node Redis Cluster works the same.
+
+mod common;
+
+use std::io::{BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ocsp-origin"))
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    cfg: std::path::PathBuf,
+    mysql: String,
+    redis: String,
+    serials: Vec<String>,
+}
+
+/// A database with `n` good certificates and a config using it and Redis.
+fn setup(tag: &str, redis_var: &str, cluster: bool, n: usize) -> Option<Setup> {
+    let redis = test_redis(redis_var, tag)?;
+    let mysql = test_database(tag)?;
+    let dir = tempfile::tempdir().unwrap();
+    let (index, serials) = index_with(n);
+    std::fs::write(dir.path().join("index.txt"), index).unwrap();
+    let redis_table = format!(
+        "[redis]\nurl = \"{redis}\"\ncluster = {cluster}\nkey_prefix = \"{}\"\ncommand_timeout_ms = 200\n",
+        unique_prefix(tag)
+    );
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, format!("{}\n{}\n{}", mysql_table(&mysql), redis_table, test_issuer_mysql_toml()))
+        .unwrap();
+    let (ok, out) = run(bin().args(["db", "migrate", "--config"]).arg(&cfg));
+    assert!(ok, "{out}");
+    let (ok, out) = run(bin()
+        .args(["db", "import", "--config"])
+        .arg(&cfg)
+        .args(["--issuer", "test", "--index"])
+        .arg(dir.path().join("index.txt")));
+    assert!(ok, "{out}");
+    Some(Setup { dir, cfg, mysql, redis, serials })
+}
+
+impl Setup {
+    /// A server node on this setup (own temp dir, same database and Redis).
+    fn node(&self) -> Server {
+        let text = std::fs::read_to_string(&self.cfg).unwrap();
+        Server::start_in(tempfile::tempdir().unwrap(), "", &text)
+    }
+}
+
+/// One keep-alive connection's GET of `req`.
+fn ask(c: &mut std::net::TcpStream, r: &mut BufReader<std::net::TcpStream>, req: &[u8]) -> String {
+    c.write_all(&get(&format!("/{}", b64(req)))).unwrap();
+    let resp = read_response(r, false).expect("an answer");
+    assert_eq!(resp.status, 200);
+    ocsp_status(&resp.body)
+}
+
+#[test]
+fn revocations_reach_every_core_of_two_nodes_at_once() {
+    let Some(s) = setup("race", "OCSP_TEST_REDIS_URL", false, 10) else { return };
+    let reqs = Arc::new(requests_for(&s.serials));
+    let nodes = [s.node(), s.node()];
+    // Warm both nodes, several connections each (so both shards of each).
+    for node in &nodes {
+        for _ in 0..4 {
+            let mut c = node.connect();
+            let mut r = BufReader::new(c.try_clone().unwrap());
+            for req in reqs.iter() {
+                assert_eq!(ask(&mut c, &mut r, req), "good");
+            }
+        }
+    }
+    // Clients hammer every serial on both nodes while serials are revoked one
+    // by one; each answer is recorded with the instant its request started.
+    let stop = Arc::new(AtomicBool::new(false));
+    let log: Arc<Mutex<Vec<(usize, Instant, String)>>> = Arc::default();
+    let clients: Vec<_> = nodes
+        .iter()
+        .flat_map(|n| [n.addr, n.addr, n.addr])
+        .map(|addr| {
+            let (stop, log, reqs) = (stop.clone(), log.clone(), reqs.clone());
+            std::thread::spawn(move || {
+                let mut c = std::net::TcpStream::connect(addr).unwrap();
+                c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let mut r = BufReader::new(c.try_clone().unwrap());
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let k = i % reqs.len();
+                    let t = Instant::now();
+                    let st = ask(&mut c, &mut r, &reqs[k]);
+                    log.lock().unwrap().push((k, t, st));
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut revoked_at = vec![None; s.serials.len()];
+    for (k, serial) in s.serials.iter().enumerate().step_by(2) {
+        let (ok, out) = run(bin().args(["revoke", "--config"]).arg(&s.cfg).args([
+            "--issuer",
+            "test",
+            "--serial",
+            serial,
+            "--reason",
+            "keyCompromise",
+        ]));
+        assert!(ok && out.contains("tombstoned in Redis"), "{out}");
+        revoked_at[k] = Some(Instant::now());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let log = log.lock().unwrap();
+    let mut checked_after = vec![0usize; s.serials.len()];
+    let mut wrong = Vec::new();
+    for (k, t, st) in log.iter() {
+        match revoked_at[*k] {
+            Some(r) if *t > r => {
+                checked_after[*k] += 1;
+                if st != "revoked" {
+                    wrong.push((s.serials[*k].clone(), st.clone()));
+                }
+            }
+            None => assert_eq!(st, "good", "never-revoked serial {} answered {st}", s.serials[*k]),
+            _ => {}
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} answers after revoke returned were not revoked: {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(5)]
+    );
+    for (k, r) in revoked_at.iter().enumerate() {
+        if r.is_some() {
+            assert!(checked_after[k] > 0, "serial {} was asked after its revocation", s.serials[k]);
+        }
+    }
+    eprintln!(
+        "race: {} answers checked, {} after revocations",
+        log.len(),
+        checked_after.iter().sum::<usize>()
+    );
+}
+
+/// A private redis-server on `port`, killed on drop.
+struct OwnRedis(Child);
+
+impl OwnRedis {
+    fn start(port: u16) -> OwnRedis {
+        let c = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        OwnRedis(c)
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn redis_keys(port: u16, pattern: &str) -> usize {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "--scan", "--pattern", pattern])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+#[test]
+fn redis_flushed_killed_and_restarted_under_load() {
+    // This test runs its own Redis so it can kill it.
+    if test_redis("OCSP_TEST_REDIS_URL", "flush").is_none() {
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut redis = Some(OwnRedis::start(port));
+    let Some(mysql) = test_database("flush") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (index, serials) = index_with(40);
+    std::fs::write(dir.path().join("index.txt"), index).unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!("{}\n[redis]\nurl = \"redis://127.0.0.1:{port}\"\ncommand_timeout_ms = 100\nconnect_timeout_ms = 300\n{}", mysql_table(&mysql), test_issuer_mysql_toml()),
+    )
+    .unwrap();
+    assert!(run(bin().args(["db", "migrate", "--config"]).arg(&cfg)).0);
+    assert!(
+        run(bin()
+            .args(["db", "import", "--config"])
+            .arg(&cfg)
+            .args(["--issuer", "test", "--index"])
+            .arg(dir.path().join("index.txt")))
+        .0
+    );
+    let reqs = requests_for(&serials);
+    let node = Server::start_in(tempfile::tempdir().unwrap(), "", &std::fs::read_to_string(&cfg).unwrap());
+    let mut c = node.connect();
+    let mut r = BufReader::new(c.try_clone().unwrap());
+    let mut ask_timed = |req: &[u8]| {
+        let t = Instant::now();
+        let st = ask(&mut c, &mut r, req);
+        (st, t.elapsed())
+    };
+    for req in &reqs[..10] {
+        assert_eq!(ask_timed(req).0, "good");
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(redis_keys(port, "ocsp:*"), 10, "misses were written to Redis");
+
+    // Flushed: everything still answered correctly.
+    assert!(Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "flushall"])
+        .status()
+        .unwrap()
+        .success());
+    for req in &reqs[..20] {
+        assert_eq!(ask_timed(req).0, "good");
+    }
+
+    // Killed: misses are signed live, promptly.
+    redis.take();
+    for req in &reqs[20..30] {
+        let (st, took) = ask_timed(req);
+        assert_eq!(st, "good");
+        assert!(took < Duration::from_millis(1500), "a dead Redis costs at most its timeouts: {took:?}");
+    }
+
+    // Back: caching resumes once fred has reconnected.
+    let _redis = OwnRedis::start(port);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut i = 30;
+    while redis_keys(port, "ocsp:*") == 0 {
+        assert!(Instant::now() < deadline, "caching did not resume after Redis came back");
+        let (st, _) = ask_timed(&reqs[i % reqs.len()]);
+        assert_eq!(st, "good");
+        i += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn redis_cluster_shares_responses_and_revocations() {
+    let Some(s) = setup("cluster", "OCSP_TEST_REDIS_CLUSTER_URL", true, 6) else { return };
+    let reqs = requests_for(&s.serials);
+    let node = s.node();
+    let mut conns: Vec<_> = (0..4)
+        .map(|_| {
+            let c = node.connect();
+            let r = BufReader::new(c.try_clone().unwrap());
+            (c, r)
+        })
+        .collect();
+    for (c, r) in conns.iter_mut() {
+        for req in &reqs {
+            assert_eq!(ask(c, r, req), "good");
+        }
+    }
+    let (ok, out) = run(bin().args(["revoke", "--config"]).arg(&s.cfg).args([
+        "--issuer",
+        "test",
+        "--serial",
+        &s.serials[3],
+        "--reason",
+        "superseded",
+    ]));
+    assert!(ok && out.contains("tombstoned in Redis"), "{out}");
+    for (c, r) in conns.iter_mut() {
+        assert_eq!(ask(c, r, &reqs[3]), "revoked");
+        assert_eq!(ask(c, r, &reqs[2]), "good");
+    }
+    let _ = (&s.dir, &s.mysql, &s.redis);
+}
