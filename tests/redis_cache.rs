@@ -299,3 +299,69 @@ fn redis_cluster_shares_responses_and_revocations() {
     }
     let _ = (&s.dir, &s.mysql, &s.redis);
 }
+
+#[test]
+fn versioned_writes_never_go_backwards() {
+    let Some(url) = test_redis("OCSP_TEST_REDIS_URL", "versioned") else { return };
+    let port = url.rsplit(':').next().unwrap().to_string();
+    let key = format!("{}k", unique_prefix("ver"));
+    let write = |value: &str| -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &port, "EVAL", ocsp_origin::source::redis::WRITE_SCRIPT, "1", &key, value, "60"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let rev = |r: u64, kind: char| format!("{r:020}{kind}payload");
+    assert_eq!(write(&rev(5, 'R')), "1", "absent key: written");
+    assert_eq!(write(&rev(4, 'R')), "0", "older revision refused");
+    assert_eq!(write(&rev(5, 'R')), "0", "same revision over a response refused");
+    assert_eq!(write(&rev(6, 'T')), "1", "a revocation's tombstone goes over");
+    assert_eq!(write(&rev(5, 'R')), "0", "the slow miss from before the revocation is refused");
+    assert_eq!(write(&rev(6, 'R')), "1", "the revocation's own response replaces its tombstone");
+    assert_eq!(write(&rev(6, 'R')), "0");
+}
+
+#[test]
+fn revoke_with_redis_down_is_recorded_and_says_so() {
+    let Some(mysql) = test_database("redisdown") else { return };
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{}\n[redis]\nurl = \"redis://127.0.0.1:{dead}\"\nconnect_timeout_ms = 300\n{}",
+            mysql_table(&mysql),
+            test_issuer_mysql_toml()
+        ),
+    )
+    .unwrap();
+    assert!(run(bin().args(["db", "migrate", "--config"]).arg(&cfg)).0);
+    assert!(
+        run(bin()
+            .args(["db", "import", "--config"])
+            .arg(&cfg)
+            .args(["--issuer", "test", "--index"])
+            .arg(data("index.txt")))
+        .0
+    );
+    let out = bin()
+        .args(["revoke", "--config"])
+        .arg(&cfg)
+        .args(["--issuer", "test", "--serial", GOOD, "--reason", "keyCompromise"])
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(text.contains("IS recorded in the database"), "{text}");
+    let (okk, again) = run(bin().args(["revoke", "--config"]).arg(&cfg).args([
+        "--issuer",
+        "test",
+        "--serial",
+        GOOD,
+        "--reason",
+        "keyCompromise",
+    ]));
+    assert!(!okk && again.contains("already revoked"), "the database kept it: {again}");
+}
