@@ -249,14 +249,18 @@ fn conditional_get_gives_304() {
 fn head_has_headers_but_no_body() {
     let s = server();
     let path = format!("/{}", b64(&request_der()));
-    let full = roundtrip(&s, &get(&path));
+    // One connection: the same shard, so the same signed bytes (ECDSA
+    // signatures from different shards differ in length by a byte or two).
     let mut c = s.connect();
+    let mut r = BufReader::new(c.try_clone().unwrap());
+    c.write_all(&get(&path)).unwrap();
+    let full = read_response(&mut r, false).unwrap();
     c.write_all(format!("HEAD {path} HTTP/1.1\r\n\r\n").as_bytes()).unwrap();
     c.write_all(&get("/")).unwrap(); // the next response must start right after the head
-    let mut r = BufReader::new(c);
     let head = read_response(&mut r, true).unwrap();
     assert_eq!(head.status, 200);
     assert_eq!(head.header("content-length"), full.header("content-length"));
+    assert_eq!(head.header("etag"), full.header("etag"));
     assert_eq!(read_response(&mut r, false).unwrap().body, b"OK\n");
 }
 
