@@ -289,7 +289,7 @@ impl Pkcs11Signer {
                 // CKA_EC_POINT is a DER OCTET STRING around the uncompressed point.
                 let point =
                     point.ok_or_else(|| Pkcs11Error::NotFound("EC key without CKA_EC_POINT".into()))?;
-                let bits = der::asn1::OctetString::from_der_lenient(&point)
+                let bits = ec_point_bits(&point)
                     .ok_or_else(|| Pkcs11Error::NotFound("CKA_EC_POINT is not an OCTET STRING".into()))?;
                 let name = if kind == Kind::P256 { "P-256" } else { "P-384" };
                 (kind, bits, format!("ECDSA {name} (PKCS#11 token {:?})", cfg.token_label))
@@ -372,20 +372,14 @@ fn login(session: &Session, pin: &AuthPin) -> Result<(), P11Error> {
     }
 }
 
-trait OctetStringExt {
-    fn from_der_lenient(bytes: &[u8]) -> Option<Vec<u8>>;
-}
-
-impl OctetStringExt for der::asn1::OctetString {
-    /// Some modules return the bare point instead of the DER OCTET STRING the
-    /// standard asks for; accept both.
-    fn from_der_lenient(bytes: &[u8]) -> Option<Vec<u8>> {
-        use der::Decode;
-        match der::asn1::OctetString::from_der(bytes) {
-            Ok(o) => Some(o.as_bytes().to_vec()),
-            Err(_) if matches!(bytes.first(), Some(0x04)) => Some(bytes.to_vec()),
-            Err(_) => None,
-        }
+/// The uncompressed point inside `CKA_EC_POINT`, which PKCS#11 specifies as a
+/// DER OCTET STRING; some modules return the bare point, so both are accepted.
+fn ec_point_bits(bytes: &[u8]) -> Option<Vec<u8>> {
+    use der::Decode;
+    match der::asn1::OctetString::from_der(bytes) {
+        Ok(o) => Some(o.as_bytes().to_vec()),
+        Err(_) if matches!(bytes.first(), Some(0x04)) => Some(bytes.to_vec()),
+        Err(_) => None,
     }
 }
 
