@@ -160,7 +160,7 @@ async fn connect_and_track(
     }
     let track = {
         let client = client.clone();
-        let prefix = rc.key_prefix.clone();
+        let prefix = redis::change_prefix(&rc.key_prefix);
         move || {
             let (client, prefix) = (client.clone(), prefix.clone());
             async move {

@@ -12,10 +12,13 @@
 //!   a timeout, a refused connection or a broken value means "sign live", never
 //!   a failed request. fred reconnects in the background.
 //! - **Invalidation**: with `tracking`, each client enables RESP3 client-side
-//!   caching in broadcast mode for the key prefix; every change of a key (a
-//!   revocation's tombstone, a newer response) reaches every shard of every
-//!   node, which drops its L1 entry. Behind a proxy that cannot track, L1
-//!   entries instead expire after `cache.l1_max_age_secs`.
+//!   caching in broadcast mode for the change-key prefix (`{prefix}chg:`). A
+//!   status change (`revoke`, `unrevoke`) sets the certificate's change key,
+//!   which reaches every shard of every node, and each drops the certificate
+//!   from its L1. Response keys (`{prefix}r:`) are not tracked, so cache fills
+//!   cause no invalidation traffic (with broadcast tracking on them, every miss
+//!   would message every other shard of every node). Behind a proxy that cannot
+//!   track, L1 entries instead expire after `cache.l1_max_age_secs`.
 //!
 //! Multi-CertID responses are not shared (their keys could not be invalidated
 //! per certificate); they are cached in L1 only when nothing can change.
@@ -129,20 +132,33 @@ redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
 return 1
 "#;
 
-/// Redis key of one CertID.
+/// Redis key of the response for one CertID: `{prefix}r:{issuer}:{hash}:{serial}`.
+/// Response keys are not tracked: fills by other shards need not evict anyone.
 pub fn key_for(prefix: &str, issuer_name: &str, alg: HashAlg, serial: &Serial) -> String {
-    format!("{prefix}{issuer_name}:{}:{serial}", alg.name())
+    format!("{prefix}r:{issuer_name}:{}:{serial}", alg.name())
 }
 
-/// Parses a key back into a CertID (for invalidations).
-pub fn certid_of_key(prefix: &str, issuers: &Issuers, key: &[u8]) -> Option<CertId> {
-    let key = std::str::from_utf8(key).ok()?.strip_prefix(prefix)?;
-    let mut parts = key.rsplitn(3, ':');
-    let serial = Serial::from_hex(parts.next()?).ok()?;
-    let alg = HashAlg::ALL.into_iter().find(|a| Some(a.name()) == parts.clone().next())?;
-    parts.next();
-    let name = parts.next()?;
-    Some(CertId { issuer: issuers.by_name(name)?, alg, serial })
+/// Redis key announcing a status change of a certificate:
+/// `{prefix}chg:{issuer}:{serial}`. Only these keys are tracked (broadcast
+/// mode, prefix [`change_prefix`]), so invalidation traffic is one message per
+/// shard per *status change*, not per cache fill.
+pub fn change_key(prefix: &str, issuer_name: &str, serial: &Serial) -> String {
+    format!("{prefix}chg:{issuer_name}:{serial}")
+}
+
+/// The tracked prefix.
+pub fn change_prefix(prefix: &str) -> String {
+    format!("{prefix}chg:")
+}
+
+/// Parses a change key back into the CertIDs (every hash algorithm) whose L1
+/// entries must go.
+pub fn certids_of_change(prefix: &str, issuers: &Issuers, key: &[u8]) -> Option<Vec<CertId>> {
+    let key = std::str::from_utf8(key).ok()?.strip_prefix(&change_prefix(prefix))?;
+    let (name, serial) = key.rsplit_once(':')?;
+    let serial = Serial::from_hex(serial).ok()?;
+    let issuer = issuers.by_name(name)?;
+    Some(HashAlg::ALL.into_iter().map(|alg| CertId { issuer, alg, serial }).collect())
 }
 
 const HEADER: usize = 21;
@@ -376,16 +392,17 @@ impl Source for Rc<RedisL2> {
     }
 }
 
-/// Runs the invalidation loop of one shard: every key Redis reports changed
-/// is dropped from this shard's L1 (all hash-algorithm variants of the CertID
-/// share one key each, so each is dropped as its own key changes). On a
-/// reconnect, invalidations may have been missed, so the whole L1 is cleared.
+/// Runs the invalidation loop of one shard: every certificate whose change key
+/// Redis reports modified is dropped from this shard's L1 (all hash-algorithm
+/// variants). On a reconnect, invalidations may have been missed, so the whole
+/// L1 is cleared.
 pub async fn invalidation_loop(
     client: Client,
     issuers: Arc<Issuers>,
     prefix: String,
     drop_key: impl Fn(Option<CertId>) + 'static,
 ) {
+    // Invalidations name change keys; each drops every hash-algorithm variant.
     let rx = client.invalidation_rx();
     let reconnects = client.reconnect_rx();
     loop {
@@ -396,7 +413,9 @@ pub async fn invalidation_loop(
         match inv {
             Some(Some(inv)) => {
                 for k in inv.keys {
-                    drop_key(certid_of_key(&prefix, &issuers, k.as_bytes()));
+                    for id in certids_of_change(&prefix, &issuers, k.as_bytes()).unwrap_or_default() {
+                        drop_key(Some(id));
+                    }
                 }
             }
             Some(None) => drop_key(None), // reconnected: forget everything
@@ -411,9 +430,11 @@ pub fn l1_key(id: CertId) -> Vec<u8> {
     crate::source::filter::cache_key(&[id])
 }
 
-/// Writes tombstones for every hash-algorithm key of a certificate whose status
-/// changed at `revision`, so no older response can be served or written back.
-/// Each is kept `ttl` seconds (at least the response lifetime).
+/// After a status change at `revision`: writes tombstones over every
+/// hash-algorithm response key of the certificate (so no older response can be
+/// served or written back), then sets its change key, which every tracking
+/// shard is told about. Each is kept `ttl` seconds (at least the response
+/// lifetime).
 pub async fn tombstone(
     client: &Client,
     prefix: &str,
@@ -430,6 +451,16 @@ pub async fn tombstone(
             .await
             .map_err(|e| e.to_string())?;
     }
+    let _: () = client
+        .set(
+            change_key(prefix, issuer, serial),
+            revision as i64,
+            Some(Expiration::EX(ttl as i64)),
+            None,
+            false,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(())
 }
 
