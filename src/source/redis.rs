@@ -132,6 +132,24 @@ redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
 return 1
 "#;
 
+/// SHA-1 (hex) of [`WRITE_SCRIPT`], for `EVALSHA`.
+fn write_script_sha() -> &'static str {
+    static SHA: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SHA.get_or_init(|| {
+        HashAlg::Sha1.digest(WRITE_SCRIPT.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    })
+}
+
+/// Runs [`WRITE_SCRIPT`] by hash (`EVALSHA`, no script text on the wire), falling
+/// back to `EVAL` (which also caches it) when the server does not have it yet.
+pub async fn write_versioned(client: &Client, key: String, value: &[u8], ttl: u64) -> Result<i64, Error> {
+    let args = || vec![Value::from(value), Value::from(ttl as i64)];
+    match client.evalsha::<i64, _, _, _>(write_script_sha(), vec![key.clone()], args()).await {
+        Err(e) if e.details().contains("NOSCRIPT") => client.eval(WRITE_SCRIPT, vec![key], args()).await,
+        other => other,
+    }
+}
+
 /// Redis key of the response for one CertID: `{prefix}r:{issuer}:{hash}:{serial}`.
 /// Response keys are not tracked: fills by other shards need not evict anyone.
 pub fn key_for(prefix: &str, issuer_name: &str, alg: HashAlg, serial: &Serial) -> String {
@@ -341,10 +359,7 @@ impl RedisL2 {
         let value = encode_response(r);
         let me = self.clone();
         glommio::spawn_local(async move {
-            let res: Result<i64, _> = me
-                .client
-                .eval(WRITE_SCRIPT, vec![key], vec![Value::from(value.as_slice()), Value::from(ttl as i64)])
-                .await;
+            let res = write_versioned(&me.client, key, &value, ttl).await;
             match res {
                 Ok(0) => bump(&me.stats.refused_writes),
                 Ok(_) => {}
@@ -446,10 +461,7 @@ pub async fn tombstone(
     let value = encode_tombstone(revision);
     for alg in HashAlg::ALL {
         let key = key_for(prefix, issuer, alg, serial);
-        let _: i64 = client
-            .eval(WRITE_SCRIPT, vec![key], vec![Value::from(value.as_slice()), Value::from(ttl as i64)])
-            .await
-            .map_err(|e| e.to_string())?;
+        write_versioned(client, key, &value, ttl).await.map_err(|e| e.to_string())?;
     }
     let _: () = client
         .set(
