@@ -98,6 +98,10 @@ fn stuck_signer_gives_bounded_try_later_and_stale_answers() {
         assert!(t.elapsed() < Duration::from_millis(50), "stale served at once: {:?}", t.elapsed());
         assert!(Rc::ptr_eq(&first, &again));
 
+        // Let the signer thread take the refresh job (and get stuck in it).
+        glommio::timer::sleep(Duration::from_millis(100)).await;
+        assert_eq!(pool.queued(), 0, "the refresh is being signed, not queued");
+
         // A miss while the signer is stuck: tryLater after the signing timeout.
         // (The refresh above occupies the only signer thread; the queue of one
         // holds this job.)
