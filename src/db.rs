@@ -155,33 +155,38 @@ pub fn revoke(
     reason: RevocationReason,
     at: u64,
 ) -> Result<Changed, String> {
-    let mut conn = pool.get_conn().map_err(sql_err)?;
-    let mut tx = conn.start_transaction(TxOpts::default()).map_err(sql_err)?;
-    let row: Option<(u8, Option<u8>, u64)> = tx
-        .exec_first(
-            "SELECT status, reason, revision FROM ocsp_certificates WHERE issuer = ? AND serial = ? FOR UPDATE",
-            (issuer, serial.as_bytes()),
-        )
-        .map_err(sql_err)?;
-    let revision = match row {
-        None => return Err(format!("no certificate {serial} of issuer {issuer:?} in the database")),
-        Some((1, r, _)) if r != Some(RevocationReason::CertificateHold as u8) => {
-            return Err(format!("certificate {serial} is already revoked"))
+    change_status(pool, issuer, serial, (1, Some(at), Some(reason as u8)), |status, current| {
+        if status == 1 && current != Some(RevocationReason::CertificateHold as u8) {
+            return Err(format!("certificate {serial} is already revoked"));
         }
-        Some((_, _, rev)) => rev + 1,
-    };
-    tx.exec_drop(
-        "UPDATE ocsp_certificates SET status = 1, revoked_at = ?, reason = ?, revision = ? WHERE issuer = ? AND serial = ?",
-        (at, reason as u8, revision, issuer, serial.as_bytes()),
-    )
-    .map_err(sql_err)?;
-    tx.commit().map_err(sql_err)?;
-    Ok(Changed { revision })
+        Ok(())
+    })
 }
 
 /// Releases a certificate from hold (only `certificateHold` can be undone,
 /// RFC 5280 §5.3.1).
 pub fn unrevoke(pool: &Pool, issuer: &str, serial: &Serial) -> Result<Changed, String> {
+    change_status(pool, issuer, serial, (0, None, None), |status, current| {
+        match (status, current) {
+        (1, Some(r)) if r == RevocationReason::CertificateHold as u8 => Ok(()),
+        (0, _) => Err(format!("certificate {serial} is not revoked")),
+        _ => Err(format!(
+            "certificate {serial} is revoked for a reason other than certificateHold; only a hold can be undone"
+        )),
+    }
+    })
+}
+
+/// Locks the certificate's row, lets `allowed` accept or refuse the change
+/// given its current (status, reason), and writes `new` = (status, revoked_at,
+/// reason) with the revision incremented, in one transaction.
+fn change_status(
+    pool: &Pool,
+    issuer: &str,
+    serial: &Serial,
+    new: (u8, Option<u64>, Option<u8>),
+    allowed: impl FnOnce(u8, Option<u8>) -> Result<(), String>,
+) -> Result<Changed, String> {
     let mut conn = pool.get_conn().map_err(sql_err)?;
     let mut tx = conn.start_transaction(TxOpts::default()).map_err(sql_err)?;
     let row: Option<(u8, Option<u8>, u64)> = tx
@@ -190,19 +195,14 @@ pub fn unrevoke(pool: &Pool, issuer: &str, serial: &Serial) -> Result<Changed, S
             (issuer, serial.as_bytes()),
         )
         .map_err(sql_err)?;
-    let revision = match row {
-        None => return Err(format!("no certificate {serial} of issuer {issuer:?} in the database")),
-        Some((1, Some(r), rev)) if r == RevocationReason::CertificateHold as u8 => rev + 1,
-        Some((0, _, _)) => return Err(format!("certificate {serial} is not revoked")),
-        Some(_) => {
-            return Err(format!(
-                "certificate {serial} is revoked for a reason other than certificateHold; only a hold can be undone"
-            ))
-        }
+    let Some((status, reason, revision)) = row else {
+        return Err(format!("no certificate {serial} of issuer {issuer:?} in the database"));
     };
+    allowed(status, reason)?;
+    let revision = revision + 1;
     tx.exec_drop(
-        "UPDATE ocsp_certificates SET status = 0, revoked_at = NULL, reason = NULL, revision = ? WHERE issuer = ? AND serial = ?",
-        (revision, issuer, serial.as_bytes()),
+        "UPDATE ocsp_certificates SET status = ?, revoked_at = ?, reason = ?, revision = ? WHERE issuer = ? AND serial = ?",
+        (new.0, new.1, new.2, revision, issuer, serial.as_bytes()),
     )
     .map_err(sql_err)?;
     tx.commit().map_err(sql_err)?;

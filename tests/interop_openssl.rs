@@ -165,25 +165,7 @@ fn delegated_responder_cert_is_included_and_verifies() {
     let (ok, out) =
         run(openssl().args(["ecparam", "-name", "prime256v1", "-genkey", "-out"]).arg(p.join("resp.key")));
     assert!(ok, "{out}");
-    let (ok, out) = run(openssl()
-        .args(["req", "-new", "-key"])
-        .arg(p.join("resp.key"))
-        .args(["-subj", "/CN=test OCSP responder", "-out"])
-        .arg(p.join("resp.csr")));
-    assert!(ok, "{out}");
-    std::fs::write(p.join("ext.cnf"), "extendedKeyUsage=OCSPSigning\nbasicConstraints=CA:FALSE\n").unwrap();
-    let (ok, out) = run(openssl()
-        .args(["x509", "-req", "-in"])
-        .arg(p.join("resp.csr"))
-        .arg("-CA")
-        .arg(data("ca.pem"))
-        .arg("-CAkey")
-        .arg(data("ca.key"))
-        .args(["-set_serial", "0x77", "-days", "30", "-extfile"])
-        .arg(p.join("ext.cnf"))
-        .arg("-out")
-        .arg(p.join("resp.pem")));
-    assert!(ok, "{out}");
+    issue_responder_cert(p, "test OCSP responder");
     let issuer = format!(
         "[[issuer]]\nname = \"test\"\ncert = \"{}\"\nkey = \"resp.key\"\nresponder_cert = \"resp.pem\"\nindex = \"{}\"\n",
         data("ca.pem").display(),

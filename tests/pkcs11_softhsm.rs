@@ -144,25 +144,7 @@ fn delegated_responder_key_in_softhsm() {
         .args(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out"])
         .arg(p.join("resp.key")));
     assert!(ok, "{out}");
-    let (ok, out) = run(openssl()
-        .args(["req", "-new", "-key"])
-        .arg(p.join("resp.key"))
-        .args(["-subj", "/CN=HSM OCSP responder", "-out"])
-        .arg(p.join("resp.csr")));
-    assert!(ok, "{out}");
-    std::fs::write(p.join("ext.cnf"), "extendedKeyUsage=OCSPSigning\n").unwrap();
-    let (ok, out) = run(openssl()
-        .args(["x509", "-req", "-in"])
-        .arg(p.join("resp.csr"))
-        .arg("-CA")
-        .arg(data("ca.pem"))
-        .arg("-CAkey")
-        .arg(data("ca.key"))
-        .args(["-set_serial", "0x78", "-days", "30", "-extfile"])
-        .arg(p.join("ext.cnf"))
-        .arg("-out")
-        .arg(p.join("resp.pem")));
-    assert!(ok, "{out}");
+    issue_responder_cert(p, "HSM OCSP responder");
     token.import(&p.join("resp.key"), "responder", "0a");
     // The issuer key stays offline; only the responder key is in the HSM.
     std::fs::remove_file(p.join("resp.key")).unwrap();

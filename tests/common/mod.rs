@@ -360,3 +360,27 @@ pub fn index_with(n: usize) -> (String, Vec<String>) {
     let text = serials.iter().map(|s| format!("V\t361125115433Z\t\t{s}\tunknown\t/CN={s}\n")).collect();
     (text, serials)
 }
+
+/// Issues `dir/resp.pem`, a delegated OCSP responder certificate (EKU
+/// id-kp-OCSPSigning) for the key in `dir/resp.key`, signed by the test CA.
+pub fn issue_responder_cert(dir: &Path, cn: &str) {
+    let (ok, out) = run(openssl()
+        .args(["req", "-new", "-key"])
+        .arg(dir.join("resp.key"))
+        .args(["-subj", &format!("/CN={cn}"), "-out"])
+        .arg(dir.join("resp.csr")));
+    assert!(ok, "{out}");
+    std::fs::write(dir.join("ext.cnf"), "extendedKeyUsage=OCSPSigning\nbasicConstraints=CA:FALSE\n").unwrap();
+    let (ok, out) = run(openssl()
+        .args(["x509", "-req", "-in"])
+        .arg(dir.join("resp.csr"))
+        .arg("-CA")
+        .arg(data("ca.pem"))
+        .arg("-CAkey")
+        .arg(data("ca.key"))
+        .args(["-set_serial", "0x77", "-days", "30", "-extfile"])
+        .arg(dir.join("ext.cnf"))
+        .arg("-out")
+        .arg(dir.join("resp.pem")));
+    assert!(ok, "{out}");
+}
