@@ -63,6 +63,8 @@ usage() {
 }
 die() { echo "hit_vs_nginx: $*" >&2; exit 1; }
 log() { echo "==> $*" >&2; }
+# shellcheck source=benches/e2e/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -133,31 +135,10 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
 
 # wait_http URL PID NAME LOGFILE: until URL answers 2xx, PID alive, 30 s at most.
-wait_http() {
-    local url=$1 pid=$2 name=$3 logf=$4 i
-    for ((i = 0; i < 300; i++)); do
-        curl -sf -o /dev/null --max-time 1 "$url" && return 0
-        if ! kill -0 "$pid" 2>/dev/null; then
-            tail -n 30 "$logf" >&2 || true
-            die "$name exited before answering $url"
-        fi
-        sleep 0.1
-    done
-    tail -n 30 "$logf" >&2 || true
-    die "$name did not answer $url within 30 s"
-}
 
 # check_alive PID NAME LOGFILE: fail loudly if a server died during a run.
-check_alive() {
-    kill -0 "$1" 2>/dev/null && return 0
-    tail -n 30 "$3" >&2 || true
-    die "$2 (pid $1) is gone"
-}
 
 # ---------------------------------------------------------------- ocsp-origin
 if [[ -n "${OCSP_ORIGIN_BIN:-}" ]]; then
@@ -419,7 +400,6 @@ CPU_MODEL="$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
 [[ -n "$CPU_MODEL" ]] || CPU_MODEL="$(uname -m)"
 
 us2ms() { awk -v u="$1" 'BEGIN { printf "%.2f", u / 1000 }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 row() {
     local s=$1 vs=$2 errs
     errs=$(( $(field "$s" connect_err) + $(field "$s" read_err) + $(field "$s" write_err) + $(field "$s" timeout_err) ))
