@@ -63,6 +63,9 @@ pub struct FileConfig {
     /// Signed responses shared through Redis / Redis Cluster (the L2).
     #[serde(default)]
     pub redis: Option<crate::source::redis::RedisConfig>,
+    /// The admin listener (metrics, histogram exports).
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
     /// The issuers answered for (at least one).
     #[serde(default, rename = "issuer")]
     pub issuers: Vec<IssuerConfig>,
@@ -203,6 +206,15 @@ impl Default for CacheConfig {
     }
 }
 
+/// `[admin]`: metrics and histogram exports on their own listener.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address of the admin listener; keep it on loopback or a management
+    /// network (it is read-only but unauthenticated). Example `127.0.0.1:9090`.
+    pub listen: String,
+}
+
 /// One issuer.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -253,6 +265,8 @@ pub struct Config {
     pub mysql: Option<crate::status::mysql::MysqlConfig>,
     /// Redis L2, if configured.
     pub redis: Option<crate::source::redis::RedisConfig>,
+    /// Admin listener address, if configured.
+    pub admin: Option<SocketAddr>,
     /// Issuers with paths resolved.
     pub issuers: Vec<IssuerConfig>,
 }
@@ -421,7 +435,16 @@ impl Config {
             }
             crate::source::redis::client(r).map_err(|e| err("redis.url", e))?;
         }
+        let admin = match &f.admin {
+            Some(a) => Some(
+                a.listen
+                    .parse::<SocketAddr>()
+                    .map_err(|_| err("admin.listen", format!("{:?} is not an IP:port address", a.listen)))?,
+            ),
+            None => None,
+        };
         Ok(Config {
+            admin,
             mysql: f.mysql,
             redis: f.redis,
             listen,

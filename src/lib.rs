@@ -41,6 +41,7 @@ pub mod demo;
 pub mod error;
 pub mod http;
 pub mod issuer;
+pub mod metrics;
 pub mod ocsp;
 pub mod server;
 pub mod signer;

@@ -126,6 +126,13 @@ fn write_http_failure(shard: &Shard, e: HttpError, out: &mut Vec<u8>) {
 /// Answers one complete request (`req` = head + body); returns whether the
 /// connection stays open.
 async fn answer(shard: &Shard, req: &[u8], head: &Head, b: &mut Buffers) -> bool {
+    let started = Instant::now();
+    let keep = answer_inner(shard, req, head, b).await;
+    let _ = shard.request_us.borrow_mut().record((started.elapsed().as_micros() as u64).max(1));
+    keep
+}
+
+async fn answer_inner(shard: &Shard, req: &[u8], head: &Head, b: &mut Buffers) -> bool {
     let stats = &shard.stats;
     stats.requests.set(stats.requests.get() + 1);
     let conn = match (head.keep_alive, head.minor_version) {

@@ -78,7 +78,16 @@ pub fn run(config: &Config, parts: Parts, on_ready: impl FnOnce(SocketAddr)) -> 
     );
     on_ready(addr);
 
-    let fds = Arc::new(Mutex::new(fds));
+    let fds = Arc::new(Mutex::new(fds.into_iter().enumerate().collect::<Vec<_>>()));
+    let board = crate::metrics::board(cores);
+    if let Some(admin) = config.admin {
+        let signers =
+            parts.issuers.iter().map(|(_, i)| (i.name.clone(), i.responder.signer.clone())).collect();
+        let src = crate::metrics::Sources { board: board.clone(), pool: pool.clone(), signers };
+        let bound = crate::metrics::serve_admin(admin, src)
+            .map_err(|source| ServerError::Listen { addr: admin, source })?;
+        log::info!("admin (metrics, histograms) on http://{bound}");
+    }
     let timers = match &config.redis {
         Some(_) => Some(
             crate::source::redis::TimerRuntime::start()
@@ -93,6 +102,7 @@ pub fn run(config: &Config, parts: Parts, on_ready: impl FnOnce(SocketAddr)) -> 
         status: parts.status,
         pool,
         timers,
+        board,
     });
     let placement =
         if config.pin { PoolPlacement::MaxSpread(cores, None) } else { PoolPlacement::Unbound(cores) };
@@ -106,7 +116,7 @@ pub fn run(config: &Config, parts: Parts, on_ready: impl FnOnce(SocketAddr)) -> 
             let shared = shared.clone();
             async move {
                 match fd {
-                    Some(fd) => shard::run(fd, shared).await,
+                    Some((index, fd)) => shard::run(fd, index, shared).await,
                     None => log::error!("shard started without a listener"),
                 }
             }

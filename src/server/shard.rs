@@ -33,6 +33,8 @@ pub struct SharedParts {
     pub pool: SignPool,
     /// Drives fred's timers when Redis is configured (see `source::redis`).
     pub timers: Option<tokio::runtime::Handle>,
+    /// Where shards publish their metrics.
+    pub board: crate::metrics::Board,
 }
 
 /// Per-shard request counters (plain cells: one thread).
@@ -74,6 +76,10 @@ pub struct Shard {
     pub date: RefCell<DateCache>,
     /// Counters.
     pub stats: ShardStats,
+    /// Request service times, µs.
+    pub request_us: RefCell<hdrhistogram::Histogram<u64>>,
+    /// The Redis layer, for its counters.
+    pub redis: Option<Rc<RedisL2>>,
 }
 
 impl Shard {
@@ -94,12 +100,18 @@ impl Shard {
         ));
         let mut inner: Rc<dyn Source> = Rc::new(live);
         let mut redis_client = None;
+        let mut redis_layer = None;
         if let Some(rc) = &c.redis {
             match redis::client(rc) {
                 Ok(client) => {
-                    let l2 =
-                        RedisL2::new(client.clone(), inner, shared.issuers.clone(), rc.key_prefix.clone());
-                    inner = Rc::new(Rc::new(l2));
+                    let l2 = Rc::new(RedisL2::new(
+                        client.clone(),
+                        inner,
+                        shared.issuers.clone(),
+                        rc.key_prefix.clone(),
+                    ));
+                    inner = Rc::new(l2.clone());
+                    redis_layer = Some(l2);
                     redis_client = Some(client);
                 }
                 Err(e) => log::error!("redis disabled on this shard: {e}"),
@@ -134,6 +146,41 @@ impl Shard {
             write_timeout: Duration::from_millis(c.limits.write_timeout_ms),
             date: RefCell::new(DateCache::default()),
             stats: ShardStats::default(),
+            request_us: RefCell::new(crate::metrics::latency_histogram()),
+            redis: redis_layer,
+        }
+    }
+
+    /// This shard's counters and histogram, for the admin listener.
+    pub fn snapshot(&self) -> crate::metrics::ShardSnapshot {
+        let s = &self.stats;
+        let c = self.responder.stats();
+        let mut counters = vec![
+            ("connections", s.connections.get()),
+            ("requests", s.requests.get()),
+            ("responses_ok", s.ok.get()),
+            ("responses_not_modified", s.not_modified.get()),
+            ("responses_ocsp_error", s.ocsp_errors.get()),
+            ("responses_http_error", s.http_errors.get()),
+            ("l1_hits", c.hits.get()),
+            ("l1_stale_hits", c.stale_hits.get()),
+            ("l1_misses", c.misses.get()),
+            ("l1_coalesced", c.coalesced.get()),
+            ("l1_overloaded", c.overloaded.get()),
+            ("l1_revalidations", c.revalidations.get()),
+        ];
+        if let Some(r) = &self.redis {
+            counters.extend([
+                ("redis_hits", r.stats.hits.get()),
+                ("redis_misses", r.stats.misses.get()),
+                ("redis_errors", r.stats.errors.get()),
+                ("redis_refused_writes", r.stats.refused_writes.get()),
+            ]);
+        }
+        crate::metrics::ShardSnapshot {
+            counters,
+            l1_entries: self.responder.l1_len() as u64,
+            request_us: self.request_us.borrow().clone(),
         }
     }
 }
@@ -205,7 +252,7 @@ async fn connect_and_track(
 
 /// The shard's main loop: accept while under the connection cap, one task per
 /// connection.
-pub async fn run(fd: RawFd, shared: Arc<SharedParts>) {
+pub async fn run(fd: RawFd, index: usize, shared: Arc<SharedParts>) {
     // fred's timers need a tokio context on this thread for the shard's life.
     let _timers = shared.timers.as_ref().map(|h| h.enter());
     // SAFETY: `fd` is a listening socket created by `listener::bind_all` whose
@@ -213,6 +260,20 @@ pub async fn run(fd: RawFd, shared: Arc<SharedParts>) {
     #[allow(unsafe_code)]
     let listener = unsafe { TcpListener::from_raw_fd(fd) };
     let shard = Rc::new(Shard::new(&shared));
+    // Publish metrics once a second for the admin thread.
+    {
+        let (shard, shared) = (shard.clone(), shared.clone());
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(Duration::from_secs(1)).await;
+                let snap = shard.snapshot();
+                if let Some(Ok(mut slot)) = shared.board.get(index).map(|m| m.lock()) {
+                    *slot = snap;
+                }
+            }
+        })
+        .detach();
+    }
     let permits = Rc::new(Semaphore::new(shared.config.limits.max_connections_per_shard as u64));
     loop {
         let Ok(permit) = permits.acquire_static_permit(1).await else { return };
