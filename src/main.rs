@@ -62,15 +62,8 @@ enum Command {
     },
     /// Revoke a certificate in the status database.
     Revoke {
-        /// Configuration file (its `[mysql]` table names the database).
-        #[arg(long)]
-        config: PathBuf,
-        /// Issuer name, as in the config.
-        #[arg(long)]
-        issuer: String,
-        /// Serial number, hex.
-        #[arg(long)]
-        serial: String,
+        #[command(flatten)]
+        cert: CertArgs,
         /// RFC 5280 reason: keyCompromise, cACompromise, affiliationChanged,
         /// superseded, cessationOfOperation, certificateHold, privilegeWithdrawn,
         /// aACompromise, unspecified.
@@ -80,27 +73,31 @@ enum Command {
         /// (`261101120000Z`) or Unix seconds. Default: now.
         #[arg(long)]
         at: Option<String>,
-        /// After the Redis tombstones, wait this long before returning so every
-        /// tracking shard has applied the invalidation (it takes well under a
-        /// millisecond on a healthy network).
-        #[arg(long, default_value_t = 50)]
-        settle_ms: u64,
     },
     /// Release a certificate from hold (only certificateHold can be undone).
     Unrevoke {
-        /// Configuration file.
-        #[arg(long)]
-        config: PathBuf,
-        /// Issuer name, as in the config.
-        #[arg(long)]
-        issuer: String,
-        /// Serial number, hex.
-        #[arg(long)]
-        serial: String,
-        /// See `revoke --settle-ms`.
-        #[arg(long, default_value_t = 50)]
-        settle_ms: u64,
+        #[command(flatten)]
+        cert: CertArgs,
     },
+}
+
+/// Which certificate a status change is about, and where its database is.
+#[derive(clap::Args)]
+struct CertArgs {
+    /// Configuration file (its `[mysql]` table names the database, `[redis]` the cache).
+    #[arg(long)]
+    config: PathBuf,
+    /// Issuer name, as in the config.
+    #[arg(long)]
+    issuer: String,
+    /// Serial number, hex.
+    #[arg(long)]
+    serial: String,
+    /// After the Redis tombstones, wait this long before returning so every
+    /// tracking shard has applied the invalidation (it takes well under a
+    /// millisecond on a healthy network).
+    #[arg(long, default_value_t = 50)]
+    settle_ms: u64,
 }
 
 #[derive(Subcommand)]
@@ -177,7 +174,7 @@ fn run(cli: Cli) -> Result<(), String> {
             );
             Ok(())
         }
-        Command::Revoke { config, issuer, serial, reason, at, settle_ms } => {
+        Command::Revoke { cert: CertArgs { config, issuer, serial, settle_ms }, reason, at } => {
             let (cfg, m) = mysql_of(&config)?;
             let name = issuer_name(&cfg, &issuer)?;
             let serial = Serial::from_hex(&serial).map_err(|e| format!("--serial: {e}"))?;
@@ -196,7 +193,7 @@ fn run(cli: Cli) -> Result<(), String> {
             );
             push_to_cache(&cfg, &name, &serial, c.revision, settle_ms)
         }
-        Command::Unrevoke { config, issuer, serial, settle_ms } => {
+        Command::Unrevoke { cert: CertArgs { config, issuer, serial, settle_ms } } => {
             let (cfg, m) = mysql_of(&config)?;
             let name = issuer_name(&cfg, &issuer)?;
             let serial = Serial::from_hex(&serial).map_err(|e| format!("--serial: {e}"))?;
