@@ -57,15 +57,51 @@ stop_services() {
 
 redis_bin() { command -v redis-server || echo /usr/bin/redis-server; }
 
+# A free port usable by a Redis Cluster node: at most 55535 (its cluster bus
+# listens on port + 10000) with the bus port free too.
+free_cluster_port() {
+    python3 -c '
+import socket
+for _ in range(200):
+    a = socket.socket(); a.bind(("127.0.0.1", 0)); p = a.getsockname()[1]
+    if p <= 55000:
+        try:
+            b = socket.socket(); b.bind(("127.0.0.1", p + 10000)); b.close()
+            a.close(); print(p); break
+        except OSError:
+            pass
+    a.close()
+'
+}
+
+# start_redis_node DIR [extra redis-server args...]: starts one redis-server on
+# a free port, retrying on another port if it does not come up (a port taken
+# between choosing and binding), and sets REDIS_NODE_PORT. (Not used in a
+# command substitution: the server's pid must reach SERVICE_PIDS here.)
+start_redis_node() {
+    local dir=$1 port attempt
+    shift
+    mkdir -p "$dir"
+    for attempt in 1 2 3; do
+        if [[ " $* " == *" --cluster-enabled yes "* ]]; then port="$(free_cluster_port)"; else port="$(free_port)"; fi
+        "$(redis_bin)" --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" \
+            --logfile "$dir/redis-$port.log" "$@" >/dev/null 2>&1 &
+        SERVICE_PIDS+=($!)
+        if wait_redis "$port"; then
+            REDIS_NODE_PORT="$port"
+            return 0
+        fi
+        echo "services: Redis on port $port did not come up (attempt $attempt); log:" >&2
+        tail -5 "$dir/redis-$port.log" >&2 2>/dev/null || true
+    done
+    return 1
+}
+
 # start_redis: a standalone instance; exports OCSP_TEST_REDIS_URL.
 start_redis() {
-    local dir="$SERVICES_DIR/redis" port
-    port="$(free_port)"
-    mkdir -p "$dir"
-    "$(redis_bin)" --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" \
-        --logfile "$dir/redis.log" --daemonize no >/dev/null 2>&1 &
-    SERVICE_PIDS+=($!)
-    wait_redis "$port" || return 1
+    local port
+    start_redis_node "$SERVICES_DIR/redis" || return 1
+    port="$REDIS_NODE_PORT"
     export OCSP_TEST_REDIS_URL="redis://127.0.0.1:$port"
     echo "services: Redis on 127.0.0.1:$port" >&2
 }
@@ -73,20 +109,15 @@ start_redis() {
 # start_redis_cluster: three masters, no replicas; exports
 # OCSP_TEST_REDIS_CLUSTER_URL (one node's URL).
 start_redis_cluster() {
-    local ports=() p i
+    local ports=() i
     for i in 1 2 3; do
-        p="$(free_port)"
-        ports+=("$p")
-        mkdir -p "$SERVICES_DIR/cluster-$p"
-        "$(redis_bin)" --port "$p" --bind 127.0.0.1 --save "" --appendonly no --cluster-enabled yes \
-            --cluster-config-file "$SERVICES_DIR/cluster-$p/nodes.conf" --dir "$SERVICES_DIR/cluster-$p" \
-            --logfile "$SERVICES_DIR/cluster-$p/redis.log" >/dev/null 2>&1 &
-        SERVICE_PIDS+=($!)
+        start_redis_node "$SERVICES_DIR/cluster-$i" --cluster-enabled yes \
+            --cluster-config-file "$SERVICES_DIR/cluster-$i/nodes.conf" || return 1
+        ports+=("$REDIS_NODE_PORT")
     done
-    for p in "${ports[@]}"; do wait_redis "$p" || return 1; done
     redis-cli --cluster create "${ports[@]/#/127.0.0.1:}" --cluster-replicas 0 --cluster-yes >"$SERVICES_DIR/cluster-create.log" 2>&1 \
         || { cat "$SERVICES_DIR/cluster-create.log" >&2; return 1; }
-    for i in $(seq 1 100); do
+    for i in $(seq 1 200); do
         if redis-cli -p "${ports[0]}" cluster info 2>/dev/null | grep -q 'cluster_state:ok'; then
             export OCSP_TEST_REDIS_CLUSTER_URL="redis://127.0.0.1:${ports[0]}"
             echo "services: Redis Cluster on 127.0.0.1:${ports[*]}" >&2
@@ -100,10 +131,9 @@ start_redis_cluster() {
 
 wait_redis() {
     local i
-    for i in $(seq 1 100); do
+    for i in $(seq 1 200); do
         redis-cli -p "$1" ping 2>/dev/null | grep -q PONG && return 0
-        sleep 0.05
+        sleep 0.1
     done
-    echo "services: Redis on port $1 did not start" >&2
     return 1
 }
