@@ -16,18 +16,24 @@
 //!  │                 else unauthorized / malformedRequest                      │
 //!  │ source::cached  L1 (shard-local, no locks) fresh → reply                  │
 //!  │                 stale → reply + background re-sign; miss → coalesce      │
-//!  │ source::live    status lookup → ocsp::response ResponseData → sign ──┐    │
-//!  │ http::response  RFC 5019 headers, ETag/304, errors unsigned + no-cache │    │
-//!  └────────────────────────────────────────────────────────────────────────┼───┘
+//!  │ source::redis   L2: this shard's fred client; fresh → reply; else ↓      │
+//!  │                 (Redis client tracking drops changed certs from L1)      │
+//!  │ source::live    status (index.txt | MySQL pool) → ResponseData → sign ─┐ │
+//!  │ http::response  RFC 5019 headers, ETag/304, errors unsigned + no-cache │ │
+//!  └────────────────────────────────────────────────────────────────────────┼─┘
 //!         bounded MPMC queue (full → tryLater at once)                      ▼
-//!  ┌──── signer::pool: one OS thread per signing context, batched ──────────────┐
-//!  │ takes up to `batch` jobs, signs back to back, wakes each waiting shard     │
+//!  ┌──── signer::pool: one OS thread per signing context (software / PKCS#11) ──┐
+//!  │ takes up to `batch` jobs, signs back to back, answers shards together     │
 //!  └─────────────────────────────────────────────────────────────────────────────┘
+//!  status lookups: status::mysql, a bounded pool of blocking threads, batched
+//!  metrics: shards publish snapshots → metrics (admin listener, Prometheus, .hgrm)
 //! ```
 //!
 //! Module map, in request order: [`server`] (executors, listeners,
-//! connections), [`http`], [`source`] (filter → cached → live), [`ocsp`]
-//! (request decoding, response encoding), [`status`], [`signer`], [`cache`];
+//! connections), [`http`], [`source`] (filter → cached → redis → live),
+//! [`ocsp`] (request decoding, response encoding), [`status`] (index.txt,
+//! MySQL), [`signer`] (software, PKCS#11, the pool), [`cache`]; [`db`] is the
+//! writer side (migrations, import, revoke), [`metrics`] the admin listener, and
 //! [`error`] holds the one mapping from failures to HTTP/OCSP answers.
 
 #![deny(unsafe_code, missing_docs, unreachable_pub)]
