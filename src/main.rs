@@ -250,13 +250,18 @@ fn push_to_cache(
     revision: u64,
     settle_ms: u64,
 ) -> Result<(), String> {
-    let Some(rc) = cfg.redis.clone() else {
+    let Some(mut rc) = cfg.redis.clone() else {
         println!(
             "no shared cache configured: every server sees it within cache.l1_max_age_secs ({} s)",
             cfg.cache.l1_max_age_secs.unwrap_or(0)
         );
         return Ok(());
     };
+    // The servers' command timeout is tuned for the request path (a slow GET is
+    // a miss); this step must rather succeed, so it gets at least 2 s per
+    // command, and one retry below.
+    rc.command_timeout_ms = rc.command_timeout_ms.max(2000);
+    rc.connect_timeout_ms = rc.connect_timeout_ms.max(2000);
     // Tombstones outlive any response signed before the change.
     let ttl = cfg.response.lifetime_secs + cfg.response.backdate_secs;
     let result = (|| -> Result<(), String> {
@@ -275,15 +280,23 @@ fn push_to_cache(
                     Ok(Err(e)) => return Err(e.to_string()),
                     Err(_) => return Err("timed out connecting".into()),
                 }
-                let r = ocsp_origin::source::redis::tombstone(
-                    &client,
-                    &rc.key_prefix,
-                    &issuer,
-                    &serial,
-                    revision,
-                    ttl,
-                )
-                .await;
+                let tomb = || {
+                    ocsp_origin::source::redis::tombstone(
+                        &client,
+                        &rc.key_prefix,
+                        &issuer,
+                        &serial,
+                        revision,
+                        ttl,
+                    )
+                };
+                let r = match tomb().await {
+                    Ok(()) => Ok(()),
+                    Err(e) => {
+                        log::warn!("cache step failed ({e}); retrying once");
+                        tomb().await
+                    }
+                };
                 let _ = client.quit().await;
                 r
             },
