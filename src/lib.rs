@@ -39,6 +39,7 @@
 #![deny(unsafe_code, missing_docs, unreachable_pub)]
 
 pub mod app;
+pub mod bench;
 pub mod cache;
 pub mod clock;
 pub mod config;

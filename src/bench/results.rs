@@ -1,0 +1,216 @@
+//! What a bench run measured: per stage, per outcome, latency histograms and
+//! counts. The client fills these; `report` turns them into `.hgrm` files,
+//! HdrHistogram interval logs, an SVG plot and the capacity summary.
+
+use hdrhistogram::Histogram;
+
+/// How an answer was classified. Latencies are recorded per outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Outcome {
+    /// Served from the shard's L1 (`X-Cache-Status: HIT` or `STALE`).
+    Hit,
+    /// Served from the shared Redis cache (`X-Cache-Status: HIT-L2`).
+    HitL2,
+    /// Signed for this request or one it joined (`X-Cache-Status: MISS`).
+    Miss,
+    /// OCSP `tryLater` (the server shed the request).
+    TryLater,
+    /// Anything else that is not a correct answer: HTTP error, OCSP error other
+    /// than tryLater, timeout, connection reset or refused. Wrong answers
+    /// (bad signature, wrong status, wrong CertID) are counted here *and* in
+    /// [`StageResult::wrong`], which fails the run.
+    Error,
+}
+
+impl Outcome {
+    /// Every outcome, in report order.
+    pub const ALL: [Outcome; 5] =
+        [Outcome::Hit, Outcome::HitL2, Outcome::Miss, Outcome::TryLater, Outcome::Error];
+
+    /// Index into per-outcome arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// File- and tag-safe name (`hit`, `hit_l2`, `miss`, `try_later`, `error`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Hit => "hit",
+            Outcome::HitL2 => "hit_l2",
+            Outcome::Miss => "miss",
+            Outcome::TryLater => "try_later",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+/// Number of outcomes.
+pub const OUTCOMES: usize = Outcome::ALL.len();
+
+/// A latency histogram for the client, in microseconds (1 µs … 60 s, 3 digits).
+pub fn client_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("constant histogram bounds are valid")
+}
+
+/// One histogram per outcome.
+#[derive(Clone, Debug)]
+pub struct ByOutcome {
+    /// Indexed by [`Outcome::index`].
+    pub h: [Histogram<u64>; OUTCOMES],
+}
+
+impl Default for ByOutcome {
+    fn default() -> Self {
+        ByOutcome { h: std::array::from_fn(|_| client_histogram()) }
+    }
+}
+
+impl ByOutcome {
+    /// Records `us` for `o` (values past the range are clamped to its top).
+    pub fn record(&mut self, o: Outcome, us: u64) {
+        let h = &mut self.h[o.index()];
+        let _ = h.record(us.clamp(1, h.high()));
+    }
+
+    /// Adds another set (same bounds).
+    pub fn add(&mut self, other: &ByOutcome) {
+        for (a, b) in self.h.iter_mut().zip(other.h.iter()) {
+            let _ = a.add(b);
+        }
+    }
+
+    /// All outcomes merged.
+    pub fn merged(&self) -> Histogram<u64> {
+        let mut m = client_histogram();
+        for h in &self.h {
+            let _ = m.add(h);
+        }
+        m
+    }
+
+    /// Answers recorded for `o`.
+    pub fn count(&self, o: Outcome) -> u64 {
+        self.h[o.index()].len()
+    }
+}
+
+/// One interval of the interval log (one second by default).
+#[derive(Clone, Debug)]
+pub struct Interval {
+    /// Seconds since the run started (not the stage) at the interval's start.
+    pub start_s: f64,
+    /// Interval length, seconds.
+    pub length_s: f64,
+    /// Latencies of answers received in the interval.
+    pub by_outcome: ByOutcome,
+}
+
+/// One ratchet stage (or the single stage of a plain run).
+#[derive(Clone, Debug)]
+pub struct StageResult {
+    /// Display name: `1/16`, …, `1`; `run` for a single stage.
+    pub name: String,
+    /// File- and tag-safe name: `s1_1of16`, …, `s5_1of1`; `run`.
+    pub slug: String,
+    /// Share of the CDN's traffic reaching the origin and share of the stage's
+    /// keyspace that is cold (0 < fraction ≤ 1).
+    pub fraction: f64,
+    /// Open loop: the requests/s the stage aimed for; closed loop: `None`.
+    pub target_rate: Option<f64>,
+    /// Seconds since the run started when the stage began.
+    pub start_s: f64,
+    /// Measured stage length, seconds.
+    pub duration_s: f64,
+    /// Requests sent.
+    pub sent: u64,
+    /// Wrong answers (fail the run).
+    pub wrong: u64,
+    /// Connections that could not be opened (refused, reset on connect).
+    pub connect_errors: u64,
+    /// Latency per outcome, µs; open loop measures from the intended send
+    /// time (coordinated-omission corrected).
+    pub by_outcome: ByOutcome,
+    /// Per-second intervals of this stage.
+    pub intervals: Vec<Interval>,
+    /// Distinct serials in the stage's keyspace, and how many of them were cold.
+    pub keyspace: usize,
+    /// Cold serials (never requested before the stage).
+    pub cold: usize,
+}
+
+impl StageResult {
+    /// Answers received (every outcome).
+    pub fn completed(&self) -> u64 {
+        Outcome::ALL.iter().map(|o| self.by_outcome.count(*o)).sum()
+    }
+
+    /// Answers received per second.
+    pub fn rate(&self) -> f64 {
+        if self.duration_s > 0.0 {
+            self.completed() as f64 / self.duration_s
+        } else {
+            0.0
+        }
+    }
+}
+
+/// How the run was made (goes into every export).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct RunMeta {
+    /// The command line.
+    pub command: String,
+    /// `git describe`-like commit if known (from `OCSP_ORIGIN_COMMIT` or
+    /// the build), else empty.
+    pub commit: String,
+    /// Machine: `uname -srm`, CPU model and count.
+    pub machine: String,
+    /// Target address.
+    pub target: String,
+    /// `open` (rate-driven) or `closed`.
+    pub mode: String,
+    /// Connections in total.
+    pub connections: usize,
+    /// Generator threads.
+    pub threads: usize,
+    /// Share of POST requests.
+    pub post_share: f64,
+    /// Share of GET requests that carry URL quirks.
+    pub quirk_share: f64,
+    /// Zipf exponent of serial popularity.
+    pub zipf_s: f64,
+    /// Unix time the run started.
+    pub started_unix: u64,
+}
+
+/// What the capacity summary is computed for (CLI flags).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct CapacityInputs {
+    /// Shards the server ran with.
+    pub server_cores: usize,
+    /// Signing sessions (signer threads / HSM sessions) the server ran with.
+    pub hsm_sessions: usize,
+    /// Cores per node for the node count.
+    pub node_cores: usize,
+    /// The load to plan for, requests/s arriving at the CDN.
+    pub target_rps: f64,
+    /// The CDN's normal hit ratio (0.98 → 2% of the target reaches the origin).
+    pub cdn_hit_ratio: f64,
+}
+
+/// A whole run.
+#[derive(Clone, Debug)]
+pub struct RunReport {
+    /// How it was made.
+    pub meta: RunMeta,
+    /// Stages in order.
+    pub stages: Vec<StageResult>,
+    /// Capacity inputs.
+    pub capacity: CapacityInputs,
+}
+
+impl RunReport {
+    /// Wrong answers over all stages.
+    pub fn wrong(&self) -> u64 {
+        self.stages.iter().map(|s| s.wrong).sum()
+    }
+}
