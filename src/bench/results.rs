@@ -146,8 +146,19 @@ impl StageResult {
 
     /// Answers received per second.
     pub fn rate(&self) -> f64 {
+        self.per_second(self.completed())
+    }
+
+    /// Answers with outcome `o` per second.
+    pub fn outcome_rate(&self, o: Outcome) -> f64 {
+        self.per_second(self.by_outcome.count(o))
+    }
+
+    /// `n` over the stage's measured length; 0 for a stage that measured no
+    /// time, so an aborted stage reads as "nothing delivered", not as infinity.
+    fn per_second(&self, n: u64) -> f64 {
         if self.duration_s > 0.0 {
-            self.completed() as f64 / self.duration_s
+            n as f64 / self.duration_s
         } else {
             0.0
         }
@@ -212,5 +223,10 @@ impl RunReport {
     /// Wrong answers over all stages.
     pub fn wrong(&self) -> u64 {
         self.stages.iter().map(|s| s.wrong).sum()
+    }
+
+    /// Answers with outcome `o` over all stages.
+    pub fn count(&self, o: Outcome) -> u64 {
+        self.stages.iter().map(|s| s.by_outcome.count(o)).sum()
     }
 }
