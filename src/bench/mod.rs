@@ -2,4 +2,5 @@
 //! cache drop against an origin, checks every answer, and exports what capacity
 //! planning needs.
 
+pub mod report;
 pub mod results;
