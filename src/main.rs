@@ -40,6 +40,10 @@ enum Command {
         #[arg(long)]
         no_pin: bool,
     },
+    /// Load-test a running responder: a CDN cache-drop ratchet with every
+    /// answer checked, exported as histograms, interval logs, a plot and a
+    /// capacity summary (see `ocsp_origin::bench`).
+    Bench(Box<ocsp_origin::bench::BenchArgs>),
     /// Serve OCSP as configured in a TOML file.
     Serve {
         /// Configuration file.
@@ -139,6 +143,16 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
+        Command::Bench(args) => {
+            let line = std::env::args().collect::<Vec<_>>().join(" ");
+            let (report, out) = ocsp_origin::bench::run(&args, line)?;
+            print!("{}", ocsp_origin::bench::table(&report));
+            println!("exports in {}", out.display());
+            match report.wrong() {
+                0 => Ok(()),
+                n => Err(format!("{n} wrong answers (see above): the run fails")),
+            }
+        }
         Command::CheckConfig { file } => {
             let config = Config::load(&file).map_err(|e| format!("{}: {e}", file.display()))?;
             let parts =

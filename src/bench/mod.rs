@@ -1,6 +1,498 @@
 //! `ocsp-origin bench`: a thread-per-core load generator that models a CDN
-//! cache drop against an origin, checks every answer, and exports what capacity
-//! planning needs.
+//! cache drop against an origin, checks every answer, and exports what
+//! capacity planning needs.
+//!
+//! ```text
+//! keyspace::load      serials + expected statuses from the server's own config
+//!   plan_stages       warm set, then per stage: fraction f of the keyspace cold
+//! client::run_thread  one glommio executor per generator thread, C connections
+//!   warm-up           closed loop over the warm set (not measured)
+//!   stages            open loop at f × --rate (CO-corrected) or closed loop
+//!   verify            every answer: signature, CertID, status, validity
+//! report::write_all   .hgrm per stage × outcome, .hlog interval logs, plot.svg,
+//!                     summary.md / summary.json (capacity plan)
+//! ```
+//!
+//! A ratchet stage with fraction f models f of the CDN's traffic arriving at
+//! the origin (`f × --rate` requests/s in open loop) with f of the stage's
+//! keyspace never asked for before (a dropped cache segment: new serials the
+//! server must look up and sign). The run stops by itself after the warm-up
+//! (bounded by `--warm-secs`) and the stages; a request waits at most
+//! `--timeout-ms`. Wrong answers fail the run (exit status 1).
 
+pub mod client;
+pub mod keyspace;
 pub mod report;
+pub mod request;
 pub mod results;
+pub mod verify;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
+
+use self::client::{Plan, StagePlan, ThreadResult};
+use self::keyspace::{Rng, Zipf};
+use self::request::Mix;
+use self::results::{ByOutcome, CapacityInputs, Interval, RunMeta, RunReport, StageResult};
+use crate::config::Config;
+
+/// `ocsp-origin bench` options.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// The server's configuration file: issuers (certificates to build requests
+    /// and verify answers), the status source (index.txt or MySQL) the serials
+    /// and expected statuses are read from, the listen address and prefix.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Server address (default: the config's `listen`).
+    #[arg(long)]
+    pub target: Option<SocketAddr>,
+    /// Directory for the exports (default `bench-out/<unix time>`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Generator threads (glommio executors).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Pin generator threads to these CPUs (`8-15` or `0,2,4`); default unpinned.
+    #[arg(long)]
+    pub cpus: Option<String>,
+    /// Connections over all threads (one request in flight each).
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// Open loop: requests/s at a fraction of 1 (a stage with fraction f aims
+    /// for f × rate). Without it the run is closed-loop (as fast as answers come).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Seconds per stage.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Ratchet stages: fractions of the CDN's traffic (and of the keyspace cold),
+    /// e.g. `1/16,1/8,1/4,1/2,1`. Without it: one stage with `--cold` cold.
+    #[arg(long)]
+    pub ratchet: Option<String>,
+    /// Without --ratchet: the share of the keyspace that is cold (0 = all warm).
+    #[arg(long, default_value_t = 0.0)]
+    pub cold: f64,
+    /// Serials per stage (default: the most the status source allows for the
+    /// warm set plus every stage's cold serials, at most 100000).
+    #[arg(long)]
+    pub keyspace: Option<usize>,
+    /// Zipf exponent of serial popularity (0 = uniform).
+    #[arg(long, default_value_t = 1.0)]
+    pub zipf: f64,
+    /// Share of requests sent as POST (real traffic was ~75%).
+    #[arg(long, default_value_t = 0.75)]
+    pub post_share: f64,
+    /// Share of GETs spelled with a client quirk (raw base64, URL-safe, no
+    /// padding, `//`, query string, `+` as space).
+    #[arg(long, default_value_t = 0.2)]
+    pub quirk_share: f64,
+    /// Passes over the warm set before the first stage (0 = no warm-up).
+    #[arg(long, default_value_t = 2)]
+    pub warm_passes: usize,
+    /// Longest warm-up, seconds.
+    #[arg(long, default_value_t = 60.0)]
+    pub warm_secs: f64,
+    /// Per-request timeout, milliseconds (an answer later than this is an error).
+    #[arg(long, default_value_t = 2000)]
+    pub timeout_ms: u64,
+    /// Do not check answers (only for a non-OCSP ceiling such as a static file).
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Certificates read from the status source at most.
+    #[arg(long, default_value_t = 2_000_000)]
+    pub max_serials: usize,
+    /// Capacity plan: shards the server runs (default: the config's `cores`).
+    #[arg(long)]
+    pub server_cores: Option<usize>,
+    /// Capacity plan: signing sessions (default: the config's signer threads).
+    #[arg(long)]
+    pub hsm_sessions: Option<usize>,
+    /// Capacity plan: cores per node.
+    #[arg(long, default_value_t = 16)]
+    pub node_cores: usize,
+    /// Capacity plan: requests/s arriving at the CDN.
+    #[arg(long, default_value_t = 100_000.0)]
+    pub target_rps: f64,
+    /// Capacity plan: the CDN's normal hit ratio.
+    #[arg(long, default_value_t = 0.98)]
+    pub cdn_hit_ratio: f64,
+    /// Fetch the server's own histograms and metrics from its admin listener
+    /// after the run (default: the config's `[admin] listen`, if any).
+    #[arg(long)]
+    pub admin: Option<SocketAddr>,
+}
+
+/// Parses `8-15`, `0,2,4-6`.
+pub fn parse_cpus(text: &str) -> Result<Vec<usize>, String> {
+    let mut out = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = || format!("bad CPU list {text:?}");
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+                if a > b {
+                    return Err(bad());
+                }
+                out.extend(a..=b);
+            }
+            None => out.push(part.parse().map_err(|_| bad())?),
+        }
+    }
+    if out.is_empty() {
+        return Err(format!("empty CPU list {text:?}"));
+    }
+    Ok(out)
+}
+
+fn machine() -> String {
+    let uname = std::process::Command::new("uname")
+        .arg("-srm")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| t.lines().find(|l| l.starts_with("model name")).map(|l| l.to_string()))
+        .and_then(|l| l.split_once(':').map(|(_, m)| m.trim().to_string()))
+        .unwrap_or_default();
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    format!("{uname}; {model}; {cpus} CPUs")
+}
+
+fn commit() -> String {
+    if let Ok(c) = std::env::var("OCSP_ORIGIN_COMMIT") {
+        return c;
+    }
+    std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+/// A plain HTTP GET to the admin listener (loopback; small bodies).
+fn admin_get(addr: SocketAddr, path: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut s =
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    write!(s, "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).map_err(|e| e.to_string())?;
+    let (head, body) = text.split_once("\r\n\r\n").ok_or("no HTTP answer")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(head.lines().next().unwrap_or("").to_string());
+    }
+    Ok(body.to_string())
+}
+
+/// Runs the bench; returns the report (also written to `out`) and its directory.
+pub fn run(args: &BenchArgs, command_line: String) -> Result<(RunReport, PathBuf), String> {
+    let config = Config::load(&args.config).map_err(|e| e.to_string())?;
+    if args.threads == 0 || args.connections == 0 {
+        return Err("--threads and --connections must be at least 1".into());
+    }
+    if args.connections < args.threads {
+        return Err("--connections must be at least --threads".into());
+    }
+    if !(0.0..=1.0).contains(&args.post_share) || !(0.0..=1.0).contains(&args.quirk_share) {
+        return Err("--post-share and --quirk-share are shares in [0, 1]".into());
+    }
+    if !(args.duration > 0.0 && args.duration <= 3600.0) {
+        return Err("--duration must be in (0, 3600] seconds".into());
+    }
+    if let Some(r) = args.rate {
+        if !(r > 0.0 && r.is_finite()) {
+            return Err("--rate must be positive".into());
+        }
+    }
+    let stages_spec: Vec<(String, f64)> = match &args.ratchet {
+        Some(text) => keyspace::parse_fractions(text)?,
+        None => {
+            if !(0.0..=1.0).contains(&args.cold) {
+                return Err("--cold must be in [0, 1]".into());
+            }
+            vec![("run".into(), args.cold)]
+        }
+    };
+    let ratchet = args.ratchet.is_some();
+    let addr = args.target.unwrap_or(config.listen);
+    let ks = keyspace::load(&config, args.max_serials)?;
+    let cold_fractions: Vec<f64> = stages_spec.iter().map(|s| s.1).collect();
+    let fit = keyspace::fitting_keyspace(ks.entries.len(), &cold_fractions);
+    let k = args.keyspace.unwrap_or(fit.min(100_000));
+    if k > fit {
+        return Err(format!(
+            "--keyspace {k} does not fit: {} certificates allow at most {fit} per stage for a warm set plus \
+             every stage's cold serials",
+            ks.entries.len()
+        ));
+    }
+    let mut rng = Rng::seeded();
+    let (warm, stage_keys) = keyspace::plan_stages(ks.entries.len(), k, &cold_fractions, &mut rng);
+    eprintln!(
+        "bench: {} certificates ({} expired left out), {k} per stage, warm set {}, {} stage(s), target {addr}",
+        ks.entries.len(),
+        ks.skipped_expired,
+        warm.len(),
+        stage_keys.len()
+    );
+
+    let dur = Duration::from_secs_f64(args.duration);
+    let gap = Duration::from_millis(200);
+    let stages: Vec<StagePlan> = stage_keys
+        .iter()
+        .enumerate()
+        .map(|(i, keys)| StagePlan {
+            start: (dur + gap) * i as u32,
+            duration: dur,
+            rate: args.rate.map(|r| if ratchet { r * stages_spec[i].1 } else { r }),
+            keys: Arc::new(keys.clone()),
+        })
+        .collect();
+    let plan = Arc::new(Plan {
+        keyspace: Arc::new(ks),
+        addr,
+        host: addr.to_string(),
+        prefix: config.path_prefix.clone(),
+        mix: Mix { post_share: args.post_share, quirk_share: args.quirk_share },
+        zipf: Arc::new(Zipf::new(k, args.zipf)),
+        warm: Arc::new(warm.clone()),
+        warm_passes: args.warm_passes,
+        warm_limit: Duration::from_secs_f64(args.warm_secs.max(0.0)),
+        stages: stages.clone(),
+        connections: args.connections,
+        timeout: Duration::from_millis(args.timeout_ms.max(1)),
+        verify: !args.no_verify,
+        interval: Duration::from_secs(1),
+    });
+
+    // Threads: connections and warm keys dealt out evenly.
+    let threads = args.threads;
+    let placement = match &args.cpus {
+        Some(list) => {
+            let cpus = parse_cpus(list)?;
+            let set = CpuSet::online()
+                .map_err(|e| format!("cannot read the CPU topology: {e}"))?
+                .filter(|l| cpus.contains(&l.cpu));
+            if set.is_empty() {
+                return Err(format!("--cpus {list}: none of those CPUs is online"));
+            }
+            PoolPlacement::MaxSpread(threads, Some(set))
+        }
+        None => PoolPlacement::Unbound(threads),
+    };
+    crate::server::raise_memlock(threads * crate::server::IO_MEMORY + (512 << 10))?;
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let (start_tx, start_rx) = flume::bounded::<Instant>(threads);
+    let work: Vec<(usize, usize, Vec<u32>)> = (0..threads)
+        .map(|t| {
+            let first = t * args.connections / threads;
+            let next = (t + 1) * args.connections / threads;
+            let w: Vec<u32> = warm.iter().skip(t).step_by(threads).copied().collect();
+            (first, next - first, w)
+        })
+        .collect();
+    let work = Arc::new(std::sync::Mutex::new(work));
+    let started_unix = crate::clock::unix_now();
+    let plan2 = plan.clone();
+    let handles = LocalExecutorPoolBuilder::new(placement)
+        .name("bench")
+        .io_memory(crate::server::IO_MEMORY)
+        .ring_depth(512)
+        .on_all_shards(move || {
+            let mine = work.lock().ok().and_then(|mut w| w.pop());
+            let (plan, done_tx, start_rx) = (plan2.clone(), done_tx.clone(), start_rx.clone());
+            async move {
+                match mine {
+                    Some((first, n, w)) => client::run_thread(plan, first, n, w, done_tx, start_rx).await,
+                    None => ThreadResult::default(),
+                }
+            }
+        })
+        .map_err(|e| format!("cannot start generator threads: {e}"))?;
+    // Every thread finishes its warm-up, then all start together.
+    let warm_started = Instant::now();
+    for _ in 0..threads {
+        if done_rx.recv().is_err() {
+            break;
+        }
+    }
+    eprintln!("bench: warm-up done in {:.1} s", warm_started.elapsed().as_secs_f64());
+    let t0 = Instant::now() + Duration::from_millis(100);
+    let run_offset = (t0 - warm_started).as_secs_f64();
+    for _ in 0..threads {
+        let _ = start_tx.send(t0);
+    }
+    let mut results = Vec::new();
+    for r in handles.join_all() {
+        results.push(r.map_err(|e| format!("generator thread failed: {e}"))?);
+    }
+
+    // Merge the threads.
+    let interval_s = plan.interval.as_secs_f64();
+    let mut merged_intervals: Vec<ByOutcome> = Vec::new();
+    for r in &results {
+        for (i, h) in r.intervals.iter().enumerate() {
+            while merged_intervals.len() <= i {
+                merged_intervals.push(ByOutcome::with_digits(2));
+            }
+            merged_intervals[i].add(h);
+        }
+    }
+    let mut wrong_samples = Vec::new();
+    let mut warm_acc = client::StageAcc::default();
+    let mut full_checks = 0;
+    for r in &results {
+        warm_acc.by_outcome.add(&r.warm.by_outcome);
+        warm_acc.wrong += r.warm.wrong;
+        wrong_samples.extend(r.wrong_samples.iter().cloned());
+        full_checks += r.full_checks;
+    }
+    let mut stage_results = Vec::new();
+    for (i, sp) in stages.iter().enumerate() {
+        let mut acc = client::StageAcc::default();
+        for r in &results {
+            if let Some(s) = r.stages.get(i) {
+                acc.by_outcome.add(&s.by_outcome);
+                acc.sent += s.sent;
+                acc.wrong += s.wrong;
+                acc.connect_errors += s.connect_errors;
+            }
+        }
+        let (start_s, end_s) = (sp.start.as_secs_f64(), (sp.start + sp.duration + gap).as_secs_f64());
+        let intervals = merged_intervals
+            .iter()
+            .enumerate()
+            .map(|(j, h)| (j as f64 * interval_s, h))
+            .filter(|(s, _)| *s >= start_s && *s < end_s)
+            .map(|(s, h)| Interval { start_s: s + run_offset, length_s: interval_s, by_outcome: h.clone() })
+            .collect();
+        let (name, fraction) = stages_spec[i].clone();
+        let slug = if ratchet {
+            let label = match name.split_once('/') {
+                Some((a, b)) => format!("{}of{}", a.trim(), b.trim()),
+                None => name.replace('.', "p"),
+            };
+            format!("s{}_{}", i + 1, label)
+        } else {
+            "run".to_string()
+        };
+        stage_results.push(StageResult {
+            name,
+            slug,
+            fraction,
+            target_rate: sp.rate,
+            start_s: start_s + run_offset,
+            duration_s: sp.duration.as_secs_f64(),
+            sent: acc.sent,
+            wrong: acc.wrong,
+            connect_errors: acc.connect_errors,
+            by_outcome: acc.by_outcome,
+            intervals,
+            keyspace: sp.keys.ranked.len(),
+            cold: sp.keys.cold,
+        });
+    }
+    let report = RunReport {
+        meta: RunMeta {
+            command: command_line,
+            commit: commit(),
+            machine: machine(),
+            target: addr.to_string(),
+            mode: if args.rate.is_some() { "open".into() } else { "closed".into() },
+            connections: args.connections,
+            threads,
+            post_share: args.post_share,
+            quirk_share: args.quirk_share,
+            zipf_s: args.zipf,
+            started_unix,
+        },
+        stages: stage_results,
+        capacity: CapacityInputs {
+            server_cores: args.server_cores.unwrap_or(config.cores),
+            hsm_sessions: args.hsm_sessions.unwrap_or(config.signing.threads),
+            node_cores: args.node_cores.max(1),
+            target_rps: args.target_rps,
+            cdn_hit_ratio: args.cdn_hit_ratio,
+        },
+    };
+
+    let out = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("bench-out/{started_unix}")));
+    report::write_all(&report, &out).map_err(|e| e.to_string())?;
+    if let Some(admin) = args.admin.or(config.admin) {
+        for name in ["metrics", "request", "parse", "l1", "redis", "db", "sign_wait", "sign", "sign_batch"] {
+            let (path, file) = if name == "metrics" {
+                ("/metrics".to_string(), "server_metrics.txt".to_string())
+            } else {
+                (format!("/histograms/{name}.hgrm"), format!("server_{name}.hgrm"))
+            };
+            match admin_get(admin, &path) {
+                Ok(body) => {
+                    let _ = std::fs::write(out.join(file), body);
+                }
+                Err(e) => eprintln!("bench: admin {path}: {e}"),
+            }
+        }
+    }
+    eprintln!(
+        "bench: warm-up {} answers ({} wrong); {full_checks} signatures verified in full",
+        warm_acc.by_outcome.merged().len(),
+        warm_acc.wrong
+    );
+    for w in &wrong_samples {
+        eprintln!("bench: WRONG: {w}");
+    }
+    Ok((report, out))
+}
+
+/// The stage table printed at the end of a run.
+pub fn table(report: &RunReport) -> String {
+    use results::Outcome;
+    let mut s = String::from(
+        "stage    target/s  achieved/s      hit   hit_l2     miss tryLater    error  wrong   p50 ms   p99 ms p99.9 ms\n",
+    );
+    for st in &report.stages {
+        let all = st.by_outcome.merged();
+        let q = |p: f64| if all.is_empty() { 0.0 } else { all.value_at_quantile(p) as f64 / 1000.0 };
+        let c = |o: Outcome| st.by_outcome.count(o);
+        s.push_str(&format!(
+            "{:<8} {:>9} {:>11.0} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6} {:>8.2} {:>8.2} {:>8.2}\n",
+            st.name,
+            st.target_rate.map(|r| format!("{r:.0}")).unwrap_or_else(|| "closed".into()),
+            st.rate(),
+            c(Outcome::Hit),
+            c(Outcome::HitL2),
+            c(Outcome::Miss),
+            c(Outcome::TryLater),
+            c(Outcome::Error),
+            st.wrong,
+            q(0.5),
+            q(0.99),
+            q(0.999)
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpus("8-11").unwrap(), vec![8, 9, 10, 11]);
+        assert_eq!(parse_cpus("0, 2,4-5").unwrap(), vec![0, 2, 4, 5]);
+        assert!(parse_cpus("5-3").is_err());
+        assert!(parse_cpus("x").is_err());
+        assert!(parse_cpus("").is_err());
+    }
+}

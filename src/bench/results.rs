@@ -66,6 +66,17 @@ impl Default for ByOutcome {
 }
 
 impl ByOutcome {
+    /// Histograms with `digits` significant digits (2 for the many small
+    /// per-interval histograms of an interval log, 3 otherwise).
+    pub fn with_digits(digits: u8) -> ByOutcome {
+        ByOutcome {
+            h: std::array::from_fn(|_| {
+                Histogram::new_with_bounds(1, 60_000_000, digits)
+                    .expect("constant histogram bounds are valid")
+            }),
+        }
+    }
+
     /// Records `us` for `o` (values past the range are clamped to its top).
     pub fn record(&mut self, o: Outcome, us: u64) {
         let h = &mut self.h[o.index()];

@@ -1,0 +1,438 @@
+//! The generator threads: each runs a glommio executor with its share of the
+//! connections, one task per connection. A connection sends one request at a
+//! time (no pipelining, as an OCSP client or a CDN edge does) over HTTP/1.1
+//! keep-alive, reads the answer, checks it, and records the latency under its
+//! outcome.
+//!
+//! Open loop (`--rate`): every connection has a schedule of intended send
+//! times (its share of the stage rate, phases spread over the connections);
+//! latency is measured from the *intended* time, so a server that stalls is
+//! charged for every request that should have been sent meanwhile
+//! (coordinated-omission correction, as wrk2 does). Closed loop: send as soon
+//! as the previous answer arrived; latency from the actual send.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+
+use super::keyspace::{Keyspace, Rng, StageKeys, Zipf};
+use super::request::{self, Mix};
+use super::results::{ByOutcome, Outcome};
+use super::verify::{Verdict, Verifier};
+use crate::clock::unix_now;
+
+/// One stage as the clients run it.
+#[derive(Debug, Clone)]
+pub struct StagePlan {
+    /// Offset from the run's start instant.
+    pub start: Duration,
+    /// Length.
+    pub duration: Duration,
+    /// Open loop: total requests/s over all connections.
+    pub rate: Option<f64>,
+    /// Which serials, by popularity rank.
+    pub keys: Arc<StageKeys>,
+}
+
+/// Everything the generator threads share (read-only).
+pub struct Plan {
+    /// Certificates and issuers.
+    pub keyspace: Arc<Keyspace>,
+    /// Server address.
+    pub addr: SocketAddr,
+    /// `Host` header value.
+    pub host: String,
+    /// Responder path prefix (`` or `/ocsp`).
+    pub prefix: String,
+    /// GET/POST and URL-quirk mix.
+    pub mix: Mix,
+    /// Popularity over a stage's keys.
+    pub zipf: Arc<Zipf>,
+    /// Warm-up keys and how many times each is asked for.
+    pub warm: Arc<Vec<u32>>,
+    /// Passes over the warm set.
+    pub warm_passes: usize,
+    /// The longest the warm-up may take.
+    pub warm_limit: Duration,
+    /// Stages.
+    pub stages: Vec<StagePlan>,
+    /// Connections over all threads.
+    pub connections: usize,
+    /// Per-request answer timeout.
+    pub timeout: Duration,
+    /// Check every answer (off only for non-OCSP ceilings such as a static file).
+    pub verify: bool,
+    /// Interval length of the interval log.
+    pub interval: Duration,
+}
+
+/// What one stage measured on one thread.
+#[derive(Clone, Debug, Default)]
+pub struct StageAcc {
+    /// Latencies by outcome.
+    pub by_outcome: ByOutcome,
+    /// Requests sent.
+    pub sent: u64,
+    /// Wrong answers.
+    pub wrong: u64,
+    /// Failed connection attempts.
+    pub connect_errors: u64,
+}
+
+/// What one thread measured.
+#[derive(Debug, Default)]
+pub struct ThreadResult {
+    /// Per stage.
+    pub stages: Vec<StageAcc>,
+    /// The warm-up.
+    pub warm: StageAcc,
+    /// Warm-up requests answered, and how long the warm-up took.
+    pub warm_elapsed: Duration,
+    /// Per interval of the run (by receive time since the start instant).
+    pub intervals: Vec<ByOutcome>,
+    /// The first few wrong answers, for the operator.
+    pub wrong_samples: Vec<String>,
+    /// Full signature verifications made.
+    pub full_checks: u64,
+}
+
+/// Per-thread state the connection tasks share.
+struct Local {
+    plan: Arc<Plan>,
+    verifier: RefCell<Verifier>,
+    result: RefCell<ThreadResult>,
+    start: std::cell::Cell<Option<Instant>>,
+    /// Connections still in the warm-up.
+    warming: std::cell::Cell<usize>,
+}
+
+impl Local {
+    fn record(&self, stage: Option<usize>, o: Outcome, latency: Duration, received: Instant) {
+        let us = latency.as_micros() as u64;
+        let mut r = self.result.borrow_mut();
+        match stage {
+            None => r.warm.by_outcome.record(o, us),
+            Some(s) => {
+                r.stages[s].by_outcome.record(o, us);
+                if let Some(t0) = self.start.get() {
+                    let i = (received.saturating_duration_since(t0).as_secs_f64()
+                        / self.plan.interval.as_secs_f64()) as usize;
+                    while r.intervals.len() <= i {
+                        r.intervals.push(ByOutcome::with_digits(2));
+                    }
+                    r.intervals[i].record(o, us);
+                }
+            }
+        }
+    }
+
+    fn acc(&self, stage: Option<usize>, f: impl FnOnce(&mut StageAcc)) {
+        let mut r = self.result.borrow_mut();
+        match stage {
+            None => f(&mut r.warm),
+            Some(s) => f(&mut r.stages[s]),
+        }
+    }
+
+    fn wrong(&self, stage: Option<usize>, why: String) {
+        self.acc(stage, |a| a.wrong += 1);
+        let mut r = self.result.borrow_mut();
+        if r.wrong_samples.len() < 10 {
+            r.wrong_samples.push(why);
+        }
+    }
+}
+
+/// A connection with its read buffer.
+struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+/// An answer as read off the wire.
+struct HttpAnswer {
+    status: u16,
+    cache: Option<Outcome>,
+    close: bool,
+    body: std::ops::Range<usize>,
+    total: usize,
+}
+
+/// Parses one whole response at the start of `buf`; `Ok(None)` = need more.
+fn parse_answer(buf: &[u8]) -> Result<Option<HttpAnswer>, String> {
+    let mut headers = [httparse::EMPTY_HEADER; 24];
+    let mut resp = httparse::Response::new(&mut headers);
+    let head_len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(format!("bad HTTP answer: {e}")),
+    };
+    let mut len = 0usize;
+    let mut cache = None;
+    let mut close = resp.version == Some(0);
+    for h in resp.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            len = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .ok_or("bad Content-Length")?;
+        } else if h.name.eq_ignore_ascii_case("x-cache-status") {
+            cache = Some(match h.value {
+                b"MISS" => Outcome::Miss,
+                b"HIT-L2" => Outcome::HitL2,
+                _ => Outcome::Hit, // HIT, STALE, REVALIDATED
+            });
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            close = h.value.eq_ignore_ascii_case(b"close");
+        }
+    }
+    if buf.len() < head_len + len {
+        return Ok(None);
+    }
+    Ok(Some(HttpAnswer {
+        status: resp.code.unwrap_or(0),
+        cache,
+        close,
+        body: head_len..head_len + len,
+        total: head_len + len,
+    }))
+}
+
+async fn connect(local: &Local, stage: Option<usize>) -> Option<Conn> {
+    let plan = &local.plan;
+    match glommio::timer::timeout(plan.timeout, async {
+        TcpStream::connect(plan.addr).await.map_err(|e| glommio::GlommioError::IoError(e.into()))
+    })
+    .await
+    {
+        Ok(stream) => {
+            let _ = stream.set_nodelay(true);
+            let _ = stream.set_read_timeout(Some(plan.timeout));
+            let _ = stream.set_write_timeout(Some(plan.timeout));
+            Some(Conn { stream, buf: Vec::with_capacity(4096) })
+        }
+        Err(_) => {
+            local.acc(stage, |a| a.connect_errors += 1);
+            None
+        }
+    }
+}
+
+/// Sends one request for entry `idx` and classifies the answer. Returns
+/// whether the connection can be reused.
+async fn exchange(
+    local: &Local,
+    stage: Option<usize>,
+    conn: &mut Conn,
+    idx: u32,
+    rng: &mut Rng,
+    out: &mut Vec<u8>,
+    der: &mut Vec<u8>,
+) -> (Outcome, bool) {
+    let plan = &local.plan;
+    let entry = &plan.keyspace.entries[idx as usize];
+    let issuer = &plan.keyspace.issuers[entry.issuer as usize];
+    der.clear();
+    request::ocsp_request(issuer, &entry.serial, der);
+    out.clear();
+    request::http_request(&plan.host, &plan.prefix, der, plan.mix, rng, out);
+    if conn.stream.write_all(out).await.is_err() {
+        return (Outcome::Error, false);
+    }
+    conn.buf.clear();
+    let answer = loop {
+        match parse_answer(&conn.buf) {
+            Ok(Some(a)) => break a,
+            Ok(None) => {}
+            Err(_) => return (Outcome::Error, false),
+        }
+        let filled = conn.buf.len();
+        conn.buf.resize(filled + 4096, 0);
+        match conn.stream.read(&mut conn.buf[filled..]).await {
+            Ok(0) | Err(_) => return (Outcome::Error, false),
+            Ok(n) => conn.buf.truncate(filled + n),
+        }
+    };
+    let reuse = !answer.close && answer.total == conn.buf.len();
+    if answer.status != 200 {
+        return (Outcome::Error, reuse);
+    }
+    if !plan.verify {
+        return (answer.cache.unwrap_or(Outcome::Hit), reuse);
+    }
+    let verdict = local.verifier.borrow_mut().check(idx, entry, &conn.buf[answer.body.clone()], unix_now());
+    let outcome = match verdict {
+        // Without the header (another responder), a good answer's provenance
+        // is unknown: counted as signed for it, the conservative reading.
+        Verdict::Good => answer.cache.unwrap_or(Outcome::Miss),
+        Verdict::TryLater => Outcome::TryLater,
+        Verdict::OcspError(_) => Outcome::Error,
+        Verdict::Wrong(why) => {
+            local.wrong(stage, format!("serial {}: {why}", entry.serial));
+            Outcome::Error
+        }
+    };
+    (outcome, reuse)
+}
+
+/// One connection's life: its share of the warm-up, then every stage.
+async fn connection_task(
+    local: Rc<Local>,
+    global_index: usize,
+    warm_queue: Rc<RefCell<std::vec::IntoIter<u32>>>,
+    warm_deadline: Instant,
+    go: futures::future::Shared<futures::channel::oneshot::Receiver<Instant>>,
+) {
+    let plan = local.plan.clone();
+    let mut rng = Rng::seeded();
+    let (mut out, mut der) = (Vec::with_capacity(512), Vec::with_capacity(128));
+    let mut conn: Option<Conn> = None;
+
+    // Warm-up: closed loop over the thread's share of the warm set.
+    loop {
+        if Instant::now() >= warm_deadline {
+            break;
+        }
+        let Some(idx) = warm_queue.borrow_mut().next() else { break };
+        let sent = Instant::now();
+        if conn.is_none() {
+            conn = connect(&local, None).await;
+        }
+        let Some(c) = conn.as_mut() else {
+            local.record(None, Outcome::Error, sent.elapsed(), Instant::now());
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        local.acc(None, |a| a.sent += 1);
+        let (o, reuse) = exchange(&local, None, c, idx, &mut rng, &mut out, &mut der).await;
+        local.record(None, o, sent.elapsed(), Instant::now());
+        if !reuse {
+            conn = None;
+        }
+    }
+    local.warming.set(local.warming.get() - 1);
+    // Wait for the common start instant (a dropped sender ends the run).
+    let Ok(t0) = go.await else { return };
+
+    for (si, stage) in plan.stages.iter().enumerate() {
+        let begin = t0 + stage.start;
+        let end = begin + stage.duration;
+        let now = Instant::now();
+        if now < begin {
+            glommio::timer::sleep(begin - now).await;
+        }
+        // Open loop: this connection's period and phase.
+        let period = stage.rate.map(|r| Duration::from_secs_f64(plan.connections as f64 / r.max(1e-9)));
+        let mut intended = match period {
+            Some(p) => begin + p.mul_f64(global_index as f64 / plan.connections as f64),
+            None => begin,
+        };
+        loop {
+            if period.is_some() {
+                if intended >= end {
+                    break;
+                }
+                let now = Instant::now();
+                if now < intended {
+                    glommio::timer::sleep(intended - now).await;
+                }
+            } else {
+                intended = Instant::now();
+                if intended >= end {
+                    break;
+                }
+            }
+            let idx = stage.keys.ranked[plan.zipf.sample(&mut rng) % stage.keys.ranked.len()];
+            if conn.is_none() {
+                conn = connect(&local, Some(si)).await;
+            }
+            match conn.as_mut() {
+                None => {
+                    local.record(Some(si), Outcome::Error, intended.elapsed(), Instant::now());
+                    glommio::timer::sleep(Duration::from_millis(10)).await;
+                }
+                Some(c) => {
+                    local.acc(Some(si), |a| a.sent += 1);
+                    let (o, reuse) = exchange(&local, Some(si), c, idx, &mut rng, &mut out, &mut der).await;
+                    let received = Instant::now();
+                    local.record(Some(si), o, received.saturating_duration_since(intended), received);
+                    if !reuse {
+                        conn = None;
+                    }
+                }
+            }
+            if let Some(p) = period {
+                intended += p;
+            }
+        }
+    }
+    if let Some(mut c) = conn {
+        let _ = c.stream.close().await;
+    }
+}
+
+/// Runs one generator thread: `conns` connections with global indices from
+/// `first_conn`, its share `warm` of the warm set. Reports warm-up completion
+/// on `warm_done` and takes the common start instant from `start_rx`.
+pub async fn run_thread(
+    plan: Arc<Plan>,
+    first_conn: usize,
+    conns: usize,
+    warm: Vec<u32>,
+    warm_done: std::sync::mpsc::Sender<()>,
+    start_rx: flume::Receiver<Instant>,
+) -> ThreadResult {
+    let stages = plan.stages.len();
+    let local = Rc::new(Local {
+        verifier: RefCell::new(Verifier::new(plan.keyspace.issuers.clone())),
+        result: RefCell::new(ThreadResult {
+            stages: vec![StageAcc::default(); stages],
+            ..Default::default()
+        }),
+        start: std::cell::Cell::new(None),
+        warming: std::cell::Cell::new(conns),
+        plan: plan.clone(),
+    });
+    let mut queue = Vec::with_capacity(warm.len() * plan.warm_passes);
+    for _ in 0..plan.warm_passes {
+        queue.extend_from_slice(&warm);
+    }
+    let queue = Rc::new(RefCell::new(queue.into_iter()));
+    let warm_started = Instant::now();
+    let warm_deadline = warm_started + plan.warm_limit;
+    let (go_tx, go_rx) = futures::channel::oneshot::channel::<Instant>();
+    let go_rx = futures::FutureExt::shared(go_rx);
+    let mut tasks = Vec::new();
+    for i in 0..conns {
+        let (local, queue) = (local.clone(), queue.clone());
+        tasks.push(glommio::spawn_local(connection_task(
+            local,
+            first_conn + i,
+            queue,
+            warm_deadline,
+            go_rx.clone(),
+        )));
+    }
+    // The warm-up ends when every connection has left it (queue drained or
+    // time up; an in-flight request ends within the answer timeout).
+    while local.warming.get() > 0 {
+        glommio::timer::sleep(Duration::from_millis(2)).await;
+    }
+    local.result.borrow_mut().warm_elapsed = warm_started.elapsed();
+    let _ = warm_done.send(());
+    if let Ok(t0) = start_rx.recv_async().await {
+        local.start.set(Some(t0));
+        let _ = go_tx.send(t0);
+    }
+    for t in tasks {
+        t.await;
+    }
+    let mut r = local.result.take();
+    r.full_checks = local.verifier.borrow().full_checks;
+    r
+}

@@ -1,0 +1,299 @@
+//! Checking every answer the way a relying party would, plus what only the
+//! bench knows (the status the source holds): the response decodes, is
+//! `successful` and `id-pkix-ocsp-basic`, names exactly the CertID asked for,
+//! carries the source's status (revocation time and reason included), is
+//! within its validity window, its responderID matches the signing key, and
+//! its signature verifies under the issuer's key or under a delegated
+//! responder certificate that the issuer signed for OCSP signing.
+//!
+//! A signature check costs tens of µs, far more than serving a hit, so each
+//! client thread remembers the last few bodies it verified per serial: a body
+//! identical byte for byte to one already verified needs only its validity
+//! re-checked (same bytes, same signature, same verdict).
+
+use std::collections::HashMap;
+
+use aws_lc_rs::signature::{self, UnparsedPublicKey, VerificationAlgorithm};
+use const_oid::ObjectIdentifier;
+use der::{Decode, Encode};
+use x509_cert::Certificate;
+
+use super::keyspace::{ClientIssuer, Entry};
+use crate::ocsp::RevocationReason;
+use crate::status::CertStatus;
+
+/// Allowed clock difference between bench and server, seconds.
+const SKEW: u64 = 60;
+
+/// Bodies remembered per serial (one per server shard or node signing it).
+const REMEMBERED: usize = 8;
+
+/// The verdict on one answer body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// A correct, valid, signed answer.
+    Good,
+    /// OCSP `tryLater`.
+    TryLater,
+    /// An OCSP error status other than tryLater and unauthorized (malformed,
+    /// internalError, sigRequired): an error, not a lie.
+    OcspError(u8),
+    /// Anything that asserts something false or cannot be trusted.
+    Wrong(String),
+}
+
+/// A verified body and its nextUpdate.
+type Remembered = (Box<[u8]>, u64);
+
+/// What a client thread keeps to check answers.
+pub struct Verifier {
+    issuers: Vec<ClientIssuer>,
+    /// Delegated responder certificates already checked, by DER.
+    responders: HashMap<Vec<u8>, Result<Vec<u8>, String>>,
+    /// Verified bodies by entry index: (body, nextUpdate).
+    seen: HashMap<u32, Vec<Remembered>>,
+    /// Full signature checks made (for the report).
+    pub full_checks: u64,
+}
+
+fn wrong<T>(why: impl Into<String>) -> Result<T, String> {
+    Err(why.into())
+}
+
+/// (header length, content length) of the DER TLV at the start of `b`.
+fn tlv(b: &[u8]) -> Option<(usize, usize)> {
+    let len0 = *b.get(1)? as usize;
+    if len0 < 0x80 {
+        return Some((2, len0));
+    }
+    let n = len0 & 0x7f;
+    if n == 0 || n > 4 {
+        return None;
+    }
+    let mut len = 0usize;
+    for i in 0..n {
+        len = (len << 8) | *b.get(2 + i)? as usize;
+    }
+    Some((2 + n, len))
+}
+
+/// The raw DER of the first element inside the SEQUENCE `seq` (the signed
+/// `tbsResponseData`, verified as received, not re-encoded).
+fn first_element(seq: &[u8]) -> Option<&[u8]> {
+    let (h, _) = tlv(seq)?;
+    let inner = seq.get(h..)?;
+    let (h2, l2) = tlv(inner)?;
+    inner.get(..h2 + l2)
+}
+
+const ECDSA_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
+const ECDSA_SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.3");
+const RSA_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.11");
+const RSA_SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.12");
+const RSA_SHA512: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.13");
+const P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
+const P384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
+const OCSP_SIGNING: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.9");
+
+/// Verifies `sig` over `msg` by the key in `spki_der` with `alg`.
+fn verify_sig(spki_der: &[u8], alg: &ObjectIdentifier, msg: &[u8], sig: &[u8]) -> Result<(), String> {
+    let spki = spki::SubjectPublicKeyInfoOwned::from_der(spki_der).map_err(|e| format!("key: {e}"))?;
+    let curve = spki.algorithm.parameters.as_ref().and_then(|p| p.decode_as::<ObjectIdentifier>().ok());
+    let va: &'static dyn VerificationAlgorithm = match (*alg, curve) {
+        (ECDSA_SHA256, Some(P256)) => &signature::ECDSA_P256_SHA256_ASN1,
+        (ECDSA_SHA384, Some(P256)) => &signature::ECDSA_P256_SHA384_ASN1,
+        (ECDSA_SHA256, Some(P384)) => &signature::ECDSA_P384_SHA256_ASN1,
+        (ECDSA_SHA384, Some(P384)) => &signature::ECDSA_P384_SHA384_ASN1,
+        (RSA_SHA256, _) => &signature::RSA_PKCS1_2048_8192_SHA256,
+        (RSA_SHA384, _) => &signature::RSA_PKCS1_2048_8192_SHA384,
+        (RSA_SHA512, _) => &signature::RSA_PKCS1_2048_8192_SHA512,
+        (a, c) => return wrong(format!("unsupported signature algorithm {a} for key curve {c:?}")),
+    };
+    UnparsedPublicKey::new(va, spki.subject_public_key.raw_bytes())
+        .verify(msg, sig)
+        .map_err(|_| "signature does not verify".to_string())
+}
+
+fn unix(t: &x509_ocsp::OcspGeneralizedTime) -> u64 {
+    t.0.to_unix_duration().as_secs()
+}
+
+impl Verifier {
+    /// A verifier for the run's issuers.
+    pub fn new(issuers: Vec<ClientIssuer>) -> Verifier {
+        Verifier { issuers, responders: HashMap::new(), seen: HashMap::new(), full_checks: 0 }
+    }
+
+    /// Checks the answer `body` to a request for entry `idx` at `now`.
+    pub fn check(&mut self, idx: u32, entry: &Entry, body: &[u8], now: u64) -> Verdict {
+        if let Some(list) = self.seen.get(&idx) {
+            if let Some((_, next)) = list.iter().find(|(b, _)| &b[..] == body) {
+                return if *next > now {
+                    Verdict::Good
+                } else {
+                    Verdict::Wrong(format!("served past its nextUpdate ({next} <= {now})"))
+                };
+            }
+        }
+        match self.full_check(entry, body, now) {
+            Ok(Some(next)) => {
+                let list = self.seen.entry(idx).or_default();
+                if list.len() >= REMEMBERED {
+                    list.remove(0);
+                }
+                list.push((body.into(), next));
+                Verdict::Good
+            }
+            Ok(None) => Verdict::TryLater,
+            Err(Verdict::Wrong(w)) => Verdict::Wrong(w),
+            Err(v) => v,
+        }
+    }
+
+    /// Ok(Some(nextUpdate)) for a good answer, Ok(None) for tryLater.
+    fn full_check(&mut self, entry: &Entry, body: &[u8], now: u64) -> Result<Option<u64>, Verdict> {
+        let w = |s: String| Verdict::Wrong(s);
+        let resp = x509_ocsp::OcspResponse::from_der(body).map_err(|e| w(format!("undecodable: {e}")))?;
+        use x509_ocsp::OcspResponseStatus as S;
+        match resp.response_status {
+            S::Successful => {}
+            S::TryLater => return Ok(None),
+            S::Unauthorized => {
+                return Err(w("unauthorized for a certificate the status source lists".into()))
+            }
+            other => return Err(Verdict::OcspError(other as u8)),
+        }
+        let rb = resp.response_bytes.ok_or_else(|| w("successful without responseBytes".into()))?;
+        if rb.response_type != const_oid::db::rfc6960::ID_PKIX_OCSP_BASIC {
+            return Err(w(format!("response type {}", rb.response_type)));
+        }
+        let basic_der = rb.response.as_bytes();
+        let basic =
+            x509_ocsp::BasicOcspResponse::from_der(basic_der).map_err(|e| w(format!("basic: {e}")))?;
+        self.full_checks += 1;
+        let issuer =
+            self.issuers.get(entry.issuer as usize).ok_or_else(|| w("unknown issuer index".into()))?.clone();
+        let tbs = &basic.tbs_response_data;
+        if tbs.responses.len() != 1 {
+            return Err(w(format!("{} SingleResponses for one CertID", tbs.responses.len())));
+        }
+        let single = &tbs.responses[0];
+        let id = &single.cert_id;
+        if id.hash_algorithm.oid != const_oid::db::rfc5912::ID_SHA_1
+            || id.issuer_name_hash.as_bytes() != issuer.name_hash_sha1
+            || id.issuer_key_hash.as_bytes() != issuer.key_hash_sha1
+            || id.serial_number.as_bytes() != entry.serial.as_bytes()
+        {
+            return Err(w(format!("CertID does not match the request for serial {}", entry.serial)));
+        }
+        match (&single.cert_status, entry.status) {
+            (x509_ocsp::CertStatus::Good(_), CertStatus::Good) => {}
+            (x509_ocsp::CertStatus::Revoked(info), CertStatus::Revoked { at, reason }) => {
+                if unix(&info.revocation_time) != at {
+                    return Err(w(format!(
+                        "serial {}: revocation time {} but the source says {at}",
+                        entry.serial,
+                        unix(&info.revocation_time)
+                    )));
+                }
+                let got = info.revocation_reason.map(|r| r as u8);
+                let want = (reason != RevocationReason::Unspecified).then_some(reason as u8);
+                if got != want {
+                    return Err(w(format!(
+                        "serial {}: reason {got:?} but the source says {want:?}",
+                        entry.serial
+                    )));
+                }
+            }
+            (got, want) => {
+                let got = match got {
+                    x509_ocsp::CertStatus::Good(_) => "good",
+                    x509_ocsp::CertStatus::Revoked(_) => "revoked",
+                    x509_ocsp::CertStatus::Unknown(_) => "unknown",
+                };
+                return Err(w(format!("serial {}: {got} but the source says {want:?}", entry.serial)));
+            }
+        }
+        let this_update = unix(&single.this_update);
+        let next_update = single
+            .next_update
+            .as_ref()
+            .map(unix)
+            .ok_or_else(|| w("no nextUpdate (RFC 5019 requires one)".into()))?;
+        if this_update > now + SKEW {
+            return Err(w(format!("thisUpdate {this_update} is in the future (now {now})")));
+        }
+        if unix(&tbs.produced_at) > now + SKEW {
+            return Err(w("producedAt is in the future".into()));
+        }
+        if next_update <= now {
+            return Err(w(format!("nextUpdate {next_update} has passed (now {now})")));
+        }
+        if next_update <= this_update {
+            return Err(w("nextUpdate is not after thisUpdate".into()));
+        }
+        // Who signed: a delegated responder (first certificate) or the issuer.
+        let signer_spki = match basic.certs.as_ref().and_then(|c| c.first()) {
+            Some(cert) => self.responder_key(&issuer, cert).map_err(w)?,
+            None => issuer.spki_der.clone(),
+        };
+        let spki = spki::SubjectPublicKeyInfoOwned::from_der(&signer_spki).map_err(|e| w(e.to_string()))?;
+        let key_id = crate::ocsp::HashAlg::Sha1.digest(spki.subject_public_key.raw_bytes());
+        match &tbs.responder_id {
+            x509_ocsp::ResponderId::ByKey(k) if k.as_bytes() == key_id => {}
+            x509_ocsp::ResponderId::ByKey(_) => {
+                return Err(w("responderID byKey does not name the signer".into()))
+            }
+            x509_ocsp::ResponderId::ByName(_) => {} // allowed by RFC 6960; the signature decides
+        }
+        let tbs_raw = first_element(basic_der).ok_or_else(|| w("cannot find tbsResponseData".into()))?;
+        let sig = basic.signature.as_bytes().ok_or_else(|| w("signature has unused bits".into()))?;
+        verify_sig(&signer_spki, &basic.signature_algorithm.oid, tbs_raw, sig).map_err(w)?;
+        Ok(Some(next_update))
+    }
+
+    /// The SPKI of a delegated responder certificate, once it is checked:
+    /// issued by `issuer` (name and signature) and allowed to sign OCSP.
+    fn responder_key(&mut self, issuer: &ClientIssuer, cert: &Certificate) -> Result<Vec<u8>, String> {
+        let der = cert.to_der().map_err(|e| e.to_string())?;
+        if let Some(r) = self.responders.get(&der) {
+            return r.clone();
+        }
+        let r = (|| {
+            let tbs = &cert.tbs_certificate;
+            if tbs.issuer.to_der().map_err(|e| e.to_string())? != issuer.subject_der {
+                return wrong("responder certificate not issued by the issuer");
+            }
+            let tbs_der = tbs.to_der().map_err(|e| e.to_string())?;
+            let sig = cert.signature.as_bytes().ok_or("certificate signature has unused bits")?;
+            verify_sig(&issuer.spki_der, &cert.signature_algorithm.oid, &tbs_der, sig)
+                .map_err(|e| format!("responder certificate: {e}"))?;
+            let eku_ok = tbs.extensions.iter().flatten().any(|e| {
+                e.extn_id == const_oid::db::rfc5280::ID_CE_EXT_KEY_USAGE
+                    && x509_cert::ext::pkix::ExtendedKeyUsage::from_der(e.extn_value.as_bytes())
+                        .map(|eku| eku.0.contains(&OCSP_SIGNING))
+                        .unwrap_or(false)
+            });
+            if !eku_ok {
+                return wrong("responder certificate lacks id-kp-OCSPSigning");
+            }
+            tbs.subject_public_key_info.to_der().map_err(|e| e.to_string())
+        })();
+        self.responders.insert(der, r.clone());
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tlv_reads_short_and_long_lengths() {
+        assert_eq!(tlv(&[0x30, 0x03, 1, 2, 3]), Some((2, 3)));
+        assert_eq!(tlv(&[0x30, 0x82, 0x01, 0x00]), Some((4, 256)));
+        assert_eq!(tlv(&[0x30]), None);
+        assert_eq!(tlv(&[0x30, 0x80]), None);
+        assert_eq!(first_element(&[0x30, 0x05, 0x04, 0x01, 0xaa, 0x05, 0x00]), Some(&[0x04, 0x01, 0xaa][..]));
+    }
+}
