@@ -165,9 +165,10 @@ async fn answer_inner(shard: &Shard, req: &[u8], head: &Head, b: &mut Buffers) -
         Err(e) => return fail(shard, Failure::Ocsp(e), conn, with_body, b),
     };
     match shard.responder.answer(query).await {
-        Ok(resp) => {
+        Ok((resp, served)) => {
             let now = unix_now();
             let mut date = shard.date.borrow_mut();
+            let cache_status = shard.cache_status_header.then(|| served.cache_status(&resp));
             let conditional = head.method != Method::Post
                 && response::not_modified(
                     &resp,
@@ -176,10 +177,10 @@ async fn answer_inner(shard: &Shard, req: &[u8], head: &Head, b: &mut Buffers) -
                 );
             if conditional {
                 stats.not_modified.set(stats.not_modified.get() + 1);
-                response::write_not_modified(&mut b.output, &resp, now, date.get(now), conn);
+                response::write_not_modified(&mut b.output, &resp, now, date.get(now), conn, cache_status);
             } else {
                 stats.ok.set(stats.ok.get() + 1);
-                response::write_ocsp(&mut b.output, &resp, now, date.get(now), conn, with_body);
+                response::write_ocsp(&mut b.output, &resp, now, date.get(now), conn, with_body, cache_status);
             }
             head.keep_alive
         }

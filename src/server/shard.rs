@@ -78,6 +78,8 @@ pub struct Shard {
     pub stats: ShardStats,
     /// Request service times, µs.
     pub request_us: RefCell<hdrhistogram::Histogram<u64>>,
+    /// Send `X-Cache-Status` on 200/304 answers (`response.cache_status_header`).
+    pub cache_status_header: bool,
     /// The Redis layer, for its counters.
     pub redis: Option<Rc<RedisL2>>,
 }
@@ -147,6 +149,7 @@ impl Shard {
             date: RefCell::new(DateCache::default()),
             stats: ShardStats::default(),
             request_us: RefCell::new(crate::metrics::latency_histogram()),
+            cache_status_header: c.response.cache_status_header,
             redis: redis_layer,
         }
     }

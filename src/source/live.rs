@@ -13,7 +13,7 @@ use std::time::Duration;
 use futures_lite::future;
 
 use super::{Answer, Query, Source};
-use crate::cache::CachedResponse;
+use crate::cache::{CachedResponse, Origin};
 use crate::clock::unix_now;
 use crate::config::ExpiredPolicy;
 use crate::error::OcspError;
@@ -122,7 +122,7 @@ impl Live {
             Some(Ok(r)) => r?,
         };
         let der = response::assemble(&tbs, identity, &signature);
-        let mut resp = CachedResponse::new(der, validity, refresh_at);
+        let mut resp = CachedResponse::new(der, validity, refresh_at, Origin::Signed);
         resp.statuses = answers.iter().map(|(_, s)| *s).collect();
         resp.revision = revision;
         Ok(resp)

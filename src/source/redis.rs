@@ -39,7 +39,7 @@ use fred::prelude::*;
 use fred::types::RespVersion;
 
 use super::{Answer, Query, Source};
-use crate::cache::CachedResponse;
+use crate::cache::{CachedResponse, Origin};
 use crate::clock::unix_now;
 use crate::issuer::Issuers;
 use crate::ocsp::response::Validity;
@@ -254,8 +254,8 @@ pub fn decode(v: &[u8]) -> Option<Stored> {
             if der.first() != Some(&0x30) {
                 return None;
             }
-            let mut r =
-                CachedResponse::new(der, Validity { produced_at, this_update, next_update }, refresh_at);
+            let validity = Validity { produced_at, this_update, next_update };
+            let mut r = CachedResponse::new(der, validity, refresh_at, Origin::Redis);
             r.statuses = statuses.into();
             r.revision = revision;
             Some(Stored::Response(r))
@@ -487,6 +487,7 @@ mod tests {
             vec![0x30, 1, 2],
             Validity { produced_at: 5, this_update: 4, next_update: 9 },
             7,
+            Origin::Signed,
         );
         r.statuses =
             vec![CertStatus::Good, CertStatus::Revoked { at: 3, reason: RevocationReason::KeyCompromise }]
@@ -502,6 +503,7 @@ mod tests {
                 assert_eq!(d.statuses, r.statuses);
                 assert_eq!(d.revision, 42);
                 assert_eq!(d.etag, r.etag);
+                assert_eq!(d.origin, Origin::Redis, "a decoded copy knows it came from Redis");
             }
             other => panic!("{other:?}"),
         }
