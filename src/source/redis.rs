@@ -33,7 +33,7 @@
 
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fred::prelude::*;
 use fred::types::RespVersion;
@@ -42,6 +42,7 @@ use super::{Answer, Query, Source};
 use crate::cache::{CachedResponse, Origin};
 use crate::clock::unix_now;
 use crate::issuer::Issuers;
+use crate::metrics::{Stage, StageTimes};
 use crate::ocsp::response::Validity;
 use crate::ocsp::{CertId, HashAlg, Serial};
 use crate::status::CertStatus;
@@ -309,12 +310,21 @@ pub struct RedisL2 {
     prefix: String,
     /// Counters.
     pub stats: RedisStats,
+    /// The shard's stage histograms (`redis`: each GET's round trip).
+    stages: Rc<StageTimes>,
 }
 
 impl RedisL2 {
-    /// Wraps `inner` with Redis through `client` (connected by the caller).
-    pub fn new(client: Client, inner: Rc<dyn Source>, issuers: Arc<Issuers>, prefix: String) -> RedisL2 {
-        RedisL2 { client, inner, issuers, prefix, stats: RedisStats::default() }
+    /// Wraps `inner` with Redis through `client` (connected by the caller);
+    /// GETs are timed into `stages`.
+    pub fn new(
+        client: Client,
+        inner: Rc<dyn Source>,
+        issuers: Arc<Issuers>,
+        prefix: String,
+        stages: Rc<StageTimes>,
+    ) -> RedisL2 {
+        RedisL2 { client, inner, issuers, prefix, stats: RedisStats::default(), stages }
     }
 
     fn key(&self, q: &Query) -> Option<String> {
@@ -324,9 +334,13 @@ impl RedisL2 {
         }
     }
 
-    /// A fresh response held in Redis for `key`, if any.
+    /// A fresh response held in Redis for `key`, if any. The GET is timed
+    /// whatever its outcome: a timeout is time the request spent too.
     async fn read(&self, key: &str) -> Option<CachedResponse> {
-        match self.client.get::<Option<Vec<u8>>, _>(key).await {
+        let sent = Instant::now();
+        let got = self.client.get::<Option<Vec<u8>>, _>(key).await;
+        self.stages.record(Stage::Redis, sent.elapsed());
+        match got {
             Ok(Some(v)) => match decode(&v) {
                 Some(Stored::Response(r)) if unix_now() < r.refresh_at => {
                     bump(&self.stats.hits);
