@@ -99,6 +99,11 @@ pub struct ResponseConfig {
     pub backdate_secs: u64,
     /// Policy for expired certificates. Default `serve`.
     pub expired: ExpiredPolicy,
+    /// Send `X-Cache-Status: HIT | STALE | REVALIDATED | HIT-L2 | MISS` on 200
+    /// and 304 answers, so load generators and operators can tell cache hits
+    /// from signatures. Default true; false for operators who do not want to
+    /// expose how answers are made.
+    pub cache_status_header: bool,
 }
 
 impl Default for ResponseConfig {
@@ -108,6 +113,7 @@ impl Default for ResponseConfig {
             refresh_fraction: 0.5,
             backdate_secs: 3600,
             expired: ExpiredPolicy::Serve,
+            cache_status_header: true,
         }
     }
 }
@@ -508,6 +514,10 @@ mod tests {
         assert_eq!(c.response.lifetime_secs, 345_600);
         assert_eq!(c.issuers[0].cert, d.path().join("ca.pem"));
         assert!(c.signing.threads >= 1);
+        assert!(c.response.cache_status_header, "on by default");
+        let c = Config::from_toml(&format!("[response]\ncache_status_header = false\n{MINIMAL}"), d.path())
+            .unwrap();
+        assert!(!c.response.cache_status_header);
     }
 
     #[test]

@@ -4,16 +4,32 @@
 //!
 //! Shards count and record into plain shard-local cells (no atomics on the hot
 //! path) and publish a snapshot once a second into a mutex only the admin
-//! thread reads. The admin thread merges the shards' snapshots with the signer
-//! pool's histograms and answers:
+//! thread reads. Each shard times its own stages of a request into a
+//! [`StageTimes`] it shares (`Rc`) with its sources:
+//!
+//! | stage | from → to | unit |
+//! |---|---|---|
+//! | `request` | head parsed → answer written to the output buffer (every request) | µs |
+//! | `parse` | same start → query admitted (route, GET decode or POST body, OCSP decode, filter) | ns |
+//! | `l1` | whole service time of requests answered from L1 (`HIT`, `STALE`) | ns |
+//! | `redis` | Redis GET sent → reply, timeout or error (`source::redis`) | µs |
+//! | `db` | status lookup submitted → its answer, per CertID (`source::live`) | µs |
+//!
+//! The signer pool adds `sign_wait` (queue wait), `sign` and `sign_batch`. The
+//! admin thread merges the shards' snapshots with the pool's histograms and
+//! answers:
 //!
 //! - `GET /metrics` — Prometheus text format (counters by shard; latency
-//!   summaries with p50/p90/p99/p99.9 merged over shards);
-//! - `GET /histograms/{request,sign_wait,sign,sign_batch}.hgrm` — HdrHistogram's
-//!   percentile-distribution text, readable by HdrHistogram's own plotters.
+//!   summaries in seconds with p50/p90/p99/p99.9 merged over shards:
+//!   `ocsp_origin_{request,parse,l1,redis,db}_seconds`,
+//!   `ocsp_origin_sign_queue_wait_seconds`, `ocsp_origin_sign_seconds`);
+//! - `GET /histograms/{request,parse,l1,redis,db,sign_wait,sign,sign_batch}.hgrm`
+//!   — HdrHistogram's percentile-distribution text (values in ms; jobs for
+//!   `sign_batch`), readable by HdrHistogram's own plotters.
 //!
 //! Snapshots are up to a second old; counters are monotonic.
 
+use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -29,22 +45,152 @@ pub fn latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("constant histogram bounds are valid")
 }
 
-/// What one shard publishes.
+/// A histogram in nanoseconds (1 ns … 1 s, 3 significant digits), for stages
+/// that take about a microsecond, where µs would round everything to 0 or 1.
+pub fn ns_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 1_000_000_000, 3).expect("constant histogram bounds are valid")
+}
+
+/// A timed stage of a request on its shard (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// The whole request, µs.
+    Request,
+    /// Until the query is admitted, ns.
+    Parse,
+    /// Requests answered from L1, whole service time, ns.
+    L1,
+    /// One Redis GET, µs.
+    Redis,
+    /// One status lookup, µs.
+    Db,
+}
+
+impl Stage {
+    /// Every stage, in export order.
+    pub const ALL: [Stage; 5] = [Stage::Request, Stage::Parse, Stage::L1, Stage::Redis, Stage::Db];
+
+    /// Name in metric names and `.hgrm` paths.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Request => "request",
+            Stage::Parse => "parse",
+            Stage::L1 => "l1",
+            Stage::Redis => "redis",
+            Stage::Db => "db",
+        }
+    }
+
+    /// Recorded in nanoseconds (else microseconds).
+    fn in_ns(self) -> bool {
+        matches!(self, Stage::Parse | Stage::L1)
+    }
+
+    /// Recorded units per second.
+    fn per_second(self) -> f64 {
+        if self.in_ns() {
+            1e9
+        } else {
+            1e6
+        }
+    }
+
+    fn help(self) -> &'static str {
+        match self {
+            Stage::Request => "Service time of a request on its shard.",
+            Stage::Parse => "Time from the start of a request until its OCSP query is admitted (HTTP route, GET decode or POST body, OCSP decode, filter).",
+            Stage::L1 => "Service time of requests answered from the shard's L1 cache (fresh or stale hits).",
+            Stage::Redis => "Redis GET round trip as seen by the shard (timeouts and errors included).",
+            Stage::Db => "Status lookup as seen by the shard, per CertID (submitted to answered).",
+        }
+    }
+}
+
+/// One shard's per-stage histograms, as published.
 #[derive(Clone, Debug)]
+pub struct Stages {
+    /// [`Stage::Request`], µs.
+    pub request_us: Histogram<u64>,
+    /// [`Stage::Parse`], ns.
+    pub parse_ns: Histogram<u64>,
+    /// [`Stage::L1`], ns.
+    pub l1_ns: Histogram<u64>,
+    /// [`Stage::Redis`], µs.
+    pub redis_us: Histogram<u64>,
+    /// [`Stage::Db`], µs.
+    pub db_us: Histogram<u64>,
+}
+
+impl Default for Stages {
+    fn default() -> Self {
+        Stages {
+            request_us: latency_histogram(),
+            parse_ns: ns_histogram(),
+            l1_ns: ns_histogram(),
+            redis_us: latency_histogram(),
+            db_us: latency_histogram(),
+        }
+    }
+}
+
+impl Stages {
+    /// The histogram of `stage`.
+    pub fn get(&self, stage: Stage) -> &Histogram<u64> {
+        match stage {
+            Stage::Request => &self.request_us,
+            Stage::Parse => &self.parse_ns,
+            Stage::L1 => &self.l1_ns,
+            Stage::Redis => &self.redis_us,
+            Stage::Db => &self.db_us,
+        }
+    }
+
+    fn get_mut(&mut self, stage: Stage) -> &mut Histogram<u64> {
+        match stage {
+            Stage::Request => &mut self.request_us,
+            Stage::Parse => &mut self.parse_ns,
+            Stage::L1 => &mut self.l1_ns,
+            Stage::Redis => &mut self.redis_us,
+            Stage::Db => &mut self.db_us,
+        }
+    }
+}
+
+/// Where one shard records its stage times: a plain `RefCell` (one thread, no
+/// atomics), shared by `Rc` between the connection code and the sources
+/// (`Live`, `RedisL2`). Recording is an array increment; the cost on the hot
+/// path is the `Instant::now()` calls around each stage.
+#[derive(Debug, Default)]
+pub struct StageTimes {
+    stages: RefCell<Stages>,
+}
+
+impl StageTimes {
+    /// Records that `stage` took `took` (clamped to the histogram's range).
+    pub fn record(&self, stage: Stage, took: Duration) {
+        let v = if stage.in_ns() { took.as_nanos() } else { took.as_micros() };
+        // Never panics: a borrow can only be held by `snapshot`, which does
+        // not yield, so this never fails; if it ever did, the sample is lost.
+        if let Ok(mut s) = self.stages.try_borrow_mut() {
+            s.get_mut(stage).saturating_record(u64::try_from(v).unwrap_or(u64::MAX));
+        }
+    }
+
+    /// A copy of every histogram, for publishing.
+    pub fn snapshot(&self) -> Stages {
+        self.stages.borrow().clone()
+    }
+}
+
+/// What one shard publishes.
+#[derive(Clone, Debug, Default)]
 pub struct ShardSnapshot {
     /// Named counters (`requests_ok`, `cache_hits`, …).
     pub counters: Vec<(&'static str, u64)>,
     /// Responses held in L1.
     pub l1_entries: u64,
-    /// Request service time on the shard (head parsed → answer written to the
-    /// buffer), µs.
-    pub request_us: Histogram<u64>,
-}
-
-impl Default for ShardSnapshot {
-    fn default() -> Self {
-        ShardSnapshot { counters: Vec::new(), l1_entries: 0, request_us: latency_histogram() }
-    }
+    /// Per-stage histograms.
+    pub stages: Stages,
 }
 
 /// Where shards publish; shared with the admin thread.
@@ -74,10 +220,20 @@ fn summary(out: &mut String, name: &str, help: &str, h: &Histogram<u64>, scale: 
     let _ = writeln!(out, "{name}_sum {}\n{name}_count {}", sum * scale, h.len());
 }
 
+/// `stage` merged over every shard.
+fn merged(src: &Sources, stage: Stage) -> Histogram<u64> {
+    let mut m = Stages::default().get(stage).clone();
+    for slot in src.board.iter() {
+        if let Ok(s) = slot.lock() {
+            let _ = m.add(s.stages.get(stage));
+        }
+    }
+    m
+}
+
 /// Renders `/metrics`.
 pub fn prometheus(src: &Sources) -> String {
     let mut out = String::new();
-    let mut merged = latency_histogram();
     let _ = writeln!(
         out,
         "# HELP ocsp_origin_shard_total Per-shard counters (requests, cache and Redis events)."
@@ -90,17 +246,13 @@ pub fn prometheus(src: &Sources) -> String {
             let _ = writeln!(out, "ocsp_origin_shard_total{{shard=\"{i}\",counter=\"{name}\"}} {v}");
         }
         let _ = writeln!(l1, "ocsp_origin_l1_entries{{shard=\"{i}\"}} {}", s.l1_entries);
-        let _ = merged.add(&s.request_us);
     }
     let _ = writeln!(out, "# HELP ocsp_origin_l1_entries Responses held in each shard's L1.\n# TYPE ocsp_origin_l1_entries gauge");
     out.push_str(&l1);
-    summary(
-        &mut out,
-        "ocsp_origin_request_seconds",
-        "Service time of a request on its shard.",
-        &merged,
-        1e-6,
-    );
+    for stage in Stage::ALL {
+        let name = format!("ocsp_origin_{}_seconds", stage.name());
+        summary(&mut out, &name, stage.help(), &merged(src, stage), 1.0 / stage.per_second());
+    }
 
     let st = src.pool.stats();
     use std::sync::atomic::Ordering::Relaxed;
@@ -184,18 +336,16 @@ pub fn hgrm(h: &Histogram<u64>, unit: f64) -> String {
 }
 
 fn answer(src: &Sources, path: &str) -> (u16, &'static str, String) {
-    let merged_requests = || {
-        let mut m = latency_histogram();
-        for slot in src.board.iter() {
-            if let Ok(s) = slot.lock() {
-                let _ = m.add(&s.request_us);
-            }
-        }
-        m
-    };
+    let stage = path
+        .strip_prefix("/histograms/")
+        .and_then(|p| p.strip_suffix(".hgrm"))
+        .and_then(|name| Stage::ALL.into_iter().find(|s| s.name() == name));
+    if let Some(stage) = stage {
+        // Exports are in milliseconds whatever the recording unit.
+        return (200, "text/plain", hgrm(&merged(src, stage), stage.per_second() / 1000.0));
+    }
     match path {
         "/metrics" => (200, "text/plain; version=0.0.4", prometheus(src)),
-        "/histograms/request.hgrm" => (200, "text/plain", hgrm(&merged_requests(), 1000.0)),
         "/histograms/sign_wait.hgrm" => (200, "text/plain", hgrm(&src.pool.snapshot().queue_wait_us, 1000.0)),
         "/histograms/sign.hgrm" => (200, "text/plain", hgrm(&src.pool.snapshot().sign_us, 1000.0)),
         "/histograms/sign_batch.hgrm" => (200, "text/plain", hgrm(&src.pool.snapshot().batch_size, 1.0)),
@@ -260,5 +410,23 @@ mod tests {
         assert!(text.contains("#[Max     =        5.003, Total count    =            4]"), "{text}");
         let last_row = text.lines().rfind(|l| !l.starts_with('#') && !l.is_empty()).unwrap();
         assert!(last_row.contains("1.000000000000"), "{last_row}");
+    }
+
+    #[test]
+    fn stage_times_record_in_their_units() {
+        let t = StageTimes::default();
+        t.record(Stage::Parse, Duration::from_nanos(1234));
+        t.record(Stage::Db, Duration::from_micros(1500));
+        t.record(Stage::Redis, Duration::from_secs(3600)); // past the range: clamped, kept
+        let s = t.snapshot();
+        assert_eq!(s.parse_ns.len(), 1);
+        assert_eq!(s.parse_ns.max(), 1234, "ns, not rounded to µs");
+        assert_eq!(s.db_us.max(), 1500);
+        assert_eq!(s.redis_us.len(), 1);
+        assert_eq!(s.request_us.len(), 0);
+        // Both export as milliseconds.
+        let ms = |st: Stage| st.per_second() / 1000.0;
+        assert!(hgrm(&s.parse_ns, ms(Stage::Parse)).contains("Max     =        0.001,"));
+        assert!(hgrm(&s.db_us, ms(Stage::Db)).contains("Max     =        1.500,"));
     }
 }

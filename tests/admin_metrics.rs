@@ -50,12 +50,36 @@ fn metrics_and_histograms() {
     assert!(m.contains("ocsp_origin_request_seconds{quantile=\"0.99\"}"), "{m}");
     assert!(m.contains("ocsp_origin_request_seconds_count 7"), "{m}");
     assert!(m.contains("ocsp_origin_sign_queue_wait_seconds_count"), "{m}");
+    // Per-stage summaries: 5 admitted queries were parsed, at least 3 were L1
+    // hits (one miss per shard at most), one or two status lookups; no Redis.
+    let count = |name: &str| -> u64 {
+        let prefix = format!("ocsp_origin_{name}_seconds_count ");
+        m.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("{name}: {m}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(count("parse"), 5, "{m}");
+    assert!((3..=4).contains(&count("l1")), "{m}");
+    assert!((1..=2).contains(&count("db")), "{m}");
+    assert_eq!(count("redis"), 0, "{m}");
+    assert!(m.contains("# TYPE ocsp_origin_parse_seconds summary"), "{m}");
+    assert!(m.contains("ocsp_origin_l1_seconds{quantile=\"0.5\"}"), "{m}");
     assert!(m.contains("ocsp_origin_signer_faults_total{issuer=\"test\",fault=\"retry\"} 0"), "{m}");
 
     let (code, h) = admin_get(port, "/histograms/request.hgrm");
     assert_eq!(code, 200);
     assert!(h.starts_with("       Value     Percentile TotalCount 1/(1-Percentile)"), "{h}");
     assert!(h.contains("Total count    =            7]"), "{h}");
+    for (stage, total) in [("parse", 5), ("l1", counter(&m, "l1_hits")), ("db", counter(&m, "l1_misses"))] {
+        let (code, h) = admin_get(port, &format!("/histograms/{stage}.hgrm"));
+        assert_eq!(code, 200, "{stage}");
+        assert!(h.contains(&format!("Total count    = {total:12}]")), "{stage}: {h}");
+    }
+    let (code, h) = admin_get(port, "/histograms/redis.hgrm");
+    assert_eq!(code, 200);
+    assert!(h.contains("Total count    =            0]"), "{h}");
     let (code, h) = admin_get(port, "/histograms/sign.hgrm");
     assert_eq!(code, 200);
     assert!(h.contains("#[Max"), "{h}");

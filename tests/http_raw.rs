@@ -307,3 +307,55 @@ fn many_connections_at_once() {
         t.join().unwrap();
     }
 }
+
+/// Reads one answer to `raw` sent on an open connection.
+fn ask_on(
+    c: &mut std::net::TcpStream,
+    r: &mut BufReader<std::net::TcpStream>,
+    raw: &[u8],
+) -> common::Response {
+    c.write_all(raw).unwrap();
+    read_response(r, raw.starts_with(b"HEAD")).expect("an answer")
+}
+
+#[test]
+fn x_cache_status_says_miss_then_hit() {
+    let s = server();
+    let der = request_der();
+    // One connection stays on one shard, whose L1 the first answer fills.
+    let mut c = s.connect();
+    let mut r = BufReader::new(c.try_clone().unwrap());
+    let first = ask_on(&mut c, &mut r, &get(&format!("/{}", b64(&der))));
+    assert_eq!(first.status, 200);
+    assert_eq!(first.header("x-cache-status"), Some("MISS"), "{:?}", first.headers);
+    let second = ask_on(&mut c, &mut r, &post("/", &der));
+    assert_eq!(second.header("x-cache-status"), Some("HIT"));
+    assert_eq!(first.body, second.body);
+    let etag = second.header("etag").unwrap().to_string();
+    let not_modified = ask_on(
+        &mut c,
+        &mut r,
+        format!("GET /{} HTTP/1.1\r\nIf-None-Match: {etag}\r\n\r\n", b64(&der)).as_bytes(),
+    );
+    assert_eq!(not_modified.status, 304);
+    assert_eq!(not_modified.header("x-cache-status"), Some("HIT"), "304s say it too");
+    let head = ask_on(&mut c, &mut r, format!("HEAD /{} HTTP/1.1\r\n\r\n", b64(&der)).as_bytes());
+    assert_eq!(head.header("x-cache-status"), Some("HIT"));
+    // Not on errors or the health answer: nothing was cached or signed.
+    let health = ask_on(&mut c, &mut r, &get("/"));
+    assert_eq!(health.header("x-cache-status"), None);
+    let malformed = ask_on(&mut c, &mut r, &get("/notbase64!!"));
+    assert_eq!(malformed.body, ocsp_error(1));
+    assert_eq!(malformed.header("x-cache-status"), None);
+}
+
+#[test]
+fn x_cache_status_can_be_turned_off() {
+    let s = Server::start("[response]\ncache_status_header = false\n", &test_issuer_toml());
+    let der = request_der();
+    for _ in 0..2 {
+        let resp = roundtrip(&s, &post("/", &der));
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.header("x-cache-status"), None, "{:?}", resp.headers);
+    }
+}

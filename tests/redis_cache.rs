@@ -365,3 +365,42 @@ fn revoke_with_redis_down_is_recorded_and_says_so() {
     ]));
     assert!(!okk && again.contains("already revoked"), "the database kept it: {again}");
 }
+
+#[test]
+fn second_node_answers_from_redis_with_hit_l2() {
+    // Redis only: statuses from index.txt, so this runs without MariaDB.
+    let Some(url) = test_redis("OCSP_TEST_REDIS_URL", "hitl2") else { return };
+    let port: u16 = url.trim_end_matches('/').rsplit(':').next().unwrap().parse().unwrap();
+    let prefix = unique_prefix("hitl2");
+    let top = format!("[redis]\nurl = \"{url}\"\nkey_prefix = \"{prefix}\"\n");
+    let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let a = Server::start(&top, &test_issuer_toml());
+    let b = Server::start(&format!("{top}[admin]\nlisten = \"127.0.0.1:{admin}\"\n"), &test_issuer_toml());
+    let req = get(&format!("/{}", b64(&std::fs::read(data("openssl-sha1.der")).unwrap())));
+    let first = roundtrip(&a, &req);
+    assert_eq!((first.status, first.header("x-cache-status")), (200, Some("MISS")));
+    // The write-back to Redis runs in the background.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while redis_keys(port, &format!("{prefix}r:*")) == 0 {
+        assert!(Instant::now() < deadline, "node A never wrote its response to Redis");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut c = b.connect();
+    let mut r = BufReader::new(c.try_clone().unwrap());
+    c.write_all(&req).unwrap();
+    let from_redis = read_response(&mut r, false).expect("an answer");
+    assert_eq!(from_redis.header("x-cache-status"), Some("HIT-L2"), "{:?}", from_redis.headers);
+    assert_eq!(from_redis.body, first.body, "the copy node A signed");
+    c.write_all(&req).unwrap();
+    let again = read_response(&mut r, false).expect("an answer");
+    assert_eq!(again.header("x-cache-status"), Some("HIT"), "then from this shard's L1");
+
+    // Node B's Redis GET was timed (shards publish once a second).
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut m = String::new();
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", admin)).unwrap();
+    conn.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+    std::io::Read::read_to_string(&mut conn, &mut m).unwrap();
+    assert!(m.contains("ocsp_origin_redis_seconds_count 1\n"), "{m}");
+    assert!(m.contains("ocsp_origin_db_seconds_count 0\n"), "nothing was looked up on node B: {m}");
+}

@@ -16,7 +16,7 @@ use ocsp_origin::issuer::{parse_certificate, Issuer, Issuers};
 use ocsp_origin::ocsp::response::ResponseStatus;
 use ocsp_origin::ocsp::{CertId, HashAlg, IssuerId, Serial};
 use ocsp_origin::signer::{SignError, SignPool, SignPoolConfig, Signer, SignerCounters, SoftwareSigner};
-use ocsp_origin::source::cached::Cached;
+use ocsp_origin::source::cached::{Cached, Served};
 use ocsp_origin::source::filter::cache_key;
 use ocsp_origin::source::live::{Live, LivePolicy};
 use ocsp_origin::source::{Query, Source};
@@ -83,20 +83,22 @@ fn stuck_signer_gives_bounded_try_later_and_stale_answers() {
     ocsp_origin::server::raise_memlock(4 << 20).unwrap();
     glommio::LocalExecutorBuilder::default().io_memory(64 << 10).make().unwrap().run(async move {
         let live: Rc<dyn Source> =
-            Rc::new(Rc::new(Live::new(issuers, Arc::new(status), pool.clone(), policy)));
+            Rc::new(Rc::new(Live::new(issuers, Arc::new(status), pool.clone(), policy, Rc::default())));
         let cached = Cached::new(live, 100, 16);
         let good = common::GOOD;
         let revoked = common::REVOKED;
 
         // Healthy: signed and cached.
-        let first = cached.answer(query(good)).await.unwrap();
+        let (first, how) = cached.answer(query(good)).await.unwrap();
+        assert_eq!(how, Served::Fetched);
 
         hsm.stuck.store(true, Ordering::Relaxed);
         // A held response is served at once although its refresh is stuck.
         let t = Instant::now();
-        let again = cached.answer(query(good)).await.unwrap();
+        let (again, how) = cached.answer(query(good)).await.unwrap();
         assert!(t.elapsed() < Duration::from_millis(50), "stale served at once: {:?}", t.elapsed());
         assert!(Rc::ptr_eq(&first, &again));
+        assert_eq!(how, Served::Stale);
 
         // Let the signer thread take the refresh job (and get stuck in it).
         glommio::timer::sleep(Duration::from_millis(100)).await;

@@ -132,6 +132,7 @@ mod tests {
             vec![1, 2, 3],
             Validity { produced_at: 0, this_update: 0, next_update: next },
             next / 2,
+            crate::cache::Origin::Signed,
         ))
     }
 
@@ -180,6 +181,7 @@ mod tests {
             vec![1],
             Validity { produced_at: now, this_update: now, next_update: now + 1000 },
             now + 500,
+            crate::cache::Origin::Signed,
         ));
         c.put(b"k", r);
         assert_eq!(c.get(b"k", now + 1).unwrap().1, Freshness::Fresh);

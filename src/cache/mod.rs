@@ -31,6 +31,64 @@ pub struct CachedResponse {
     pub statuses: Box<[crate::status::CertStatus]>,
     /// Highest status revision it was signed from (orders shared-cache writes).
     pub revision: u64,
+    /// Where this copy was made: a fetched answer reports `MISS` when it was
+    /// signed for it and `HIT-L2` when it came out of Redis (`X-Cache-Status`).
+    pub origin: Origin,
+}
+
+/// Where a [`CachedResponse`] was constructed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Signed by this process (`source::live`).
+    Signed,
+    /// Decoded from a Redis value (`source::redis`): signed by some node earlier.
+    Redis,
+}
+
+/// How an answer was obtained, as the `X-Cache-Status` response header tells
+/// a load generator or an operator (see `source::cached::Served` for where each
+/// is decided).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CacheStatus {
+    /// `HIT`: a fresh L1 entry.
+    Hit,
+    /// `STALE`: an L1 entry past its refresh point, served while a re-signature
+    /// runs (or while the status source cannot be reached to re-check it).
+    Stale,
+    /// `REVALIDATED`: an L1 entry past its max age whose statuses were checked
+    /// and found unchanged, served again without re-signing.
+    Revalidated,
+    /// `HIT-L2`: fetched from Redis (signed earlier, maybe by another node).
+    HitL2,
+    /// `MISS`: signed for this request, or for a fetch it joined.
+    Miss,
+}
+
+impl CacheStatus {
+    /// Every value, in the order above.
+    pub const ALL: [CacheStatus; 5] = [
+        CacheStatus::Hit,
+        CacheStatus::Stale,
+        CacheStatus::Revalidated,
+        CacheStatus::HitL2,
+        CacheStatus::Miss,
+    ];
+
+    /// The header value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheStatus::Hit => "HIT",
+            CacheStatus::Stale => "STALE",
+            CacheStatus::Revalidated => "REVALIDATED",
+            CacheStatus::HitL2 => "HIT-L2",
+            CacheStatus::Miss => "MISS",
+        }
+    }
+
+    /// Parses a header value (for clients such as the load generator).
+    pub fn from_header_value(v: &[u8]) -> Option<CacheStatus> {
+        CacheStatus::ALL.into_iter().find(|s| s.as_str().as_bytes() == v.trim_ascii())
+    }
 }
 
 /// How usable a cached response is at a given instant.
@@ -50,7 +108,9 @@ pub enum Freshness {
 
 impl CachedResponse {
     /// Wraps a signed body, computing the ETag and rendering static headers.
-    pub fn new(der: Vec<u8>, validity: Validity, refresh_at: u64) -> CachedResponse {
+    /// `origin` is required (not defaulted) so no constructor can mislabel
+    /// where its copy came from.
+    pub fn new(der: Vec<u8>, validity: Validity, refresh_at: u64, origin: Origin) -> CachedResponse {
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &der);
         let mut etag = String::with_capacity(66);
         etag.push('"');
@@ -73,6 +133,7 @@ impl CachedResponse {
             headers: headers.into(),
             statuses: Box::new([]),
             revision: 0,
+            origin,
         }
     }
 

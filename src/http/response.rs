@@ -4,10 +4,15 @@
 //! `Last-Modified` (thisUpdate), `Expires` (nextUpdate), `ETag` (SHA-256 of
 //! the body) and `Cache-Control: max-age=<seconds to nextUpdate>, public,
 //! no-transform, must-revalidate`. Failures carry `max-age=0, no-cache`.
+//!
+//! 200 and 304 answers may also carry `X-Cache-Status` (`HIT`, `STALE`,
+//! `REVALIDATED`, `HIT-L2`, `MISS`; see [`CacheStatus`]) so load generators and
+//! operators can tell how each answer was made; `response.cache_status_header =
+//! false` leaves it out. It is one static line: nothing is formatted for it.
 
 use std::io::Write;
 
-use crate::cache::CachedResponse;
+use crate::cache::{CacheStatus, CachedResponse};
 use crate::error::Disposition;
 use crate::ocsp::response::error_body;
 
@@ -29,6 +34,18 @@ impl ConnHeader {
             ConnHeader::KeepAlive => b"Connection: keep-alive\r\n",
             ConnHeader::Close => b"Connection: close\r\n",
         }
+    }
+}
+
+/// The `X-Cache-Status` header line, if one is sent.
+fn cache_status_line(s: Option<CacheStatus>) -> &'static [u8] {
+    match s {
+        None => b"",
+        Some(CacheStatus::Hit) => b"X-Cache-Status: HIT\r\n",
+        Some(CacheStatus::Stale) => b"X-Cache-Status: STALE\r\n",
+        Some(CacheStatus::Revalidated) => b"X-Cache-Status: REVALIDATED\r\n",
+        Some(CacheStatus::HitL2) => b"X-Cache-Status: HIT-L2\r\n",
+        Some(CacheStatus::Miss) => b"X-Cache-Status: MISS\r\n",
     }
 }
 
@@ -55,14 +72,24 @@ impl DateCache {
     }
 }
 
-/// A signed OCSP response (200), or its head only for HEAD requests.
-pub fn write_ocsp(out: &mut Vec<u8>, r: &CachedResponse, now: u64, date: &str, conn: ConnHeader, body: bool) {
+/// A signed OCSP response (200), or its head only for HEAD requests;
+/// `cache_status` is the `X-Cache-Status` to send, if any.
+pub fn write_ocsp(
+    out: &mut Vec<u8>,
+    r: &CachedResponse,
+    now: u64,
+    date: &str,
+    conn: ConnHeader,
+    body: bool,
+    cache_status: Option<CacheStatus>,
+) {
     let max_age = r.validity.next_update.saturating_sub(now);
     let _ = write!(
         out,
         "HTTP/1.1 200 OK\r\nServer: ocsp-origin\r\nDate: {date}\r\n{}Cache-Control: max-age={max_age}, public, no-transform, must-revalidate\r\n",
         r.headers
     );
+    out.extend_from_slice(cache_status_line(cache_status));
     out.extend_from_slice(conn.line());
     out.extend_from_slice(b"\r\n");
     if body {
@@ -70,8 +97,16 @@ pub fn write_ocsp(out: &mut Vec<u8>, r: &CachedResponse, now: u64, date: &str, c
     }
 }
 
-/// 304 for a conditional GET whose validator matches.
-pub fn write_not_modified(out: &mut Vec<u8>, r: &CachedResponse, now: u64, date: &str, conn: ConnHeader) {
+/// 304 for a conditional GET whose validator matches; `cache_status` as for
+/// [`write_ocsp`].
+pub fn write_not_modified(
+    out: &mut Vec<u8>,
+    r: &CachedResponse,
+    now: u64,
+    date: &str,
+    conn: ConnHeader,
+    cache_status: Option<CacheStatus>,
+) {
     let max_age = r.validity.next_update.saturating_sub(now);
     let _ = write!(
         out,
@@ -80,6 +115,7 @@ pub fn write_not_modified(out: &mut Vec<u8>, r: &CachedResponse, now: u64, date:
         crate::cache::http_date(r.validity.this_update),
         crate::cache::http_date(r.validity.next_update),
     );
+    out.extend_from_slice(cache_status_line(cache_status));
     out.extend_from_slice(conn.line());
     out.extend_from_slice(b"\r\n");
 }
@@ -159,18 +195,37 @@ mod tests {
             vec![9; 10],
             Validity { produced_at: 1000, this_update: 1000, next_update: 5000 },
             3000,
+            crate::cache::Origin::Signed,
         )
     }
 
     #[test]
     fn ok_headers() {
         let mut out = Vec::new();
-        write_ocsp(&mut out, &resp(), 2000, "D", ConnHeader::Default, true);
+        write_ocsp(&mut out, &resp(), 2000, "D", ConnHeader::Default, true, Some(CacheStatus::Hit));
         let s = String::from_utf8_lossy(&out);
         assert!(s.starts_with("HTTP/1.1 200 OK\r\n"));
         assert!(s.contains("Cache-Control: max-age=3000, public, no-transform, must-revalidate\r\n"));
         assert!(s.contains("Content-Length: 10\r\n"));
+        assert!(s.contains("\r\nX-Cache-Status: HIT\r\n"));
         assert!(s.ends_with("\r\n\r\n\t\t\t\t\t\t\t\t\t\t"));
+        out.clear();
+        write_ocsp(&mut out, &resp(), 2000, "D", ConnHeader::Default, true, None);
+        assert!(!String::from_utf8_lossy(&out).contains("X-Cache-Status"), "turned off");
+    }
+
+    #[test]
+    fn cache_status_lines_match_their_values() {
+        for s in CacheStatus::ALL {
+            let line = std::str::from_utf8(cache_status_line(Some(s))).unwrap();
+            assert_eq!(line, format!("X-Cache-Status: {}\r\n", s.as_str()));
+            assert_eq!(CacheStatus::from_header_value(s.as_str().as_bytes()), Some(s));
+        }
+        assert_eq!(CacheStatus::from_header_value(b"hit"), None);
+        let mut out = Vec::new();
+        write_not_modified(&mut out, &resp(), 2000, "D", ConnHeader::Close, Some(CacheStatus::Miss));
+        let s = String::from_utf8_lossy(&out);
+        assert!(s.contains("\r\nX-Cache-Status: MISS\r\nConnection: close\r\n\r\n"), "{s}");
     }
 
     #[test]

@@ -19,6 +19,8 @@ use crate::error::{disposition, Failure, HttpError};
 use crate::http::get_path::{self, Route};
 use crate::http::parse::{parse_head, Head, Method, Parsed};
 use crate::http::response::{self, ConnHeader};
+use crate::metrics::Stage;
+use crate::source::cached::Served;
 use crate::source::filter;
 
 /// Bytes read per `read` call.
@@ -124,15 +126,27 @@ fn write_http_failure(shard: &Shard, e: HttpError, out: &mut Vec<u8>) {
 }
 
 /// Answers one complete request (`req` = head + body); returns whether the
-/// connection stays open.
+/// connection stays open. Times the request, and L1 answers separately.
 async fn answer(shard: &Shard, req: &[u8], head: &Head, b: &mut Buffers) -> bool {
     let started = Instant::now();
-    let keep = answer_inner(shard, req, head, b).await;
-    let _ = shard.request_us.borrow_mut().record((started.elapsed().as_micros() as u64).max(1));
+    let (keep, served) = answer_inner(shard, req, head, b, started).await;
+    let took = started.elapsed();
+    shard.stages.record(Stage::Request, took);
+    if matches!(served, Some(Served::Hit | Served::Stale)) {
+        shard.stages.record(Stage::L1, took);
+    }
     keep
 }
 
-async fn answer_inner(shard: &Shard, req: &[u8], head: &Head, b: &mut Buffers) -> bool {
+/// Answers one request; also says how an OCSP answer was served (`None` for
+/// failures and non-OCSP routes).
+async fn answer_inner(
+    shard: &Shard,
+    req: &[u8],
+    head: &Head,
+    b: &mut Buffers,
+    started: Instant,
+) -> (bool, Option<Served>) {
     let stats = &shard.stats;
     stats.requests.set(stats.requests.get() + 1);
     let conn = match (head.keep_alive, head.minor_version) {
@@ -144,17 +158,19 @@ async fn answer_inner(shard: &Shard, req: &[u8], head: &Head, b: &mut Buffers) -
     let target = &req[head.path.clone()];
     let der: &[u8] = match (head.method, get_path::route(target, &shard.prefix)) {
         (Method::Other, _) => {
-            return fail(shard, Failure::Http(HttpError::MethodNotAllowed), conn, with_body, b)
+            return (fail(shard, Failure::Http(HttpError::MethodNotAllowed), conn, with_body, b), None)
         }
-        (_, Route::NotFound) => return fail(shard, Failure::Http(HttpError::NotFound), conn, with_body, b),
+        (_, Route::NotFound) => {
+            return (fail(shard, Failure::Http(HttpError::NotFound), conn, with_body, b), None)
+        }
         (Method::Get | Method::Head, Route::Health) => {
             let now = unix_now();
             response::write_health(&mut b.output, shard.date.borrow_mut().get(now), conn, with_body);
-            return head.keep_alive;
+            return (head.keep_alive, None);
         }
         (Method::Get | Method::Head, Route::Ocsp(encoded)) => {
             if let Err(e) = get_path::decode(encoded, &mut b.scratch, &mut b.der) {
-                return fail(shard, Failure::Ocsp(e), conn, with_body, b);
+                return (fail(shard, Failure::Ocsp(e), conn, with_body, b), None);
             }
             &b.der
         }
@@ -162,12 +178,14 @@ async fn answer_inner(shard: &Shard, req: &[u8], head: &Head, b: &mut Buffers) -
     };
     let query = match filter::admit(der, &shard.issuers, shard.max_cert_ids) {
         Ok(q) => q,
-        Err(e) => return fail(shard, Failure::Ocsp(e), conn, with_body, b),
+        Err(e) => return (fail(shard, Failure::Ocsp(e), conn, with_body, b), None),
     };
+    shard.stages.record(Stage::Parse, started.elapsed());
     match shard.responder.answer(query).await {
-        Ok(resp) => {
+        Ok((resp, served)) => {
             let now = unix_now();
             let mut date = shard.date.borrow_mut();
+            let cache_status = shard.cache_status_header.then(|| served.cache_status(&resp));
             let conditional = head.method != Method::Post
                 && response::not_modified(
                     &resp,
@@ -176,14 +194,14 @@ async fn answer_inner(shard: &Shard, req: &[u8], head: &Head, b: &mut Buffers) -
                 );
             if conditional {
                 stats.not_modified.set(stats.not_modified.get() + 1);
-                response::write_not_modified(&mut b.output, &resp, now, date.get(now), conn);
+                response::write_not_modified(&mut b.output, &resp, now, date.get(now), conn, cache_status);
             } else {
                 stats.ok.set(stats.ok.get() + 1);
-                response::write_ocsp(&mut b.output, &resp, now, date.get(now), conn, with_body);
+                response::write_ocsp(&mut b.output, &resp, now, date.get(now), conn, with_body, cache_status);
             }
-            head.keep_alive
+            (head.keep_alive, Some(served))
         }
-        Err(e) => fail(shard, Failure::Ocsp(e), conn, with_body, b),
+        Err(e) => (fail(shard, Failure::Ocsp(e), conn, with_body, b), None),
     }
 }
 

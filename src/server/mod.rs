@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
+use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
 
 use crate::config::Config;
 use crate::issuer::Issuers;
@@ -55,6 +55,30 @@ pub enum ServerError {
     /// Threads or executors could not start.
     #[error("cannot start: {0}")]
     Start(String),
+}
+
+/// The online CPUs this process may run on (its affinity mask, as `taskset` or
+/// a cgroup cpuset left it), for pinning. glommio's `MaxSpread` with no set
+/// spreads over every online CPU and would pin a shard outside the mask, where
+/// the kernel refuses it or a co-located process was promised the core.
+/// `None` (glommio's default) when either side cannot be read, or when they
+/// share no CPU.
+fn allowed_cpus() -> Option<CpuSet> {
+    let allowed: std::collections::HashSet<usize> =
+        core_affinity::get_core_ids()?.into_iter().map(|c| c.id).collect();
+    let online = match CpuSet::online() {
+        Ok(set) => set,
+        Err(e) => {
+            log::warn!("cannot read the CPU topology ({e}); pinning over all online CPUs");
+            return None;
+        }
+    };
+    let set = online.filter(|l| allowed.contains(&l.cpu));
+    if set.is_empty() {
+        log::warn!("no online CPU is in the affinity mask; pinning over all online CPUs");
+        return None;
+    }
+    Some(set)
 }
 
 /// Runs the server until the process is stopped. `on_ready` is called with the
@@ -104,8 +128,11 @@ pub fn run(config: &Config, parts: Parts, on_ready: impl FnOnce(SocketAddr)) -> 
         timers,
         board,
     });
-    let placement =
-        if config.pin { PoolPlacement::MaxSpread(cores, None) } else { PoolPlacement::Unbound(cores) };
+    let placement = if config.pin {
+        PoolPlacement::MaxSpread(cores, allowed_cpus())
+    } else {
+        PoolPlacement::Unbound(cores)
+    };
     let handles = LocalExecutorPoolBuilder::new(placement)
         .name("shard")
         .io_memory(IO_MEMORY)

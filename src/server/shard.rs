@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::http::parse::Limits;
 use crate::http::response::DateCache;
 use crate::issuer::Issuers;
+use crate::metrics::StageTimes;
 use crate::signer::SignPool;
 use crate::source::cached::Cached;
 use crate::source::live::{Live, LivePolicy};
@@ -76,8 +77,11 @@ pub struct Shard {
     pub date: RefCell<DateCache>,
     /// Counters.
     pub stats: ShardStats,
-    /// Request service times, µs.
-    pub request_us: RefCell<hdrhistogram::Histogram<u64>>,
+    /// Per-stage times (request, parse, L1, Redis, DB), shared with the
+    /// sources that time their own stages.
+    pub stages: Rc<StageTimes>,
+    /// Send `X-Cache-Status` on 200/304 answers (`response.cache_status_header`).
+    pub cache_status_header: bool,
     /// The Redis layer, for its counters.
     pub redis: Option<Rc<RedisL2>>,
 }
@@ -86,6 +90,7 @@ impl Shard {
     /// Builds this shard's state from the shared parts.
     pub fn new(shared: &SharedParts) -> Shard {
         let c = &shared.config;
+        let stages = Rc::new(StageTimes::default());
         let live = Rc::new(Live::new(
             shared.issuers.clone(),
             shared.status.clone(),
@@ -97,6 +102,7 @@ impl Shard {
                 expired: c.response.expired,
                 sign_timeout: Duration::from_millis(c.signing.timeout_ms),
             },
+            stages.clone(),
         ));
         let mut inner: Rc<dyn Source> = Rc::new(live);
         let mut redis_client = None;
@@ -109,6 +115,7 @@ impl Shard {
                         inner,
                         shared.issuers.clone(),
                         rc.key_prefix.clone(),
+                        stages.clone(),
                     ));
                     inner = Rc::new(l2.clone());
                     redis_layer = Some(l2);
@@ -146,12 +153,13 @@ impl Shard {
             write_timeout: Duration::from_millis(c.limits.write_timeout_ms),
             date: RefCell::new(DateCache::default()),
             stats: ShardStats::default(),
-            request_us: RefCell::new(crate::metrics::latency_histogram()),
+            stages,
+            cache_status_header: c.response.cache_status_header,
             redis: redis_layer,
         }
     }
 
-    /// This shard's counters and histogram, for the admin listener.
+    /// This shard's counters and histograms, for the admin listener.
     pub fn snapshot(&self) -> crate::metrics::ShardSnapshot {
         let s = &self.stats;
         let c = self.responder.stats();
@@ -180,7 +188,7 @@ impl Shard {
         crate::metrics::ShardSnapshot {
             counters,
             l1_entries: self.responder.l1_len() as u64,
-            request_us: self.request_us.borrow().clone(),
+            stages: self.stages.snapshot(),
         }
     }
 }

@@ -11,6 +11,9 @@
 //!   cancel work other waiters share, and every in-flight entry ends (the live
 //!   source bounds its own time). At most `max_inflight` fetches run per shard;
 //!   past that a miss gets `tryLater` at once.
+//!
+//! [`Cached::answer`] also says how it served ([`Served`]), which the
+//! connection turns into the `X-Cache-Status` header.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -20,7 +23,7 @@ use futures::future::{FutureExt, Shared};
 
 use super::{Answer, Query, Source};
 use crate::cache::l1::L1Cache;
-use crate::cache::{CachedResponse, Freshness, ResponseCache};
+use crate::cache::{CacheStatus, CachedResponse, Freshness, Origin, ResponseCache};
 use crate::clock::unix_now;
 use crate::error::OcspError;
 
@@ -43,6 +46,39 @@ pub struct CacheStats {
 
 fn bump(c: &std::cell::Cell<u64>) {
     c.set(c.get() + 1);
+}
+
+/// How [`Cached::answer`] produced its response. Decided in `answer` alone, so
+/// the header a client sees always matches the branch that served it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Served {
+    /// A fresh L1 entry.
+    Hit,
+    /// An L1 entry past its refresh point (a re-signature was started or
+    /// joined), or an unverified one whose status check could not reach the
+    /// status source: served because it is still valid, not because it was
+    /// checked.
+    Stale,
+    /// An L1 entry past its max age whose statuses were re-checked and found
+    /// unchanged: the same response served again.
+    Revalidated,
+    /// The answer of a fetch this request started or joined (a miss, or a
+    /// re-check that produced a different response); the response's
+    /// [`Origin`] says whether it was signed or came from Redis.
+    Fetched,
+}
+
+impl Served {
+    /// The `X-Cache-Status` of a response `r` served this way.
+    pub fn cache_status(self, r: &CachedResponse) -> CacheStatus {
+        match (self, r.origin) {
+            (Served::Hit, _) => CacheStatus::Hit,
+            (Served::Stale, _) => CacheStatus::Stale,
+            (Served::Revalidated, _) => CacheStatus::Revalidated,
+            (Served::Fetched, Origin::Redis) => CacheStatus::HitL2,
+            (Served::Fetched, Origin::Signed) => CacheStatus::Miss,
+        }
+    }
 }
 
 /// A running fetch: its id and the shared answer.
@@ -86,13 +122,13 @@ impl Cached {
         }
     }
 
-    /// Answers `q` (the hot path; not boxed).
-    pub async fn answer(&self, q: Query) -> Result<Rc<CachedResponse>, OcspError> {
+    /// Answers `q` (the hot path; not boxed), saying how.
+    pub async fn answer(&self, q: Query) -> Result<(Rc<CachedResponse>, Served), OcspError> {
         let st = &self.state;
         match st.l1.get(&q.key, unix_now()) {
             Some((r, Freshness::Fresh)) => {
                 bump(&st.stats.hits);
-                return Ok(r);
+                return Ok((r, Served::Hit));
             }
             Some((r, Freshness::Unverified)) => {
                 // Past its L1 max age: the status must be checked before it is
@@ -100,10 +136,13 @@ impl Cached {
                 bump(&st.stats.revalidations);
                 let check = self.join_or_start(Rc::new(q), Some(r.clone()))?;
                 return match check.await {
+                    // The same response back: its statuses still hold.
+                    Ok(fresh) if Rc::ptr_eq(&fresh, &r) => Ok((fresh, Served::Revalidated)),
+                    Ok(other) => Ok((other, Served::Fetched)),
                     // The status source is down: no revocation can have been
                     // recorded through it, and the response is still valid.
-                    Err(OcspError::Status(_)) => Ok(r),
-                    other => other,
+                    Err(OcspError::Status(_)) => Ok((r, Served::Stale)),
+                    Err(e) => Err(e),
                 };
             }
             Some((r, _stale)) => {
@@ -111,12 +150,12 @@ impl Cached {
                 // Best effort: if the shard is at its in-flight bound the stale
                 // response is still valid and the next request retries.
                 let _ = self.join_or_start(Rc::new(q), None);
-                return Ok(r);
+                return Ok((r, Served::Stale));
             }
             None => {}
         }
         let fetch = self.join_or_start(Rc::new(q), None)?;
-        fetch.await
+        fetch.await.map(|r| (r, Served::Fetched))
     }
 
     /// Joins the fetch running for `q`'s key, or starts one; with `prev`, the
@@ -202,7 +241,7 @@ impl Cached {
 impl Source for Cached {
     fn fetch(&self, q: Rc<Query>) -> Answer {
         let me = self.clone();
-        Box::pin(async move { me.answer((*q).clone()).await })
+        Box::pin(async move { me.answer((*q).clone()).await.map(|(r, _)| r) })
     }
 }
 
@@ -227,8 +266,14 @@ mod tests {
             let (v, r) = (self.validity, self.refresh_at);
             Box::pin(async move {
                 glommio::timer::sleep(Duration::from_millis(50)).await;
-                Ok(Rc::new(CachedResponse::new(vec![1, 2, 3], v, r)))
+                Ok(Rc::new(CachedResponse::new(vec![1, 2, 3], v, r, Origin::Signed)))
             })
+        }
+
+        /// Statuses never change here: the previous response is answered again.
+        fn revalidate(&self, _q: Rc<Query>, prev: Rc<CachedResponse>) -> Answer {
+            self.calls.set(self.calls.get() + 1);
+            Box::pin(async move { Ok(prev) })
         }
     }
 
@@ -267,6 +312,61 @@ mod tests {
             assert!(c.answer(query(7)).await.is_ok());
             assert_eq!(calls.get(), 1, "then a hit");
             assert_eq!(c.inflight(), 0);
+        });
+    }
+
+    /// An L1 whose entries are always past their max age.
+    struct AlwaysUnverified(L1Cache);
+
+    impl ResponseCache for AlwaysUnverified {
+        fn get(&self, key: &[u8], now: u64) -> Option<(Rc<CachedResponse>, Freshness)> {
+            self.0.get(key, now).map(|(r, _)| (r, Freshness::Unverified))
+        }
+        fn put(&self, key: &[u8], resp: Rc<CachedResponse>) {
+            self.0.put(key, resp)
+        }
+        fn remove(&self, key: &[u8]) {
+            self.0.remove(key)
+        }
+        fn clear(&self) {
+            self.0.clear()
+        }
+        fn len(&self) -> usize {
+            self.0.len()
+        }
+    }
+
+    #[test]
+    fn answers_say_how_they_were_served() {
+        on_executor(async {
+            let now = unix_now();
+            let v = Validity { produced_at: now, this_update: now, next_update: now + 1000 };
+            let (c, _) = source(v, now + 500, 16);
+            let (r, how) = c.answer(query(1)).await.unwrap();
+            assert_eq!((how, how.cache_status(&r)), (Served::Fetched, CacheStatus::Miss));
+            let (r, how) = c.answer(query(1)).await.unwrap();
+            assert_eq!((how, how.cache_status(&r)), (Served::Hit, CacheStatus::Hit));
+
+            // A fetched copy that came out of Redis reports HIT-L2.
+            let from_redis = CachedResponse::new(vec![1], v, now + 500, Origin::Redis);
+            assert_eq!(Served::Fetched.cache_status(&from_redis), CacheStatus::HitL2);
+
+            let stale = Validity { produced_at: now - 100, this_update: now - 100, next_update: now + 1000 };
+            let (c, _) = source(stale, now - 1, 16);
+            c.answer(query(1)).await.unwrap();
+            let (r, how) = c.answer(query(1)).await.unwrap();
+            assert_eq!((how, how.cache_status(&r)), (Served::Stale, CacheStatus::Stale));
+
+            let calls = Rc::new(Cell::new(0));
+            let inner: Rc<dyn Source> =
+                Rc::new(SlowCounting { calls: calls.clone(), validity: v, refresh_at: now + 500 });
+            let c = Cached::with_l1(inner, Box::new(AlwaysUnverified(L1Cache::new(10))), 16);
+            let (first, how) = c.answer(query(1)).await.unwrap();
+            assert_eq!(how, Served::Fetched);
+            let (again, how) = c.answer(query(1)).await.unwrap();
+            assert_eq!((how, how.cache_status(&again)), (Served::Revalidated, CacheStatus::Revalidated));
+            assert!(Rc::ptr_eq(&first, &again), "the same response, re-checked");
+            assert_eq!(calls.get(), 2, "one fetch, one status check");
         });
     }
 

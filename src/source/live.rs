@@ -5,19 +5,22 @@
 //! lifetime`, refreshed after `refresh_fraction` of the lifetime. The status
 //! lookup and the signature each have a bound (the status source's own timeout,
 //! `signing.timeout_ms`); a full signing queue is an immediate `tryLater`.
+//! Each status lookup's time, as the shard sees it (queueing in the lookup
+//! pool included), goes into the shard's `db` stage histogram.
 
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_lite::future;
 
 use super::{Answer, Query, Source};
-use crate::cache::CachedResponse;
+use crate::cache::{CachedResponse, Origin};
 use crate::clock::unix_now;
 use crate::config::ExpiredPolicy;
 use crate::error::OcspError;
 use crate::issuer::Issuers;
+use crate::metrics::{Stage, StageTimes};
 use crate::ocsp::response::{self, Validity};
 use crate::ocsp::CertId;
 use crate::signer::{SignError, SignPool};
@@ -44,17 +47,20 @@ pub struct Live {
     status: Arc<dyn StatusSource>,
     pool: SignPool,
     policy: LivePolicy,
+    /// The shard's stage histograms (`db`).
+    stages: Rc<StageTimes>,
 }
 
 impl Live {
-    /// Builds the live source.
+    /// Builds the live source; lookups are timed into `stages`.
     pub fn new(
         issuers: Arc<Issuers>,
         status: Arc<dyn StatusSource>,
         pool: SignPool,
         policy: LivePolicy,
+        stages: Rc<StageTimes>,
     ) -> Live {
-        Live { issuers, status, pool, policy }
+        Live { issuers, status, pool, policy, stages }
     }
 
     /// Reads every CertID's status (applying the expired policy).
@@ -62,7 +68,10 @@ impl Live {
         let mut answers = Vec::with_capacity(q.ids.len());
         let mut revision = 0;
         for id in &q.ids {
-            let rec = self.status.lookup(id.issuer, id.serial).await?.ok_or(OcspError::UnknownSerial)?;
+            let asked = Instant::now();
+            let rec = self.status.lookup(id.issuer, id.serial).await;
+            self.stages.record(Stage::Db, asked.elapsed());
+            let rec = rec?.ok_or(OcspError::UnknownSerial)?;
             if rec.not_after < now && self.policy.expired == ExpiredPolicy::Unauthorized {
                 return Err(OcspError::Expired);
             }
@@ -122,7 +131,7 @@ impl Live {
             Some(Ok(r)) => r?,
         };
         let der = response::assemble(&tbs, identity, &signature);
-        let mut resp = CachedResponse::new(der, validity, refresh_at);
+        let mut resp = CachedResponse::new(der, validity, refresh_at, Origin::Signed);
         resp.statuses = answers.iter().map(|(_, s)| *s).collect();
         resp.revision = revision;
         Ok(resp)

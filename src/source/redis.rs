@@ -33,15 +33,16 @@
 
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fred::prelude::*;
 use fred::types::RespVersion;
 
 use super::{Answer, Query, Source};
-use crate::cache::CachedResponse;
+use crate::cache::{CachedResponse, Origin};
 use crate::clock::unix_now;
 use crate::issuer::Issuers;
+use crate::metrics::{Stage, StageTimes};
 use crate::ocsp::response::Validity;
 use crate::ocsp::{CertId, HashAlg, Serial};
 use crate::status::CertStatus;
@@ -254,8 +255,8 @@ pub fn decode(v: &[u8]) -> Option<Stored> {
             if der.first() != Some(&0x30) {
                 return None;
             }
-            let mut r =
-                CachedResponse::new(der, Validity { produced_at, this_update, next_update }, refresh_at);
+            let validity = Validity { produced_at, this_update, next_update };
+            let mut r = CachedResponse::new(der, validity, refresh_at, Origin::Redis);
             r.statuses = statuses.into();
             r.revision = revision;
             Some(Stored::Response(r))
@@ -309,12 +310,21 @@ pub struct RedisL2 {
     prefix: String,
     /// Counters.
     pub stats: RedisStats,
+    /// The shard's stage histograms (`redis`: each GET's round trip).
+    stages: Rc<StageTimes>,
 }
 
 impl RedisL2 {
-    /// Wraps `inner` with Redis through `client` (connected by the caller).
-    pub fn new(client: Client, inner: Rc<dyn Source>, issuers: Arc<Issuers>, prefix: String) -> RedisL2 {
-        RedisL2 { client, inner, issuers, prefix, stats: RedisStats::default() }
+    /// Wraps `inner` with Redis through `client` (connected by the caller);
+    /// GETs are timed into `stages`.
+    pub fn new(
+        client: Client,
+        inner: Rc<dyn Source>,
+        issuers: Arc<Issuers>,
+        prefix: String,
+        stages: Rc<StageTimes>,
+    ) -> RedisL2 {
+        RedisL2 { client, inner, issuers, prefix, stats: RedisStats::default(), stages }
     }
 
     fn key(&self, q: &Query) -> Option<String> {
@@ -324,9 +334,13 @@ impl RedisL2 {
         }
     }
 
-    /// A fresh response held in Redis for `key`, if any.
+    /// A fresh response held in Redis for `key`, if any. The GET is timed
+    /// whatever its outcome: a timeout is time the request spent too.
     async fn read(&self, key: &str) -> Option<CachedResponse> {
-        match self.client.get::<Option<Vec<u8>>, _>(key).await {
+        let sent = Instant::now();
+        let got = self.client.get::<Option<Vec<u8>>, _>(key).await;
+        self.stages.record(Stage::Redis, sent.elapsed());
+        match got {
             Ok(Some(v)) => match decode(&v) {
                 Some(Stored::Response(r)) if unix_now() < r.refresh_at => {
                     bump(&self.stats.hits);
@@ -487,6 +501,7 @@ mod tests {
             vec![0x30, 1, 2],
             Validity { produced_at: 5, this_update: 4, next_update: 9 },
             7,
+            Origin::Signed,
         );
         r.statuses =
             vec![CertStatus::Good, CertStatus::Revoked { at: 3, reason: RevocationReason::KeyCompromise }]
@@ -502,6 +517,7 @@ mod tests {
                 assert_eq!(d.statuses, r.statuses);
                 assert_eq!(d.revision, 42);
                 assert_eq!(d.etag, r.etag);
+                assert_eq!(d.origin, Origin::Redis, "a decoded copy knows it came from Redis");
             }
             other => panic!("{other:?}"),
         }
