@@ -69,6 +69,11 @@ pub struct Plan {
     pub verify: bool,
     /// Interval length of the interval log.
     pub interval: Duration,
+    /// Walk each stage's keys in order instead of by popularity, so no serial
+    /// is asked for twice until the keys run out (a pure miss storm).
+    pub sequential: bool,
+    /// Generator threads (sequential walks interleave by thread).
+    pub threads: usize,
 }
 
 /// What one stage measured on one thread.
@@ -109,6 +114,9 @@ struct Local {
     start: std::cell::Cell<Option<Instant>>,
     /// Connections still in the warm-up.
     warming: std::cell::Cell<usize>,
+    /// This thread's index and its position in a sequential walk, per stage.
+    thread: usize,
+    walk: RefCell<Vec<usize>>,
 }
 
 impl Local {
@@ -347,7 +355,18 @@ async fn connection_task(
                     break;
                 }
             }
-            let idx = stage.keys.ranked[plan.zipf.sample(&mut rng) % stage.keys.ranked.len()];
+            let n = stage.keys.ranked.len();
+            let pick = if plan.sequential {
+                let k = {
+                    let mut w = local.walk.borrow_mut();
+                    w[si] += 1;
+                    w[si] - 1
+                };
+                (k * plan.threads + local.thread) % n
+            } else {
+                plan.zipf.sample(&mut rng) % n
+            };
+            let idx = stage.keys.ranked[pick];
             if conn.is_none() {
                 conn = connect(&local, Some(si)).await;
             }
@@ -379,8 +398,10 @@ async fn connection_task(
 /// Runs one generator thread: `conns` connections with global indices from
 /// `first_conn`, its share `warm` of the warm set. Reports warm-up completion
 /// on `warm_done` and takes the common start instant from `start_rx`.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_thread(
     plan: Arc<Plan>,
+    thread: usize,
     first_conn: usize,
     conns: usize,
     warm: Vec<u32>,
@@ -396,6 +417,8 @@ pub async fn run_thread(
         }),
         start: std::cell::Cell::new(None),
         warming: std::cell::Cell::new(conns),
+        thread,
+        walk: RefCell::new(vec![0; stages]),
         plan: plan.clone(),
     });
     let mut queue = Vec::with_capacity(warm.len() * plan.warm_passes);

@@ -84,6 +84,10 @@ pub struct BenchArgs {
     /// Zipf exponent of serial popularity (0 = uniform).
     #[arg(long, default_value_t = 1.0)]
     pub zipf: f64,
+    /// Walk each stage's serials in order instead of by popularity: no serial
+    /// is asked for twice until they run out (a pure miss storm when cold).
+    #[arg(long)]
+    pub sequential: bool,
     /// Share of requests sent as POST (real traffic was ~75%).
     #[arg(long, default_value_t = 0.75)]
     pub post_share: f64,
@@ -273,6 +277,8 @@ pub fn run(args: &BenchArgs, command_line: String) -> Result<(RunReport, PathBuf
         timeout: Duration::from_millis(args.timeout_ms.max(1)),
         verify: !args.no_verify,
         interval: Duration::from_secs(1),
+        sequential: args.sequential,
+        threads: args.threads,
     });
 
     // Threads: connections and warm keys dealt out evenly.
@@ -293,12 +299,12 @@ pub fn run(args: &BenchArgs, command_line: String) -> Result<(RunReport, PathBuf
     crate::server::raise_memlock(threads * crate::server::IO_MEMORY + (512 << 10))?;
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     let (start_tx, start_rx) = flume::bounded::<Instant>(threads);
-    let work: Vec<(usize, usize, Vec<u32>)> = (0..threads)
+    let work: Vec<(usize, usize, usize, Vec<u32>)> = (0..threads)
         .map(|t| {
             let first = t * args.connections / threads;
             let next = (t + 1) * args.connections / threads;
             let w: Vec<u32> = warm.iter().skip(t).step_by(threads).copied().collect();
-            (first, next - first, w)
+            (t, first, next - first, w)
         })
         .collect();
     let work = Arc::new(std::sync::Mutex::new(work));
@@ -313,7 +319,9 @@ pub fn run(args: &BenchArgs, command_line: String) -> Result<(RunReport, PathBuf
             let (plan, done_tx, start_rx) = (plan2.clone(), done_tx.clone(), start_rx.clone());
             async move {
                 match mine {
-                    Some((first, n, w)) => client::run_thread(plan, first, n, w, done_tx, start_rx).await,
+                    Some((t, first, n, w)) => {
+                        client::run_thread(plan, t, first, n, w, done_tx, start_rx).await
+                    }
                     None => ThreadResult::default(),
                 }
             }
