@@ -128,5 +128,19 @@ fn encode_and_sign(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, http, ocsp_decode, encode_and_sign);
+/// Wrapping a signed body for the cache: ETag (SHA-256) and the header lines
+/// rendered once per signature (on the miss path, after the signature).
+fn cached_response(c: &mut Criterion) {
+    use ocsp_origin::cache::{CachedResponse, Origin};
+    let der = vec![0x30u8; 280];
+    let v = Validity { produced_at: 1_795_000_000, this_update: 1_794_996_400, next_update: 1_795_342_000 };
+    let mut g = c.benchmark_group("cached_response");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("new_280_bytes", |b| {
+        b.iter(|| CachedResponse::new(black_box(der.clone()), v, 1_795_100_000, Origin::Signed))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, http, ocsp_decode, encode_and_sign, cached_response);
 criterion_main!(benches);
