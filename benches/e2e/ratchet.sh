@@ -144,7 +144,7 @@ MACHINE="$(uname -srm); $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | se
 start_server() {
     local name=$1 config=$2 port
     shift 2
-    port="$(sed -n 's/^listen = "127.0.0.1:\([0-9]*\)"/\1/p' "$config")"
+    port="$(sed -n 's/^listen = "127.0.0.1:\([0-9]*\)"/\1/p' "$config" | head -1)"
     env "$@" "$BIN" serve --config "$config" >"$OUT/$name.log" 2>&1 &
     SERVER_PID=$!
     PIDS+=("$SERVER_PID")
@@ -321,7 +321,9 @@ EOF
 
     # openssl ocsp: signs every answer; one process per connection (-multi 2).
     OPORT="$(free_port)"
-    openssl ocsp -index "$SMALL/index.txt" -port "127.0.0.1:$OPORT" -rsigner "$SMALL/ca.pem" \
+    # (openssl ocsp has no bind address: it listens on every interface of this
+    # machine for the few seconds of its run; the bench still talks loopback.)
+    openssl ocsp -index "$SMALL/index.txt" -port "$OPORT" -rsigner "$SMALL/ca.pem" \
         -rkey "$SMALL/ca.key" -CA "$SMALL/ca.pem" -ndays 1 -multi 2 >"$OUT/openssl-ocsp.log" 2>&1 &
     OPENSSL_PID=$!; PIDS+=("$OPENSSL_PID")
     sleep 1
@@ -332,7 +334,7 @@ EOF
 
     # CFSSL: pre-signed responses (made by ocsp-origin with the same CA key).
     FPORT="$(free_port)"
-    cfssl ocspserve -address 127.0.0.1 -port "$FPORT" -responses "$OUT/cfssl-responses.txt" \
+    cfssl ocspserve -loglevel 4 -address 127.0.0.1 -port "$FPORT" -responses "$OUT/cfssl-responses.txt" \
         >"$OUT/cfssl.log" 2>&1 &
     CFSSL_PID=$!; PIDS+=("$CFSSL_PID")
     sleep 1
