@@ -76,26 +76,39 @@ fn has_token(value: &[u8], token: &str) -> bool {
     value.split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
-/// Parses the head at the start of `buf`.
-pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Parsed, HttpError> {
-    // Cheap checks first: limits on what has arrived so far.
-    let line_end = buf.iter().position(|b| *b == b'\n');
-    match line_end {
-        None if buf.len() > limits.max_uri_bytes => return Err(HttpError::UriTooLong),
-        Some(n) if n > limits.max_uri_bytes => return Err(HttpError::UriTooLong),
-        _ => {}
+fn httparse_error(e: httparse::Error) -> HttpError {
+    match e {
+        httparse::Error::TooManyHeaders => HttpError::HeadersTooLarge,
+        httparse::Error::Version => HttpError::VersionNotSupported,
+        _ => HttpError::BadRequest,
     }
+}
+
+/// Parses the head at the start of `buf`.
+///
+/// The answer depends only on the bytes, never on how they were split across
+/// reads: it is decided in byte order (an invalid byte before a limit is 400,
+/// a limit reached before any invalid byte is 414 / 431), so a prefix is either
+/// [`Parsed::Incomplete`] or already gets the answer the whole buffer gets.
+/// Bytes past a limit are not looked at.
+pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Parsed, HttpError> {
+    // The request line's '\n' must come within max_uri_bytes + 1 bytes (and within
+    // the head limit, or that limit would be reached first).
+    let line_cap = limits.max_uri_bytes.min(limits.max_header_bytes) + 1;
+    if buf.len() >= line_cap && !buf[..line_cap].contains(&b'\n') {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        return Err(match httparse::Request::new(&mut headers).parse(&buf[..line_cap]) {
+            Err(e) => httparse_error(e),
+            Ok(_) => HttpError::UriTooLong,
+        });
+    }
+    let head_cap = limits.max_header_bytes + 1;
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
-    let status = match req.parse(buf) {
-        Ok(s) => s,
-        Err(httparse::Error::TooManyHeaders) => return Err(HttpError::HeadersTooLarge),
-        Err(httparse::Error::Version) => return Err(HttpError::VersionNotSupported),
-        Err(_) => return Err(HttpError::BadRequest),
-    };
+    let status = req.parse(&buf[..buf.len().min(head_cap)]).map_err(httparse_error)?;
     let head_len = match status {
         httparse::Status::Partial => {
-            if buf.len() > limits.max_header_bytes {
+            if buf.len() >= head_cap {
                 return Err(HttpError::HeadersTooLarge);
             }
             return Ok(Parsed::Incomplete);
