@@ -204,8 +204,13 @@ struct QueueResult {
 
 fn queue_rate(signer: &Arc<dyn Signer>, o: &Opts, sessions: usize) -> QueueResult {
     let depth = (o.shards * o.window).max(1);
-    let (pool, threads) =
-        SignPool::start(&SignPoolConfig { threads: sessions, queue_depth: depth, batch: o.batch }).unwrap();
+    let (pool, threads) = SignPool::start(&SignPoolConfig {
+        threads: sessions,
+        queue_depth: depth,
+        batch: o.batch,
+        max_queue_wait_us: 0,
+    })
+    .unwrap();
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     ocsp_origin::server::raise_memlock(o.shards * (256 << 10) + (1 << 20)).unwrap();

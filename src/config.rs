@@ -179,11 +179,18 @@ pub struct SigningConfig {
     /// A miss waits at most this long for its signature, ms; then `tryLater`.
     /// Default 2000.
     pub timeout_ms: u64,
+    /// Shed new signing jobs (`tryLater`, or a still-valid cached response)
+    /// while jobs are queued and recent jobs waited longer than this, ms
+    /// (0 = off). Under a miss storm beyond the signers' capacity the queue
+    /// stays about this long, so misses are refused fast instead of holding
+    /// their connections for seconds. Keep it above `batch` × one signature.
+    /// Default 25.
+    pub max_queue_wait_ms: u64,
 }
 
 impl Default for SigningConfig {
     fn default() -> Self {
-        SigningConfig { threads: 0, queue_depth: 1024, batch: 16, timeout_ms: 2000 }
+        SigningConfig { threads: 0, queue_depth: 1024, batch: 16, timeout_ms: 2000, max_queue_wait_ms: 25 }
     }
 }
 

@@ -263,6 +263,7 @@ pub fn prometheus(src: &Sources) -> String {
     for (event, v) in [
         ("signed", st.signed.load(Relaxed)),
         ("shed", st.shed.load(Relaxed)),
+        ("shed_slow", st.shed_slow.load(Relaxed)),
         ("abandoned", st.abandoned.load(Relaxed)),
         ("failed", st.failed.load(Relaxed)),
     ] {

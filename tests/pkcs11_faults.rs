@@ -80,7 +80,8 @@ fn session_faults_are_healed_by_reopen_and_one_retry() {
     // Through the pool: four threads, each with its own session, survive a
     // close-all in the middle of a stream of jobs.
     let (pool, handles) =
-        SignPool::start(&SignPoolConfig { threads: 4, queue_depth: 256, batch: 8 }).unwrap();
+        SignPool::start(&SignPoolConfig { threads: 4, queue_depth: 256, batch: 8, max_queue_wait_us: 0 })
+            .unwrap();
     let sign_many = |n: usize| {
         let rxs: Vec<_> = (0..n).map(|_| pool.submit(signer.clone(), b"tbs".to_vec()).unwrap()).collect();
         rxs.into_iter().map(|rx| futures::executor::block_on(rx).unwrap()).collect::<Vec<_>>()

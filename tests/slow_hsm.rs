@@ -70,7 +70,9 @@ fn stuck_signer_gives_bounded_try_later_and_stale_answers() {
     let index = std::fs::read_to_string(common::data("index.txt")).unwrap()
         + "V\t361125115433Z\t\t01\tunknown\t/CN=one\nV\t361125115433Z\t\t02\tunknown\t/CN=two\n";
     status.load_str(IssuerId(0), &index).unwrap();
-    let (pool, _threads) = SignPool::start(&SignPoolConfig { threads: 1, queue_depth: 1, batch: 1 }).unwrap();
+    let (pool, _threads) =
+        SignPool::start(&SignPoolConfig { threads: 1, queue_depth: 1, batch: 1, max_queue_wait_us: 0 })
+            .unwrap();
     // Responses are stale as soon as they are signed (refresh point in the
     // past), so every hit after the first starts a background refresh.
     let policy = LivePolicy {

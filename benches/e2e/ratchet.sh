@@ -21,6 +21,11 @@
 #               ceiling for hits), `openssl ocsp -multi 2 -ndays 1` (signs
 #               every answer), and `cfssl ocspserve` serving responses
 #               pre-signed by the same CA key (Debian's golang-cfssl).
+#   Connections: a CDN opens many; with few, an open-loop schedule backs up in
+#   the generator (misses hold the connections) and the server never sees the
+#   load it must shed. The ratchet uses --connections (1000); the side-by-side
+#   runs --compare-connections (64: `openssl ocsp` serves one connection per
+#   process).
 #   Every OCSP answer is verified by the bench (signature, CertID, status,
 #   validity); a wrong answer fails the script. Exports of every run (hgrm,
 #   interval logs, plot.svg, summary.md/json, the server's own histograms)
@@ -29,7 +34,7 @@
 #
 # USAGE
 #   benches/e2e/ratchet.sh [--out DIR] [--duration SECS] [--ratchet LIST]
-#                          [--rate R] [--cores N] [--connections C]
+#                          [--rate R] [--cores N] [--connections C] [--compare-connections C]
 #                          [--certs N] [--threads T] [--skip production,compare]
 #   OCSP_ORIGIN_BIN=/path/to/ocsp-origin  use a prebuilt binary
 #   Needs (Debian): openssl curl python3 mariadb-server redis-server softhsm2
@@ -45,7 +50,8 @@ DURATION=10
 RATCHET="1/16,1/8,1/4,1/2,1"
 RATE=""
 CORES=1
-CONNECTIONS=64
+CONNECTIONS=1000
+COMPARE_CONNECTIONS=64
 CERTS=300000
 THREADS=1
 SKIP=""
@@ -64,6 +70,7 @@ while [[ $# -gt 0 ]]; do
         --rate) RATE="${2:?}"; shift 2 ;;
         --cores) CORES="${2:?}"; shift 2 ;;
         --connections) CONNECTIONS="${2:?}"; shift 2 ;;
+        --compare-connections) COMPARE_CONNECTIONS="${2:?}"; shift 2 ;;
         --certs) CERTS="${2:?}"; shift 2 ;;
         --threads) THREADS="${2:?}"; shift 2 ;;
         --skip) SKIP="${2:?}"; shift 2 ;;
@@ -71,7 +78,7 @@ while [[ $# -gt 0 ]]; do
         *) echo "unknown option: $1" >&2; usage 2 ;;
     esac
 done
-for v in CORES CONNECTIONS CERTS THREADS DURATION; do
+for v in CORES CONNECTIONS COMPARE_CONNECTIONS CERTS THREADS DURATION; do
     [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || die "--${v,,} must be a positive integer, got '${!v}'"
 done
 [[ -z "$RATE" || "$RATE" =~ ^[1-9][0-9]*$ ]] || die "--rate must be a positive integer"
@@ -286,7 +293,7 @@ with open(f"{out}/cfssl-responses.txt", "w") as f:
         last = body
 open(f"{out}/www-resp.der", "wb").write(last)
 PY
-    bench compare-ocsp-origin "$OUT/compare.toml" --post-share 0 --duration "$DURATION" --warm-passes 4
+    CONNECTIONS=$COMPARE_CONNECTIONS bench compare-ocsp-origin "$OUT/compare.toml" --post-share 0 --duration "$DURATION" --warm-passes 4
     stop_server
 
     # nginx: one response body as a static file for every GET path.
@@ -315,7 +322,7 @@ EOF
     nginx -c "$OUT/nginx.conf" &
     NGINX_PID=$!; PIDS+=("$NGINX_PID")
     wait_http "http://127.0.0.1:$NPORT/x" "$NGINX_PID" nginx "$OUT/nginx-error.log"
-    bench compare-nginx "$OUT/compare.toml" --target "127.0.0.1:$NPORT" --no-verify --post-share 0 \
+    CONNECTIONS=$COMPARE_CONNECTIONS bench compare-nginx "$OUT/compare.toml" --target "127.0.0.1:$NPORT" --no-verify --post-share 0 \
         --duration "$DURATION" --warm-passes 0
     kill -TERM "$NGINX_PID"; wait "$NGINX_PID" 2>/dev/null || true
 
@@ -328,7 +335,9 @@ EOF
     OPENSSL_PID=$!; PIDS+=("$OPENSSL_PID")
     sleep 1
     check_alive "$OPENSSL_PID" "openssl ocsp" "$OUT/openssl-ocsp.log"
-    bench compare-openssl "$OUT/compare.toml" --target "127.0.0.1:$OPORT" --post-share 0 \
+    # Two connections: -multi 2 serves one connection per process and closes it
+    # after each answer (HTTP/1.0); with more, its backlog resets connections.
+    CONNECTIONS=2 bench compare-openssl "$OUT/compare.toml" --target "127.0.0.1:$OPORT" --post-share 0 \
         --duration "$DURATION" --warm-passes 0
     kill -TERM "$OPENSSL_PID"; wait "$OPENSSL_PID" 2>/dev/null || true
 
@@ -339,7 +348,7 @@ EOF
     CFSSL_PID=$!; PIDS+=("$CFSSL_PID")
     sleep 1
     check_alive "$CFSSL_PID" "cfssl ocspserve" "$OUT/cfssl.log"
-    bench compare-cfssl "$OUT/compare.toml" --target "127.0.0.1:$FPORT" --post-share 0 \
+    CONNECTIONS=$COMPARE_CONNECTIONS bench compare-cfssl "$OUT/compare.toml" --target "127.0.0.1:$FPORT" --post-share 0 \
         --duration "$DURATION" --warm-passes 0
     kill -TERM "$CFSSL_PID"; wait "$CFSSL_PID" 2>/dev/null || true
 
@@ -351,7 +360,7 @@ rows = [("ocsp-origin", "compare-ocsp-origin"), ("nginx static file", "compare-n
 data = {n: json.load(open(f"{out}/{d}/summary.json")) for n, d in rows}
 base = data["ocsp-origin"]["stages"][0]["achieved_rate"]
 nginx = data["nginx static file"]["stages"][0]["achieved_rate"]
-print("### Same load, side by side (1000 serials, GET, closed loop)\n")
+print("### Same load, side by side (1000 serials, GET, closed loop; openssl ocsp with 2 connections, one per -multi process)\n")
 print("| server | answers/s | p50 ms | p99 ms | p99.9 ms | errors | wrong | vs nginx | ocsp-origin vs it |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 for n, _ in rows:

@@ -102,6 +102,8 @@ pub struct ThreadResult {
     pub intervals: Vec<ByOutcome>,
     /// The first few wrong answers, for the operator.
     pub wrong_samples: Vec<String>,
+    /// The first few errors (not wrong answers), for the operator.
+    pub error_samples: Vec<String>,
     /// Full signature verifications made.
     pub full_checks: u64,
 }
@@ -145,6 +147,14 @@ impl Local {
             None => f(&mut r.warm),
             Some(s) => f(&mut r.stages[s]),
         }
+    }
+
+    fn error(&self, why: impl FnOnce() -> String) -> Outcome {
+        let mut r = self.result.borrow_mut();
+        if r.error_samples.len() < 5 {
+            r.error_samples.push(why());
+        }
+        Outcome::Error
     }
 
     fn wrong(&self, stage: Option<usize>, why: String) {
@@ -249,26 +259,27 @@ async fn exchange(
     request::ocsp_request(issuer, &entry.serial, der);
     out.clear();
     request::http_request(&plan.host, &plan.prefix, der, plan.mix, rng, out);
-    if conn.stream.write_all(out).await.is_err() {
-        return (Outcome::Error, false);
+    if let Err(e) = conn.stream.write_all(out).await {
+        return (local.error(|| format!("send: {e}")), false);
     }
     conn.buf.clear();
     let answer = loop {
         match parse_answer(&conn.buf) {
             Ok(Some(a)) => break a,
             Ok(None) => {}
-            Err(_) => return (Outcome::Error, false),
+            Err(e) => return (local.error(|| e), false),
         }
         let filled = conn.buf.len();
         conn.buf.resize(filled + 4096, 0);
         match conn.stream.read(&mut conn.buf[filled..]).await {
-            Ok(0) | Err(_) => return (Outcome::Error, false),
+            Ok(0) => return (local.error(|| "connection closed before an answer".into()), false),
+            Err(e) => return (local.error(|| format!("receive: {e}")), false),
             Ok(n) => conn.buf.truncate(filled + n),
         }
     };
     let reuse = !answer.close && answer.total == conn.buf.len();
     if answer.status != 200 {
-        return (Outcome::Error, reuse);
+        return (local.error(|| format!("HTTP {}", answer.status)), reuse);
     }
     if !plan.verify {
         return (answer.cache.unwrap_or(Outcome::Hit), reuse);
@@ -279,7 +290,7 @@ async fn exchange(
         // is unknown: counted as signed for it, the conservative reading.
         Verdict::Good => answer.cache.unwrap_or(Outcome::Miss),
         Verdict::TryLater => Outcome::TryLater,
-        Verdict::OcspError(_) => Outcome::Error,
+        Verdict::OcspError(code) => local.error(|| format!("OCSP responseStatus {code}")),
         Verdict::Wrong(why) => {
             local.wrong(stage, format!("serial {}: {why}", entry.serial));
             Outcome::Error

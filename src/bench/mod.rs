@@ -357,12 +357,14 @@ pub fn run(args: &BenchArgs, command_line: String) -> Result<(RunReport, PathBuf
         }
     }
     let mut wrong_samples = Vec::new();
+    let mut error_samples: Vec<String> = Vec::new();
     let mut warm_acc = client::StageAcc::default();
     let mut full_checks = 0;
     for r in &results {
         warm_acc.by_outcome.add(&r.warm.by_outcome);
         warm_acc.wrong += r.warm.wrong;
         wrong_samples.extend(r.wrong_samples.iter().cloned());
+        error_samples.extend(r.error_samples.iter().cloned());
         full_checks += r.full_checks;
     }
     let mut stage_results = Vec::new();
@@ -456,6 +458,9 @@ pub fn run(args: &BenchArgs, command_line: String) -> Result<(RunReport, PathBuf
         warm_acc.by_outcome.merged().len(),
         warm_acc.wrong
     );
+    for e in error_samples.iter().take(5) {
+        eprintln!("bench: error: {e}");
+    }
     for w in &wrong_samples {
         eprintln!("bench: WRONG: {w}");
     }

@@ -118,6 +118,13 @@ fn unix(t: &x509_ocsp::OcspGeneralizedTime) -> u64 {
     t.0.to_unix_duration().as_secs()
 }
 
+/// True when `cert` is the issuer's own certificate (same name, same key).
+fn is_issuer(issuer: &ClientIssuer, cert: &Certificate) -> bool {
+    let tbs = &cert.tbs_certificate;
+    tbs.subject.to_der().map(|d| d == issuer.subject_der).unwrap_or(false)
+        && tbs.subject_public_key_info.to_der().map(|d| d == issuer.spki_der).unwrap_or(false)
+}
+
 impl Verifier {
     /// A verifier for the run's issuers.
     pub fn new(issuers: Vec<ClientIssuer>) -> Verifier {
@@ -234,6 +241,9 @@ impl Verifier {
         }
         // Who signed: a delegated responder (first certificate) or the issuer.
         let signer_spki = match basic.certs.as_ref().and_then(|c| c.first()) {
+            // Some responders (openssl ocsp -rsigner ca.pem) include the
+            // issuer's own certificate: then the issuer signed.
+            Some(cert) if is_issuer(&issuer, cert) => issuer.spki_der.clone(),
             Some(cert) => self.responder_key(&issuer, cert).map_err(w)?,
             None => issuer.spki_der.clone(),
         };

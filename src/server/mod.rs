@@ -92,6 +92,7 @@ pub fn run(config: &Config, parts: Parts, on_ready: impl FnOnce(SocketAddr)) -> 
     let (pool, signer_threads) = SignPool::start(&SignPoolConfig {
         threads: config.signing.threads,
         queue_depth: config.signing.queue_depth,
+        max_queue_wait_us: config.signing.max_queue_wait_ms * 1000,
         batch: config.signing.batch,
     })
     .map_err(|e| ServerError::Start(format!("signer threads: {e}")))?;

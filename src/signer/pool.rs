@@ -39,6 +39,14 @@ pub struct SignPoolConfig {
     pub queue_depth: usize,
     /// Most jobs a thread takes per wake-up.
     pub batch: usize,
+    /// Shed new jobs while jobs are waiting and recent jobs waited longer than
+    /// this (µs; 0 = only `queue_depth` sheds). A count-based bound alone
+    /// lets a slow signer build a long queue whose every job is answered
+    /// late, holding the client's connection (and the hits queued behind it
+    /// on that connection); bounding the wait instead answers `tryLater`
+    /// within about this long whatever the signer's speed (CoDel's idea:
+    /// control the sojourn time, not the length).
+    pub max_queue_wait_us: u64,
 }
 
 /// The answer to one job: the signature value, or why there is none.
@@ -64,6 +72,11 @@ pub struct SignStats {
     pub failed: AtomicU64,
     /// Sum of queue wait in microseconds (for a mean).
     pub queue_wait_us: AtomicU64,
+    /// Moving average (1/8 weight) of the queue wait of recently dequeued
+    /// jobs, µs: the wait a new job can expect.
+    pub recent_wait_us: AtomicU64,
+    /// Of `shed`, jobs refused because of `recent_wait_us`.
+    pub shed_slow: AtomicU64,
 }
 
 /// Per-thread distributions.
@@ -97,6 +110,7 @@ pub struct SignPool {
     tx: flume::Sender<SignJob>,
     stats: Arc<SignStats>,
     hists: Arc<Vec<Arc<Mutex<SignHistograms>>>>,
+    max_wait_us: u64,
 }
 
 impl SignPool {
@@ -118,7 +132,7 @@ impl SignPool {
                     .spawn(move || signer_thread(rx, batch, stats, h))?,
             );
         }
-        Ok((SignPool { tx, stats, hists: Arc::new(hists) }, handles))
+        Ok((SignPool { tx, stats, hists: Arc::new(hists), max_wait_us: cfg.max_queue_wait_us }, handles))
     }
 
     /// Queues `tbs` for signing with `signer`. Never blocks: a full queue is
@@ -128,6 +142,14 @@ impl SignPool {
         signer: Arc<dyn Signer>,
         tbs: Vec<u8>,
     ) -> Result<oneshot::Receiver<SignResult>, SignError> {
+        if self.max_wait_us > 0
+            && !self.tx.is_empty()
+            && self.stats.recent_wait_us.load(Ordering::Relaxed) > self.max_wait_us
+        {
+            self.stats.shed.fetch_add(1, Ordering::Relaxed);
+            self.stats.shed_slow.fetch_add(1, Ordering::Relaxed);
+            return Err(SignError::QueueFull);
+        }
         let (reply, rx) = oneshot::channel();
         let job = SignJob { signer, tbs, reply, enqueued: Instant::now() };
         match self.tx.try_send(job) {
@@ -228,6 +250,8 @@ fn signer_thread(
             let start = Instant::now();
             let waited = start.duration_since(job.enqueued).as_micros() as u64;
             stats.queue_wait_us.fetch_add(waited, Ordering::Relaxed);
+            let recent = stats.recent_wait_us.load(Ordering::Relaxed);
+            stats.recent_wait_us.store((recent * 7 + waited) / 8, Ordering::Relaxed);
             let result = job.signer.sign(&job.tbs);
             let end = Instant::now();
             timings.push((waited, end.duration_since(start).as_micros() as u64));
@@ -271,7 +295,8 @@ mod tests {
         // No threads draining yet would block forever, so use a real pool and a
         // queue of one: flood it faster than it drains and expect some QueueFull.
         let (pool, handles) =
-            SignPool::start(&SignPoolConfig { threads: 1, queue_depth: 1, batch: 4 }).unwrap();
+            SignPool::start(&SignPoolConfig { threads: 1, queue_depth: 1, batch: 4, max_queue_wait_us: 0 })
+                .unwrap();
         let mut rxs = Vec::new();
         let mut full = 0;
         for _ in 0..200 {
@@ -286,6 +311,48 @@ mod tests {
             let sig = futures::executor::block_on(rx).unwrap().unwrap();
             assert_eq!(sig[0], 0x30);
         }
+        drop(pool);
+        for h in handles {
+            h.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn sheds_by_wait_while_the_queue_is_slow_and_recovers_when_it_drains() {
+        let key = include_str!("../../tests/data/client-requests/ca.key");
+        let fast: Arc<dyn Signer> = Arc::new(SoftwareSigner::from_pem(key).unwrap());
+        let slow: Arc<dyn Signer> =
+            Arc::new(crate::signer::SlowSigner::new(fast, std::time::Duration::from_millis(2)));
+        let (pool, handles) = SignPool::start(&SignPoolConfig {
+            threads: 1,
+            queue_depth: 10_000,
+            batch: 1,
+            max_queue_wait_us: 5_000,
+        })
+        .unwrap();
+        // A burst the count bound accepts: 100 jobs × 2 ms = 200 ms of work.
+        let burst: Vec<_> = (0..100).map(|_| pool.submit(slow.clone(), b"t".to_vec()).unwrap()).collect();
+        // Once dequeued jobs have waited past 5 ms (job k waits about 2k ms),
+        // new ones are refused at once. Polled, not slept: a loaded machine
+        // only makes the waits longer.
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        while pool.stats().recent_wait_us.load(Ordering::Relaxed) <= 5_000 {
+            assert!(Instant::now() < deadline, "waits never grew");
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        assert!(pool.queued() > 0, "the burst cannot have drained while waits grow");
+        let refused = (0..10)
+            .filter(|_| matches!(pool.submit(slow.clone(), b"t".to_vec()), Err(SignError::QueueFull)))
+            .count();
+        assert_eq!(refused, 10, "recent wait {} µs", pool.stats().recent_wait_us.load(Ordering::Relaxed));
+        assert_eq!(pool.stats().shed_slow.load(Ordering::Relaxed), 10);
+        // Every accepted job is still answered.
+        for rx in burst {
+            assert!(futures::executor::block_on(rx).unwrap().is_ok());
+        }
+        // Drained: accepted again, and answered.
+        let rx = pool.submit(slow.clone(), b"t".to_vec()).expect("an empty queue accepts");
+        assert!(futures::executor::block_on(rx).unwrap().is_ok());
         drop(pool);
         for h in handles {
             h.join().unwrap();
