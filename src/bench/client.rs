@@ -87,6 +87,8 @@ pub struct StageAcc {
     pub wrong: u64,
     /// Failed connection attempts.
     pub connect_errors: u64,
+    /// Service time from the actual send, µs (see `StageResult::service_us`).
+    pub service_us: Option<hdrhistogram::Histogram<u64>>,
 }
 
 /// What one thread measured.
@@ -388,8 +390,14 @@ async fn connection_task(
                 }
                 Some(c) => {
                     local.acc(Some(si), |a| a.sent += 1);
+                    let sent_at = Instant::now();
                     let (o, reuse) = exchange(&local, Some(si), c, idx, &mut rng, &mut out, &mut der).await;
                     let received = Instant::now();
+                    let service = received.saturating_duration_since(sent_at).as_micros() as u64;
+                    local.acc(Some(si), |a| {
+                        let h = a.service_us.get_or_insert_with(super::results::client_histogram);
+                        let _ = h.record(service.clamp(1, h.high()));
+                    });
                     local.record(Some(si), o, received.saturating_duration_since(intended), received);
                     if !reuse {
                         conn = None;

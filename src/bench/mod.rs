@@ -370,12 +370,16 @@ pub fn run(args: &BenchArgs, command_line: String) -> Result<(RunReport, PathBuf
     let mut stage_results = Vec::new();
     for (i, sp) in stages.iter().enumerate() {
         let mut acc = client::StageAcc::default();
+        let mut service = results::client_histogram();
         for r in &results {
             if let Some(s) = r.stages.get(i) {
                 acc.by_outcome.add(&s.by_outcome);
                 acc.sent += s.sent;
                 acc.wrong += s.wrong;
                 acc.connect_errors += s.connect_errors;
+                if let Some(h) = &s.service_us {
+                    let _ = service.add(h);
+                }
             }
         }
         let (start_s, end_s) = (sp.start.as_secs_f64(), (sp.start + sp.duration + gap).as_secs_f64());
@@ -408,6 +412,7 @@ pub fn run(args: &BenchArgs, command_line: String) -> Result<(RunReport, PathBuf
             connect_errors: acc.connect_errors,
             by_outcome: acc.by_outcome,
             intervals,
+            service_us: service,
             keyspace: sp.keys.ranked.len(),
             cold: sp.keys.cold,
         });
@@ -471,14 +476,14 @@ pub fn run(args: &BenchArgs, command_line: String) -> Result<(RunReport, PathBuf
 pub fn table(report: &RunReport) -> String {
     use results::Outcome;
     let mut s = String::from(
-        "stage    target/s  achieved/s      hit   hit_l2     miss tryLater    error  wrong   p50 ms   p99 ms p99.9 ms\n",
+        "stage    target/s  achieved/s      hit   hit_l2     miss tryLater    error  wrong   p50 ms   p99 ms p99.9 ms svc p99\n",
     );
     for st in &report.stages {
         let all = st.by_outcome.merged();
         let q = |p: f64| if all.is_empty() { 0.0 } else { all.value_at_quantile(p) as f64 / 1000.0 };
         let c = |o: Outcome| st.by_outcome.count(o);
         s.push_str(&format!(
-            "{:<8} {:>9} {:>11.0} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6} {:>8.2} {:>8.2} {:>8.2}\n",
+            "{:<8} {:>9} {:>11.0} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6} {:>8.2} {:>8.2} {:>8.2} {:>7.2}\n",
             st.name,
             st.target_rate.map(|r| format!("{r:.0}")).unwrap_or_else(|| "closed".into()),
             st.rate(),
@@ -490,7 +495,12 @@ pub fn table(report: &RunReport) -> String {
             st.wrong,
             q(0.5),
             q(0.99),
-            q(0.999)
+            q(0.999),
+            if st.service_us.is_empty() {
+                0.0
+            } else {
+                st.service_us.value_at_quantile(0.99) as f64 / 1000.0
+            }
         ));
     }
     s

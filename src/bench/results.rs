@@ -143,6 +143,12 @@ pub struct StageResult {
     pub by_outcome: ByOutcome,
     /// Per-second intervals of this stage.
     pub intervals: Vec<Interval>,
+    /// Service time, µs, all outcomes: from the moment the request was
+    /// actually sent (not the intended time). The gap between this and
+    /// `by_outcome` in open loop is time spent behind schedule — the server's
+    /// backlog, or the generator's own when it cannot keep up (compare with
+    /// the server's `request` histogram).
+    pub service_us: Histogram<u64>,
     /// Distinct serials in the stage's keyspace, and how many of them were cold.
     pub keyspace: usize,
     /// Cold serials (never requested before the stage).
