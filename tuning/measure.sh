@@ -4,7 +4,7 @@
 # same minute: compare the rows with each other, not with other machines.
 #
 # USAGE
-#   tuning/measure.sh [--out DIR] [--duration SECS]
+#   tuning/measure.sh [--out DIR] [--duration SECS] [--only VARIANT,VARIANT]
 #   OCSP_ORIGIN_BIN=/path/to/ocsp-origin  use a prebuilt binary
 #
 # Variants (each: a fresh server, then one bench run):
@@ -20,12 +20,14 @@
 set -euo pipefail
 OUT=""
 DURATION=6
+ONLY=""
 die() { echo "measure: $*" >&2; exit 1; }
 log() { echo "==> $*" >&2; }
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --out) OUT="${2:?}"; shift 2 ;;
         --duration) DURATION="${2:?}"; shift 2 ;;
+        --only) ONLY="${2:?}"; shift 2 ;;
         -h|--help) sed -n '/^# USAGE/,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option: $1" ;;
     esac
@@ -55,6 +57,7 @@ kill "$D"; wait "$D" 2>/dev/null || true
 variant() {
     local name=$1 toml=$2 limits=$3
     shift 3
+    [[ -z "$ONLY" || ",$ONLY," == *",$name,"* ]] || return 0
     local port
     port="$(free_port)"
     printf 'listen = "127.0.0.1:%s"\n%b\n[[issuer]]\nname = "demo"\ncert = "%s"\nkey = "%s"\nindex = "%s"\n' \
@@ -94,12 +97,12 @@ wait_port_or_exit() {
 }
 
 : >"$OUT/rows.md"
-HITS=(--keyspace 1000 --warm-passes 8 --connections 64)
+HITS=(--keyspace 1000 --warm-passes 8)
 STORM=(--cold 1 --keyspace 60000 --zipf 0 --warm-passes 0 --connections 64)
-variant pin-on "cores = 2\npin = true" "" "${HITS[@]}"
-variant pin-off "cores = 2\npin = false" "" "${HITS[@]}"
-variant cores-1 "cores = 1\npin = false" "" "${HITS[@]}"
-variant cores-2 "cores = 2\npin = false" "" "${HITS[@]}"
+variant pin-on "cores = 2\npin = true" "" "${HITS[@]}" --connections 64
+variant pin-off "cores = 2\npin = false" "" "${HITS[@]}" --connections 64
+variant cores-1 "cores = 1\npin = false" "" "${HITS[@]}" --connections 64
+variant cores-2 "cores = 2\npin = false" "" "${HITS[@]}" --connections 64
 variant l1-100000 "cores = 2\npin = false\n[cache]\nl1_entries = 100000" "" --keyspace 20000 --warm-passes 1
 variant l1-2000 "cores = 2\npin = false\n[cache]\nl1_entries = 2000" "" --keyspace 20000 --warm-passes 1
 variant batch-1 "cores = 2\npin = false\n[signing]\nbatch = 1" "" "${STORM[@]}"
@@ -109,7 +112,7 @@ variant queue-1024 "cores = 2\npin = false\n[signing]\nqueue_depth = 1024" "" "$
 variant backlog-8 "cores = 2\npin = false\n[limits]\nlisten_backlog = 8" "" "${HITS[@]}" --connections 2000 --timeout-ms 5000
 variant backlog-4096 "cores = 2\npin = false\n[limits]\nlisten_backlog = 4096" "" "${HITS[@]}" --connections 2000 --timeout-ms 5000
 variant nofile-512 "cores = 2\npin = false" "-n 512" "${HITS[@]}" --connections 2000 --timeout-ms 5000
-variant memlock-16k "cores = 2\npin = false" "-l 16" "${HITS[@]}"
+variant memlock-16k "cores = 2\npin = false" "-l 16" "${HITS[@]}" --connections 64
 
 {
     echo "Commit \`$OCSP_ORIGIN_COMMIT\`, $(date -u +%Y-%m-%d), $(uname -srm), $(nproc) CPUs; bench and server share the CPUs."

@@ -166,9 +166,14 @@ bench() {
     local name=$1 config=$2
     shift 2
     log "bench $name: $*"
+    local rc=0
     "$BIN" bench --config "$config" --out "$OUT/$name" --threads "$THREADS" \
-        --connections "$CONNECTIONS" --server-cores "$CORES" "$@" 2>&1 | tee "$OUT/$name.txt" >&2
-    [[ "${PIPESTATUS[0]}" -eq 0 ]] || die "bench $name failed (wrong answers or errors above)"
+        --connections "$CONNECTIONS" --server-cores "$CORES" "$@" 2>&1 | tee "$OUT/$name.txt" >&2 || rc=$?
+    if [[ "$rc" -ne 0 ]]; then
+        # Another responder's wrong answers are a finding for the table; ours fail the script.
+        [[ "$name" == compare-openssl || "$name" == compare-cfssl ]] || die "bench $name failed (see above)"
+        log "bench $name: wrong answers from a third-party responder (counted in the table)"
+    fi
 }
 # demo_ca DIR N: a demo CA with N certificates (the demo server is stopped once written).
 demo_ca() {
