@@ -17,7 +17,7 @@ fn bench_cmd(config: &std::path::Path, target: std::net::SocketAddr, out: &std::
         .arg(target.to_string())
         .arg("--out")
         .arg(out)
-        .args(["--connections", "4", "--timeout-ms", "5000"])
+        .args(["--connections", "4"])
         .env("RUST_LOG", "warn");
     c
 }
@@ -44,7 +44,18 @@ fn a_short_ratchet_passes_and_writes_every_export() {
     let (server, cfg) = server_with(300);
     let out = server.dir.path().join("out");
     let o = bench_cmd(&cfg, server.addr, &out)
-        .args(["--ratchet", "1/2,1", "--rate", "300", "--duration", "1.5", "--keyspace", "100"])
+        .args([
+            "--ratchet",
+            "1/2,1",
+            "--rate",
+            "300",
+            "--duration",
+            "1.5",
+            "--keyspace",
+            "100",
+            "--timeout-ms",
+            "5000",
+        ])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&o.stdout);
@@ -110,7 +121,7 @@ fn a_server_that_lies_fails_the_run() {
     )
     .unwrap();
     let o = bench_cmd(&cfg, server.addr, &dir.path().join("out"))
-        .args(["--duration", "0.5", "--warm-passes", "0"])
+        .args(["--duration", "0.5", "--warm-passes", "0", "--timeout-ms", "5000"])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
@@ -136,4 +147,29 @@ fn bad_arguments_get_a_readable_error() {
         assert!(stderr.contains(want), "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
+}
+
+#[test]
+fn a_server_that_never_answers_ends_the_run_on_time_with_errors() {
+    // A listener nobody accepts on: connections complete in the kernel's
+    // backlog and every request times out.
+    let (server, cfg) = server_with(20);
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let out = server.dir.path().join("out-hole");
+    let started = std::time::Instant::now();
+    let o = bench_cmd(&cfg, hole.local_addr().unwrap(), &out)
+        .args(["--rate", "400", "--duration", "1", "--timeout-ms", "300", "--warm-passes", "0"])
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "errors are not wrong answers: {stderr}");
+    assert!(took < std::time::Duration::from_secs(15), "the run took {took:?}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let s = &summary["stages"][0];
+    // 400/s for 1 s: every scheduled request ends as an error, sent or not.
+    assert!(s["counts"]["error"].as_u64().unwrap() >= 300, "{s}");
+    assert_eq!(summary["passed"], false, "{summary}");
+    drop(hole);
 }

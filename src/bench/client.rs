@@ -354,8 +354,18 @@ async fn connection_task(
             None => begin,
         };
         loop {
-            if period.is_some() {
+            if let Some(p) = period {
                 if intended >= end {
+                    break;
+                }
+                // A stuck or unreachable server makes every attempt take up
+                // to the timeout; the stage still ends on time: what is left
+                // of this connection's schedule counts as errors, unsent.
+                if Instant::now() > end + plan.timeout {
+                    while intended < end {
+                        local.record(Some(si), Outcome::Error, intended.elapsed(), Instant::now());
+                        intended += p;
+                    }
                     break;
                 }
                 let now = Instant::now();
