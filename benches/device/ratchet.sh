@@ -8,13 +8,17 @@
 # one signer thread per shard) is confined to CPUs 0..SHARDS-1 (default 4);
 # `ocsp-origin bench` runs on the other CPUs with one thread each, 1000
 # connections. First a closed-loop calibration with every serial warm gives
-# the hit rate H; then `--ratchet 1/16,1/8,1/4,1/2,1 --rate H`. Bounded: each
+# the hit rate H; then `--ratchet 1/16,1/8,1/4,1/2,1 --rate H`. SIGNERS and
+# INFLIGHT (environment) set signer threads and cache.max_inflight_per_shard.
+# Bounded: each
 # bench stops by itself; the server is killed at the end.
 set -euo pipefail
 BIN=${1:?usage: ratchet.sh BIN OUT [SHARDS] [DURATION]}
 OUT=${2:?usage: ratchet.sh BIN OUT [SHARDS] [DURATION]}
 N=${3:-4}
 DUR=${4:-8}
+SIGNERS=${SIGNERS:-$N}          # signer threads (fewer than shards reserves CPU for hits)
+INFLIGHT=${INFLIGHT:-4096}      # cache.max_inflight_per_shard
 mkdir -p "$OUT"
 ulimit -n 65536 2>/dev/null || true
 CPUS=$(nproc); LAST=$((CPUS - 1)); GEN=$((CPUS - N))
@@ -25,14 +29,14 @@ P="$(port)"
 "$BIN" demo --dir "$OUT/ca" --certs 400000 --cores 1 --no-pin --listen "127.0.0.1:$P" >"$OUT/demo.log" 2>&1 &
 D=$!; wait_port "$P" "$D"; kill "$D"; wait "$D" 2>/dev/null || true
 P="$(port)"; A="$(port)"
-printf 'listen = "127.0.0.1:%s"\ncores = %s\npin = true\n[signing]\nthreads = %s\n[limits]\nmax_connections_per_shard = 4096\n[admin]\nlisten = "127.0.0.1:%s"\n[[issuer]]\nname = "demo"\ncert = "%s"\nkey = "%s"\nindex = "%s"\n' \
-    "$P" "$N" "$N" "$A" "$OUT/ca/ca.pem" "$OUT/ca/ca.key" "$OUT/ca/index.txt" >"$OUT/server.toml"
+printf 'listen = "127.0.0.1:%s"\ncores = %s\npin = true\n[signing]\nthreads = %s\n[cache]\nmax_inflight_per_shard = %s\n[limits]\nmax_connections_per_shard = 4096\n[admin]\nlisten = "127.0.0.1:%s"\n[[issuer]]\nname = "demo"\ncert = "%s"\nkey = "%s"\nindex = "%s"\n' \
+    "$P" "$N" "$SIGNERS" "$INFLIGHT" "$A" "$OUT/ca/ca.pem" "$OUT/ca/ca.key" "$OUT/ca/index.txt" >"$OUT/server.toml"
 taskset -c "0-$((N - 1))" "$BIN" serve --config "$OUT/server.toml" >"$OUT/server.log" 2>&1 &
 S=$!
 trap 'kill $S 2>/dev/null; wait 2>/dev/null' EXIT
 wait_port "$P" "$S"
 B=(taskset -c "$N-$LAST" "$BIN" bench --config "$OUT/server.toml" --cpus "$N-$LAST" --threads "$GEN"
-    --connections 1000 --server-cores "$N" --hsm-sessions "$N")
+    --connections 1000 --server-cores "$N" --hsm-sessions "$SIGNERS")
 "${B[@]}" --out "$OUT/calibrate" --duration 5 --keyspace 20000 --warm-passes 4 2>&1 | tail -3
 RATE=$(python3 -c 'import json,sys; print(int(json.load(open(sys.argv[1]))["stages"][0]["achieved_rate"]))' "$OUT/calibrate/summary.json")
 echo "calibrated: $RATE hits/s with $N shards"
