@@ -68,6 +68,14 @@ fn spki_bits(cert: &Certificate) -> &[u8] {
     cert.tbs_certificate.subject_public_key_info.subject_public_key.raw_bytes()
 }
 
+/// The CertID hashes naming `cert` as issuer under `alg`: (issuerNameHash,
+/// issuerKeyHash). Shared by the responder and the bench's request builder so
+/// both always agree on what a CertID for this issuer looks like.
+pub fn cert_id_hashes(cert: &Certificate, alg: HashAlg) -> Result<(Vec<u8>, Vec<u8>), der::Error> {
+    let subject_der = cert.tbs_certificate.subject.to_der()?;
+    Ok((alg.digest(&subject_der), alg.digest(spki_bits(cert))))
+}
+
 impl Issuer {
     /// Builds an issuer from its certificate and signing key, optionally with a
     /// delegated responder certificate (then `signer` is the responder's key).
@@ -82,10 +90,11 @@ impl Issuer {
         responder_cert: Option<Certificate>,
     ) -> Result<Issuer, IssuerError> {
         let cert_der = cert.to_der().map_err(|e| IssuerError::Cert(e.to_string()))?;
-        let subject_der =
-            cert.tbs_certificate.subject.to_der().map_err(|e| IssuerError::Cert(e.to_string()))?;
-        let name_hashes = HashAlg::ALL.iter().map(|a| a.digest(&subject_der)).collect();
-        let key_hashes = HashAlg::ALL.iter().map(|a| a.digest(spki_bits(&cert))).collect();
+        let (name_hashes, key_hashes) = HashAlg::ALL
+            .iter()
+            .map(|a| cert_id_hashes(&cert, *a))
+            .collect::<Result<(Vec<_>, Vec<_>), _>>()
+            .map_err(|e| IssuerError::Cert(e.to_string()))?;
 
         let (signing_cert, certs_field) = match &responder_cert {
             None => (&cert, None),

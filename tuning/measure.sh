@@ -65,7 +65,7 @@ variant() {
     # shellcheck disable=SC2086
     (ulimit $limits 2>/dev/null; exec "$BIN" serve --config "$OUT/$name.toml") >"$OUT/$name-server.log" 2>&1 &
     SERVER_PID=$!
-    if ! wait_port_or_exit "$port" "$SERVER_PID"; then
+    if ! wait_port "$port" "$SERVER_PID"; then
         echo "| $name | server did not start: $(tail -1 "$OUT/$name-server.log" | cut -c1-120) |" >>"$OUT/rows.md"
         SERVER_PID=""
         return
@@ -86,14 +86,6 @@ print(f"| {sys.argv[2]} | {st['achieved_rate']:.0f} | {(c['hit'] + c['hit_l2']) 
       f"{st['latency_ms']['p99']:.2f} | {st['wrong']} |")
 PY
     log "$(tail -1 "$OUT/rows.md")"
-}
-wait_port_or_exit() {
-    for _ in $(seq 1 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        kill -0 "$2" 2>/dev/null || return 1
-        sleep 0.1
-    done
-    return 1
 }
 
 : >"$OUT/rows.md"

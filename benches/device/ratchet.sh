@@ -23,12 +23,12 @@ mkdir -p "$OUT"
 ulimit -n 65536 2>/dev/null || true
 CPUS=$(nproc); LAST=$((CPUS - 1)); GEN=$((CPUS - N))
 (( GEN >= 1 )) || { echo "need more than $N CPUs" >&2; exit 1; }
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 1 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; kill -0 "$2" 2>/dev/null || return 1; sleep 0.1; done; return 1; }
-P="$(port)"
+# shellcheck source=benches/e2e/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../e2e/lib.sh"   # free_port, wait_port
+P="$(free_port)"
 "$BIN" demo --dir "$OUT/ca" --certs 400000 --cores 1 --no-pin --listen "127.0.0.1:$P" >"$OUT/demo.log" 2>&1 &
 D=$!; wait_port "$P" "$D"; kill "$D"; wait "$D" 2>/dev/null || true
-P="$(port)"; A="$(port)"
+P="$(free_port)"; A="$(free_port)"
 printf 'listen = "127.0.0.1:%s"\ncores = %s\npin = true\n[signing]\nthreads = %s\n[cache]\nmax_inflight_per_shard = %s\n[limits]\nmax_connections_per_shard = 4096\n[admin]\nlisten = "127.0.0.1:%s"\n[[issuer]]\nname = "demo"\ncert = "%s"\nkey = "%s"\nindex = "%s"\n' \
     "$P" "$N" "$SIGNERS" "$INFLIGHT" "$A" "$OUT/ca/ca.pem" "$OUT/ca/ca.key" "$OUT/ca/index.txt" >"$OUT/server.toml"
 taskset -c "0-$((N - 1))" "$BIN" serve --config "$OUT/server.toml" >"$OUT/server.log" 2>&1 &

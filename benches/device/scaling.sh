@@ -32,21 +32,14 @@ MISS_DUR=${MISS_DUR:-5}
 mkdir -p "$OUT/runs"
 ulimit -n 65536 2>/dev/null || true
 log() { echo "==> $(date +%T) $*" >&2; }
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { # PORT PID
-    for _ in $(seq 1 300); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        kill -0 "$2" 2>/dev/null || return 1
-        sleep 0.1
-    done
-    return 1
-}
+# shellcheck source=benches/e2e/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../e2e/lib.sh"   # free_port, wait_port
 CPUS=$(nproc)
 log "machine: $(uname -srm), $CPUS CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
 (( CPUS >= 16 )) || log "only $CPUS CPUs: rows above $((CPUS / 2)) shards share CPUs with the generator"
 
 CA="$OUT/ca"
-P="$(port)"
+P="$(free_port)"
 "$BIN" demo --dir "$CA" --certs "$CERTS" --cores 1 --no-pin --listen "127.0.0.1:$P" >"$OUT/runs/demo.log" 2>&1 &
 D=$!
 wait_port "$P" "$D" || { tail "$OUT/runs/demo.log"; exit 1; }
@@ -58,7 +51,7 @@ run() {
     local name=$1 n=$2 scpus=$3 gcpus=$4
     shift 4
     local p a
-    p="$(port)"; a="$(port)"
+    p="$(free_port)"; a="$(free_port)"
     cat >"$OUT/runs/$name.toml" <<EOF
 listen = "127.0.0.1:$p"
 cores = $n

@@ -27,3 +27,16 @@ check_alive() {
     tail -n 30 "$3" >&2 || true
     die "$2 (pid $1) is gone"
 }
+
+# wait_port PORT PID: until 127.0.0.1:PORT accepts a connection (30 s at most);
+# fails at once if PID exits. For servers without an HTTP health answer, and
+# for machines without curl.
+wait_port() {
+    local i
+    for ((i = 0; i < 300; i++)); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        kill -0 "$2" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}

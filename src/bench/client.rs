@@ -53,8 +53,6 @@ pub struct Plan {
     pub mix: Mix,
     /// Popularity over a stage's keys.
     pub zipf: Arc<Zipf>,
-    /// Warm-up keys and how many times each is asked for.
-    pub warm: Arc<Vec<u32>>,
     /// Passes over the warm set.
     pub warm_passes: usize,
     /// The longest the warm-up may take.

@@ -38,14 +38,9 @@ impl ClientIssuer {
         let subject_der = tbs.subject.to_der().map_err(|e| format!("{}: {e}", path.display()))?;
         let spki_der =
             tbs.subject_public_key_info.to_der().map_err(|e| format!("{}: {e}", path.display()))?;
-        let key_bits = tbs.subject_public_key_info.subject_public_key.raw_bytes();
-        Ok(ClientIssuer {
-            name: name.to_string(),
-            name_hash_sha1: HashAlg::Sha1.digest(&subject_der),
-            key_hash_sha1: HashAlg::Sha1.digest(key_bits),
-            subject_der,
-            spki_der,
-        })
+        let (name_hash_sha1, key_hash_sha1) = crate::issuer::cert_id_hashes(&cert, HashAlg::Sha1)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(ClientIssuer { name: name.to_string(), name_hash_sha1, key_hash_sha1, subject_der, spki_der })
     }
 }
 
@@ -63,8 +58,8 @@ pub struct Entry {
 /// Every certificate the run may ask about.
 #[derive(Debug)]
 pub struct Keyspace {
-    /// Issuers, in config order.
-    pub issuers: Vec<ClientIssuer>,
+    /// Issuers, in config order (shared with every thread's verifier).
+    pub issuers: std::sync::Arc<[ClientIssuer]>,
     /// Certificates, shuffled (so any prefix is a uniform sample).
     pub entries: Vec<Entry>,
     /// Certificates left out because they are expired (their answer depends on
@@ -143,7 +138,7 @@ pub fn load(config: &Config, max: usize) -> Result<Keyspace, String> {
     let mut rng = Rng::seeded();
     rng.shuffle(&mut entries);
     entries.truncate(max);
-    Ok(Keyspace { issuers, entries, skipped_expired })
+    Ok(Keyspace { issuers: issuers.into(), entries, skipped_expired })
 }
 
 /// A small, fast PRNG (xorshift64*), one per generator thread: the load

@@ -269,7 +269,6 @@ pub fn run(args: &BenchArgs, command_line: String) -> Result<(RunReport, PathBuf
         prefix: config.path_prefix.clone(),
         mix: Mix { post_share: args.post_share, quirk_share: args.quirk_share },
         zipf: Arc::new(Zipf::new(k, args.zipf)),
-        warm: Arc::new(warm.clone()),
         warm_passes: args.warm_passes,
         warm_limit: Duration::from_secs_f64(args.warm_secs.max(0.0)),
         stages: stages.clone(),

@@ -47,7 +47,7 @@ type Remembered = (Box<[u8]>, u64);
 
 /// What a client thread keeps to check answers.
 pub struct Verifier {
-    issuers: Vec<ClientIssuer>,
+    issuers: std::sync::Arc<[ClientIssuer]>,
     /// Delegated responder certificates already checked, by DER.
     responders: HashMap<Vec<u8>, Result<Vec<u8>, String>>,
     /// Verified bodies by entry index: (body, nextUpdate).
@@ -127,7 +127,7 @@ fn is_issuer(issuer: &ClientIssuer, cert: &Certificate) -> bool {
 
 impl Verifier {
     /// A verifier for the run's issuers.
-    pub fn new(issuers: Vec<ClientIssuer>) -> Verifier {
+    pub fn new(issuers: std::sync::Arc<[ClientIssuer]>) -> Verifier {
         Verifier { issuers, responders: HashMap::new(), seen: HashMap::new(), full_checks: 0 }
     }
 
@@ -178,8 +178,8 @@ impl Verifier {
         let basic =
             x509_ocsp::BasicOcspResponse::from_der(basic_der).map_err(|e| w(format!("basic: {e}")))?;
         self.full_checks += 1;
-        let issuer =
-            self.issuers.get(entry.issuer as usize).ok_or_else(|| w("unknown issuer index".into()))?.clone();
+        let issuers = self.issuers.clone();
+        let issuer = issuers.get(entry.issuer as usize).ok_or_else(|| w("unknown issuer index".into()))?;
         let tbs = &basic.tbs_response_data;
         if tbs.responses.len() != 1 {
             return Err(w(format!("{} SingleResponses for one CertID", tbs.responses.len())));
@@ -243,8 +243,8 @@ impl Verifier {
         let signer_spki = match basic.certs.as_ref().and_then(|c| c.first()) {
             // Some responders (openssl ocsp -rsigner ca.pem) include the
             // issuer's own certificate: then the issuer signed.
-            Some(cert) if is_issuer(&issuer, cert) => issuer.spki_der.clone(),
-            Some(cert) => self.responder_key(&issuer, cert).map_err(w)?,
+            Some(cert) if is_issuer(issuer, cert) => issuer.spki_der.clone(),
+            Some(cert) => self.responder_key(issuer, cert).map_err(w)?,
             None => issuer.spki_der.clone(),
         };
         let spki = spki::SubjectPublicKeyInfoOwned::from_der(&signer_spki).map_err(|e| w(e.to_string()))?;
@@ -278,12 +278,11 @@ impl Verifier {
             let sig = cert.signature.as_bytes().ok_or("certificate signature has unused bits")?;
             verify_sig(&issuer.spki_der, &cert.signature_algorithm.oid, &tbs_der, sig)
                 .map_err(|e| format!("responder certificate: {e}"))?;
-            let eku_ok = tbs.extensions.iter().flatten().any(|e| {
-                e.extn_id == const_oid::db::rfc5280::ID_CE_EXT_KEY_USAGE
-                    && x509_cert::ext::pkix::ExtendedKeyUsage::from_der(e.extn_value.as_bytes())
-                        .map(|eku| eku.0.contains(&OCSP_SIGNING))
-                        .unwrap_or(false)
-            });
+            let eku_ok = tbs
+                .get::<x509_cert::ext::pkix::ExtendedKeyUsage>()
+                .ok()
+                .flatten()
+                .is_some_and(|(_, eku)| eku.0.contains(&OCSP_SIGNING));
             if !eku_ok {
                 return wrong("responder certificate lacks id-kp-OCSPSigning");
             }
