@@ -43,6 +43,7 @@ pub mod bench;
 pub mod cache;
 pub mod clock;
 pub mod config;
+pub mod control;
 pub mod db;
 pub mod demo;
 pub mod error;

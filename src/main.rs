@@ -396,5 +396,5 @@ fn parse_time(t: &str) -> Option<u64> {
 
 fn serve(cfg: &Config, on_ready: impl FnOnce(SocketAddr)) -> Result<(), String> {
     let parts = ocsp_origin::app::load_parts(cfg).map_err(|e| e.to_string())?;
-    ocsp_origin::server::run(cfg, parts, on_ready).map_err(|e| e.to_string())
+    ocsp_origin::server::run(cfg, parts, ocsp_origin::control::Control::new(), on_ready).map_err(|e| e.to_string())
 }

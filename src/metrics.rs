@@ -209,6 +209,8 @@ pub struct Sources {
     pub pool: SignPool,
     /// Every issuer's signer (fault counters).
     pub signers: Vec<(String, Arc<dyn Signer>)>,
+    /// The shards' control plane (reload, invalidation).
+    pub control: Arc<crate::control::Control>,
 }
 
 fn summary(out: &mut String, name: &str, help: &str, h: &Histogram<u64>, scale: f64) {

@@ -19,6 +19,7 @@ use std::time::Duration;
 use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
 
 use crate::config::Config;
+use crate::control::Control;
 use crate::issuer::Issuers;
 use crate::signer::{SignPool, SignPoolConfig};
 use crate::status::StatusSource;
@@ -84,7 +85,12 @@ fn allowed_cpus() -> Option<CpuSet> {
 /// Runs the server until the process is stopped. `on_ready` is called with the
 /// bound address once every listener is bound and before shards start
 /// accepting (connections made after it wait in the backlog, never refused).
-pub fn run(config: &Config, parts: Parts, on_ready: impl FnOnce(SocketAddr)) -> Result<(), ServerError> {
+pub fn run(
+    config: &Config,
+    parts: Parts,
+    control: Arc<Control>,
+    on_ready: impl FnOnce(SocketAddr),
+) -> Result<(), ServerError> {
     let cores = config.cores.max(1);
     raise_memlock(cores * IO_MEMORY + (512 << 10)).map_err(ServerError::Memlock)?;
     let (fds, addr) = listener::bind_all(config.listen, cores, config.limits.listen_backlog)
@@ -108,7 +114,7 @@ pub fn run(config: &Config, parts: Parts, on_ready: impl FnOnce(SocketAddr)) -> 
     if let Some(admin) = config.admin {
         let signers =
             parts.issuers.iter().map(|(_, i)| (i.name.clone(), i.responder.signer.clone())).collect();
-        let src = crate::metrics::Sources { board: board.clone(), pool: pool.clone(), signers };
+        let src = crate::metrics::Sources { board: board.clone(), pool: pool.clone(), signers, control: control.clone() };
         let bound = crate::metrics::serve_admin(admin, src)
             .map_err(|source| ServerError::Listen { addr: admin, source })?;
         log::info!("admin (metrics, histograms) on http://{bound}");

@@ -1,0 +1,186 @@
+//! The control plane: how the signal thread and the admin listener reach the
+//! shards, which otherwise share nothing mutable.
+//!
+//! Each shard registers a bounded command channel at start and runs a task
+//! that applies commands between requests (shard-local state is never touched
+//! from another thread). A broadcast waits for every shard's acknowledgement,
+//! with a deadline, so a caller knows when a command has taken effect
+//! everywhere on this node: an admin revocation returns only after every
+//! shard has dropped the certificate's cached responses.
+//!
+//! | command | sent by | what a shard does |
+//! |---|---|---|
+//! | [`Command::Drain`] | SIGTERM / SIGINT | stops accepting, closes idle keep-alive connections, finishes in-flight requests (answers say `Connection: close`), exits when its connections are done or the grace period ends |
+//! | [`Command::Reload`] | SIGHUP / `POST /reload` | swaps in the new issuers, status source and per-request settings; open connections keep going on the new state from their next request |
+//! | [`Command::Invalidate`] | `POST /revoke`, operators | drops the certificate's L1 entries for every CertID hash algorithm |
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::ocsp::{IssuerId, Serial};
+
+/// Commands a shard applies on its own thread.
+pub enum Command {
+    /// Stop accepting and wind down (see the module docs).
+    Drain,
+    /// Replace the shard's request-path state. Opaque here so this module does
+    /// not depend on the server's types; the shard downcasts it.
+    Reload(Arc<dyn std::any::Any + Send + Sync>),
+    /// Drop every cached response about this certificate.
+    Invalidate {
+        /// Which issuer.
+        issuer: IssuerId,
+        /// Which certificate.
+        serial: Serial,
+    },
+}
+
+/// A command and where to acknowledge it.
+pub struct Envelope {
+    /// The command.
+    pub command: Command,
+    /// Sent to once the command is applied (dropping it unsent means "not applied").
+    pub ack: flume::Sender<()>,
+}
+
+/// Commands queued per shard before a sender waits. Commands are rare
+/// (signals, admin calls), so a small bound only guards against a flood of
+/// admin calls against a stalled shard.
+const SHARD_QUEUE: usize = 64;
+
+/// Builds a fresh generation of the request-path state, for reloads: re-reads
+/// the config file and loads issuers and the status source. Runs on the
+/// calling (signal or admin) thread, never on a shard. Returns the state and
+/// a one-line summary.
+pub type Reloader = Box<dyn Fn() -> Result<(Arc<dyn std::any::Any + Send + Sync>, String), String> + Send>;
+
+/// The process-wide control plane (one per server).
+#[derive(Default)]
+pub struct Control {
+    shards: Mutex<Vec<flume::Sender<Envelope>>>,
+    draining: AtomicBool,
+    reloader: Mutex<Option<Reloader>>,
+}
+
+impl Control {
+    /// A new control plane, shared by `Arc`.
+    pub fn new() -> Arc<Control> {
+        Arc::new(Control::default())
+    }
+
+    /// Called once by each shard at start: the receiving end of its commands.
+    pub fn register(&self) -> flume::Receiver<Envelope> {
+        let (tx, rx) = flume::bounded(SHARD_QUEUE);
+        if let Ok(mut shards) = self.shards.lock() {
+            shards.push(tx);
+        }
+        rx
+    }
+
+    /// Shards registered so far.
+    pub fn shards(&self) -> usize {
+        self.shards.lock().map(|s| s.len()).unwrap_or(0)
+    }
+
+    /// Sends a command to every shard and waits up to `deadline` for their
+    /// acknowledgements; returns how many acknowledged. A shard that has
+    /// exited (its receiver dropped) is skipped.
+    pub fn broadcast(&self, make: impl Fn() -> Command, deadline: Duration) -> usize {
+        let senders = self.shards.lock().map(|s| s.clone()).unwrap_or_default();
+        let until = Instant::now() + deadline;
+        let mut acks = Vec::with_capacity(senders.len());
+        for tx in &senders {
+            let (ack, done) = flume::bounded(1);
+            let env = Envelope { command: make(), ack };
+            if tx.send_deadline(env, until).is_ok() {
+                acks.push(done);
+            }
+        }
+        // An ack is a message or the sender dropped after applying; a shard
+        // that exited mid-way drops it without applying, which also ends the
+        // wait (the command is moot there).
+        acks.iter().filter(|done| matches!(done.recv_deadline(until), Ok(()))).count()
+    }
+
+    /// Starts a graceful shutdown (idempotent): every shard stops accepting
+    /// and winds down. Returns at once.
+    pub fn drain(&self) {
+        if self.draining.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let senders = self.shards.lock().map(|s| s.clone()).unwrap_or_default();
+        for tx in senders {
+            let (ack, _) = flume::bounded(1);
+            // A full queue means the shard is stalled on commands; it also
+            // checks `is_draining` when it next accepts.
+            let _ = tx.try_send(Envelope { command: Command::Drain, ack });
+        }
+    }
+
+    /// True once [`Control::drain`] was called.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Drops the certificate's cached responses on every shard of this node;
+    /// returns how many shards confirmed within a second.
+    pub fn invalidate(&self, issuer: IssuerId, serial: Serial) -> usize {
+        self.broadcast(|| Command::Invalidate { issuer, serial }, Duration::from_secs(1))
+    }
+
+    /// Installs the function [`Control::reload`] calls.
+    pub fn set_reloader(&self, r: Reloader) {
+        if let Ok(mut slot) = self.reloader.lock() {
+            *slot = Some(r);
+        }
+    }
+
+    /// Reloads the config file, issuers and status source and swaps them into
+    /// every shard. On any error nothing changes and the error says why (the
+    /// running state keeps serving). Reloads are serialised.
+    pub fn reload(&self) -> Result<String, String> {
+        if self.is_draining() {
+            return Err("shutting down".into());
+        }
+        let guard = self.reloader.lock().map_err(|_| "reload state poisoned".to_string())?;
+        let reloader = guard.as_ref().ok_or_else(|| "this server cannot reload".to_string())?;
+        let (state, summary) = reloader()?;
+        let total = self.shards();
+        let applied = self.broadcast(|| Command::Reload(state.clone()), Duration::from_secs(5));
+        if applied < total {
+            return Err(format!("reloaded on {applied} of {total} shards; the rest did not answer in 5 s"));
+        }
+        Ok(format!("{summary}; applied on {applied} shards"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broadcast_counts_acks_and_skips_exited_shards() {
+        let c = Control::new();
+        let live = c.register();
+        let gone = c.register();
+        drop(gone);
+        let t = std::thread::spawn(move || {
+            let env = live.recv().unwrap();
+            assert!(matches!(env.command, Command::Invalidate { .. }));
+            env.ack.send(()).unwrap();
+        });
+        let serial = Serial::from_hex("01").unwrap();
+        assert_eq!(c.invalidate(IssuerId(0), serial), 1);
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn reload_without_a_reloader_says_so() {
+        let c = Control::new();
+        assert_eq!(c.reload().unwrap_err(), "this server cannot reload");
+        c.drain();
+        assert!(c.is_draining());
+        assert_eq!(c.reload().unwrap_err(), "shutting down");
+    }
+}
