@@ -144,6 +144,12 @@ pub struct LimitsConfig {
     pub max_connections_per_shard: usize,
     /// Listen backlog per shard socket (capped by net.core.somaxconn). Default 4096.
     pub listen_backlog: u32,
+    /// On SIGTERM/SIGINT the server stops accepting, lets each connection
+    /// finish the requests it has sent (a miss may wait for its signature),
+    /// and exits 0 when they are done or after this long, ms. Keep it above
+    /// `signing.timeout_ms` and below the supervisor's kill timeout (systemd
+    /// `TimeoutStopSec`). Default 10000.
+    pub drain_timeout_ms: u64,
 }
 
 impl Default for LimitsConfig {
@@ -158,6 +164,7 @@ impl Default for LimitsConfig {
             write_timeout_ms: 10_000,
             max_connections_per_shard: 16_384,
             listen_backlog: 4096,
+            drain_timeout_ms: 10_000,
         }
     }
 }
@@ -353,6 +360,7 @@ impl Config {
             ("limits.header_timeout_ms", l.header_timeout_ms),
             ("limits.idle_timeout_ms", l.idle_timeout_ms),
             ("limits.write_timeout_ms", l.write_timeout_ms),
+            ("limits.drain_timeout_ms", l.drain_timeout_ms),
             ("signing.timeout_ms", f.signing.timeout_ms),
         ] {
             if v == 0 {

@@ -217,15 +217,15 @@ fn run(cli: Cli) -> Result<(), String> {
             push_to_cache(&cfg, &name, &serial, c.revision, settle_ms)
         }
         Command::Serve { config, cores } => {
-            let text = std::fs::read_to_string(&config).map_err(|e| format!("{}: {e}", config.display()))?;
-            let mut file: FileConfig =
-                toml::from_str(&text).map_err(|e| format!("{}: {}", config.display(), e.message()))?;
-            if let Some(c) = cores {
-                file.cores = c;
-            }
-            let base = config.parent().unwrap_or(std::path::Path::new("."));
-            let cfg = Config::validate(file, base).map_err(|e| format!("{}: {e}", config.display()))?;
-            serve(&cfg, |addr| println!("ocsp-origin listening on http://{addr}"))
+            let load = move || {
+                read_config(&config, |file| {
+                    if let Some(c) = cores {
+                        file.cores = c;
+                    }
+                })
+            };
+            let cfg = load()?;
+            serve(&cfg, Box::new(load), |addr| println!("ocsp-origin listening on http://{addr}"))
         }
         Command::Demo { listen, dir, certs, cores, no_pin } => {
             if certs < 5 {
@@ -240,17 +240,30 @@ fn run(cli: Cli) -> Result<(), String> {
                     .keep(),
             };
             let files = ocsp_origin::demo::create(&dir, certs)?;
-            let text = std::fs::read_to_string(dir.join("ocsp-origin.toml")).map_err(|e| e.to_string())?;
-            let mut file: FileConfig = toml::from_str(&text).map_err(|e| e.to_string())?;
-            file.listen = listen.to_string();
-            file.cores = cores;
-            file.pin = !no_pin;
-            let cfg = Config::validate(file, &dir).map_err(|e| e.to_string())?;
-            serve(&cfg, |addr| {
+            let load = move || {
+                read_config(&dir.join("ocsp-origin.toml"), |file| {
+                    file.listen = listen.to_string();
+                    file.cores = cores;
+                    file.pin = !no_pin;
+                })
+            };
+            let cfg = load()?;
+            serve(&cfg, Box::new(load), |addr| {
                 println!("{}", ocsp_origin::demo::instructions(&files, &format!("http://{addr}")));
             })
         }
     }
+}
+
+/// Reads and validates a config file after `overrides` (command-line flags)
+/// are applied; used at start and again by every reload.
+fn read_config(path: &std::path::Path, overrides: impl Fn(&mut FileConfig)) -> Result<Config, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut file: FileConfig =
+        toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message()))?;
+    overrides(&mut file);
+    let base = path.parent().unwrap_or(std::path::Path::new("."));
+    Config::validate(file, base).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// After a status change: tombstones the certificate's Redis keys (every
@@ -394,7 +407,17 @@ fn parse_time(t: &str) -> Option<u64> {
     Some(dt.unix_duration().as_secs())
 }
 
-fn serve(cfg: &Config, on_ready: impl FnOnce(SocketAddr)) -> Result<(), String> {
+fn serve(
+    cfg: &Config,
+    load: Box<dyn Fn() -> Result<Config, String> + Send>,
+    on_ready: impl FnOnce(SocketAddr),
+) -> Result<(), String> {
     let parts = ocsp_origin::app::load_parts(cfg).map_err(|e| e.to_string())?;
-    ocsp_origin::server::run(cfg, parts, ocsp_origin::control::Control::new(), on_ready).map_err(|e| e.to_string())
+    let reload: ocsp_origin::server::Reload = Box::new(move || {
+        let cfg = load()?;
+        let parts = ocsp_origin::app::load_parts(&cfg).map_err(|e| e.to_string())?;
+        Ok((cfg, parts))
+    });
+    let control = ocsp_origin::control::Control::new();
+    ocsp_origin::server::run(cfg, parts, control, Some(reload), on_ready).map_err(|e| e.to_string())
 }

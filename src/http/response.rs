@@ -147,16 +147,21 @@ pub fn write_failure(out: &mut Vec<u8>, d: &Disposition, date: &str, conn: ConnH
     }
 }
 
-/// The health answer for `GET /`.
-pub fn write_health(out: &mut Vec<u8>, date: &str, conn: ConnHeader, body: bool) {
+/// The health answer for `GET /`: 200 `OK`, or 503 `draining` while the
+/// server shuts down, so a load balancer probing over a kept-alive connection
+/// stops sending before the connection closes.
+pub fn write_health(out: &mut Vec<u8>, date: &str, conn: ConnHeader, body: bool, draining: bool) {
+    let (status, text) =
+        if draining { ("503 Service Unavailable", "draining\n") } else { ("200 OK", "OK\n") };
     let _ = write!(
         out,
-        "HTTP/1.1 200 OK\r\nServer: ocsp-origin\r\nDate: {date}\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nCache-Control: no-cache\r\n"
+        "HTTP/1.1 {status}\r\nServer: ocsp-origin\r\nDate: {date}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nCache-Control: no-cache\r\n",
+        text.len()
     );
     out.extend_from_slice(conn.line());
     out.extend_from_slice(b"\r\n");
     if body {
-        out.extend_from_slice(b"OK\n");
+        out.extend_from_slice(text.as_bytes());
     }
 }
 

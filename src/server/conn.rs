@@ -6,6 +6,11 @@
 //! arrive within `header_timeout` of its first byte (else 408 and close — a
 //! slowloris cannot hold a connection); an idle connection closes after
 //! `idle_timeout`; a stuck write after `write_timeout`.
+//!
+//! Draining (SIGTERM): answers already buffered are sent with
+//! `Connection: close` and the connection closes after them; an idle
+//! connection closes at once; one whose request is half-read gets the rest of
+//! its header timeout.
 
 use std::io::ErrorKind;
 use std::time::{Duration, Instant};
@@ -13,7 +18,7 @@ use std::time::{Duration, Instant};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
-use super::shard::Shard;
+use super::shard::{Shard, Slot};
 use crate::clock::unix_now;
 use crate::error::{disposition, Failure, HttpError};
 use crate::http::get_path::{self, Route};
@@ -34,14 +39,17 @@ struct Buffers {
 }
 
 /// Serves one connection to completion.
-pub(super) async fn serve(shard: &Shard, mut stream: TcpStream) {
+pub(super) async fn serve(slot: &Slot, mut stream: TcpStream) {
     let _ = stream.set_nodelay(true);
-    let _ = stream.set_write_timeout(Some(shard.write_timeout));
     let mut input: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut b = Buffers { output: Vec::with_capacity(READ_CHUNK), scratch: Vec::new(), der: Vec::new() };
     // When the first byte of the request being assembled arrived.
     let mut request_started: Option<Instant> = None;
     loop {
+        // The generation for this batch: a reload applies from here on.
+        let shard = &*slot.current();
+        let _ = stream.set_write_timeout(Some(shard.write_timeout));
+        let closing = slot.is_draining();
         // Answer every complete request already buffered.
         let mut consumed = 0;
         let mut close = false;
@@ -57,7 +65,8 @@ pub(super) async fn serve(shard: &Shard, mut stream: TcpStream) {
                     if pending.len() < total {
                         break; // body still arriving
                     }
-                    let keep = answer(shard, &input[consumed..consumed + total], &head, &mut b).await;
+                    let keep =
+                        answer(shard, &input[consumed..consumed + total], &head, &mut b, closing).await;
                     consumed += total;
                     request_started = None;
                     if !keep {
@@ -79,7 +88,7 @@ pub(super) async fn serve(shard: &Shard, mut stream: TcpStream) {
             }
             b.output.clear();
         }
-        if close {
+        if close || (closing && input.is_empty()) {
             let _ = stream.close().await;
             return;
         }
@@ -94,7 +103,22 @@ pub(super) async fn serve(shard: &Shard, mut stream: TcpStream) {
         let _ = stream.set_read_timeout(Some(timeout));
         let filled = input.len();
         input.resize(filled + READ_CHUNK, 0);
-        let n = match stream.read(&mut input[filled..]).await {
+        let read = async { Some(stream.read(&mut input[filled..]).await) };
+        let read = if filled == 0 {
+            // Idle between requests: a drain closes the connection now.
+            futures_lite::future::or(read, async {
+                slot.drained().await;
+                None
+            })
+            .await
+        } else {
+            read.await
+        };
+        let Some(read) = read else {
+            let _ = stream.close().await;
+            return;
+        };
+        let n = match read {
             Ok(n) => n,
             Err(e) => {
                 input.truncate(filled);
@@ -127,9 +151,9 @@ fn write_http_failure(shard: &Shard, e: HttpError, out: &mut Vec<u8>) {
 
 /// Answers one complete request (`req` = head + body); returns whether the
 /// connection stays open. Times the request, and L1 answers separately.
-async fn answer(shard: &Shard, req: &[u8], head: &Head, b: &mut Buffers) -> bool {
+async fn answer(shard: &Shard, req: &[u8], head: &Head, b: &mut Buffers, closing: bool) -> bool {
     let started = Instant::now();
-    let (keep, served) = answer_inner(shard, req, head, b, started).await;
+    let (keep, served) = answer_inner(shard, req, head, b, started, closing).await;
     let took = started.elapsed();
     shard.stages.record(Stage::Request, took);
     if matches!(served, Some(Served::Hit | Served::Stale)) {
@@ -139,17 +163,20 @@ async fn answer(shard: &Shard, req: &[u8], head: &Head, b: &mut Buffers) -> bool
 }
 
 /// Answers one request; also says how an OCSP answer was served (`None` for
-/// failures and non-OCSP routes).
+/// failures and non-OCSP routes). `closing`: the shard drains, so this is the
+/// connection's last batch.
 async fn answer_inner(
     shard: &Shard,
     req: &[u8],
     head: &Head,
     b: &mut Buffers,
     started: Instant,
+    closing: bool,
 ) -> (bool, Option<Served>) {
     let stats = &shard.stats;
     stats.requests.set(stats.requests.get() + 1);
-    let conn = match (head.keep_alive, head.minor_version) {
+    let keep_alive = head.keep_alive && !closing;
+    let conn = match (keep_alive, head.minor_version) {
         (false, _) => ConnHeader::Close,
         (true, 0) => ConnHeader::KeepAlive,
         (true, _) => ConnHeader::Default,
@@ -165,8 +192,9 @@ async fn answer_inner(
         }
         (Method::Get | Method::Head, Route::Health) => {
             let now = unix_now();
-            response::write_health(&mut b.output, shard.date.borrow_mut().get(now), conn, with_body);
-            return (head.keep_alive, None);
+            let mut date = shard.date.borrow_mut();
+            response::write_health(&mut b.output, date.get(now), conn, with_body, closing);
+            return (keep_alive, None);
         }
         (Method::Get | Method::Head, Route::Ocsp(encoded)) => {
             if let Err(e) = get_path::decode(encoded, &mut b.scratch, &mut b.der) {
@@ -199,7 +227,7 @@ async fn answer_inner(
                 stats.ok.set(stats.ok.get() + 1);
                 response::write_ocsp(&mut b.output, &resp, now, date.get(now), conn, with_body, cache_status);
             }
-            (head.keep_alive, Some(served))
+            (keep_alive, Some(served))
         }
         Err(e) => (fail(shard, Failure::Ocsp(e), conn, with_body, b), None),
     }

@@ -82,13 +82,24 @@ fn allowed_cpus() -> Option<CpuSet> {
     Some(set)
 }
 
-/// Runs the server until the process is stopped. `on_ready` is called with the
-/// bound address once every listener is bound and before shards start
-/// accepting (connections made after it wait in the backlog, never refused).
+/// Builds what a reload swaps in: the config file read and validated again,
+/// and its issuers and status source loaded. Runs on the signal or admin
+/// thread, never on a shard.
+pub type Reload = Box<dyn Fn() -> Result<(Config, Parts), String> + Send>;
+
+/// Runs the server until it is drained. `on_ready` is called with the bound
+/// address once every listener is bound and before shards start accepting
+/// (connections made after it wait in the backlog, never refused).
+///
+/// Signals (handled on a thread of their own): SIGTERM and SIGINT drain the
+/// server through `control` (a second one exits at once, status 1); SIGHUP
+/// reloads through `reload`, as `POST /reload` on the admin listener does.
+/// Returns `Ok` when every shard has drained, so the process exits 0.
 pub fn run(
     config: &Config,
     parts: Parts,
     control: Arc<Control>,
+    reload: Option<Reload>,
     on_ready: impl FnOnce(SocketAddr),
 ) -> Result<(), ServerError> {
     let cores = config.cores.max(1);
@@ -114,7 +125,12 @@ pub fn run(
     if let Some(admin) = config.admin {
         let signers =
             parts.issuers.iter().map(|(_, i)| (i.name.clone(), i.responder.signer.clone())).collect();
-        let src = crate::metrics::Sources { board: board.clone(), pool: pool.clone(), signers, control: control.clone() };
+        let src = crate::metrics::Sources {
+            board: board.clone(),
+            pool: pool.clone(),
+            signers,
+            control: control.clone(),
+        };
         let bound = crate::metrics::serve_admin(admin, src)
             .map_err(|source| ServerError::Listen { addr: admin, source })?;
         log::info!("admin (metrics, histograms) on http://{bound}");
@@ -135,6 +151,24 @@ pub fn run(
         timers,
         board,
     });
+    if let Some(reload) = reload {
+        let first = shared.clone();
+        control.set_reloader(Box::new(move || {
+            let (config, parts) = reload()?;
+            restart_only(&first.config, &config)?;
+            let summary = format!("reloaded: {} issuer(s)", parts.issuers.len());
+            let next = shard::SharedParts {
+                config,
+                issuers: parts.issuers,
+                status: parts.status,
+                pool: first.pool.clone(),
+                timers: first.timers.clone(),
+                board: first.board.clone(),
+            };
+            Ok((Arc::new(next) as Arc<dyn std::any::Any + Send + Sync>, summary))
+        }));
+    }
+    handle_signals(control.clone()).map_err(|e| ServerError::Start(format!("signal handlers: {e}")))?;
     let placement = if config.pin {
         PoolPlacement::MaxSpread(cores, allowed_cpus())
     } else {
@@ -148,9 +182,10 @@ pub fn run(
         .on_all_shards(move || {
             let fd = fds.lock().ok().and_then(|mut v| v.pop());
             let shared = shared.clone();
+            let control = control.clone();
             async move {
                 match fd {
-                    Some((index, fd)) => shard::run(fd, index, shared).await,
+                    Some((index, fd)) => shard::run(fd, index, shared, control).await,
                     None => log::error!("shard started without a listener"),
                 }
             }
@@ -162,5 +197,59 @@ pub fn run(
         }
     }
     drop(signer_threads);
+    log::info!("drained; exiting");
+    Ok(())
+}
+
+/// Settings a running server cannot change (sockets, threads and per-shard
+/// structures are sized from them at start). A reload that changes one is
+/// refused as a whole, naming it, so what runs is always one config file.
+fn restart_only(running: &Config, next: &Config) -> Result<(), String> {
+    fn json<T: serde::Serialize>(v: &T) -> String {
+        serde_json::to_string(v).unwrap_or_default()
+    }
+    let l = (&running.limits, &next.limits);
+    let changed = [
+        ("listen", running.listen != next.listen),
+        ("cores", running.cores != next.cores),
+        ("pin", running.pin != next.pin),
+        ("admin", running.admin != next.admin),
+        ("signing", json(&running.signing) != json(&next.signing)),
+        ("cache", json(&running.cache) != json(&next.cache)),
+        ("redis (adding or removing it)", running.redis.is_some() != next.redis.is_some()),
+        ("limits.listen_backlog", l.0.listen_backlog != l.1.listen_backlog),
+        ("limits.max_connections_per_shard", l.0.max_connections_per_shard != l.1.max_connections_per_shard),
+        ("limits.drain_timeout_ms", l.0.drain_timeout_ms != l.1.drain_timeout_ms),
+    ];
+    let names: Vec<&str> = changed.iter().filter(|(_, c)| *c).map(|(n, _)| *n).collect();
+    if names.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{} changed: that needs a restart; nothing was reloaded", names.join(", ")))
+    }
+}
+
+/// SIGTERM/SIGINT → drain (the second one exits at once); SIGHUP → reload.
+fn handle_signals(control: Arc<Control>) -> std::io::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+    std::thread::Builder::new().name("signals".into()).spawn(move || {
+        for sig in signals.forever() {
+            match sig {
+                SIGHUP => match control.reload() {
+                    Ok(summary) => log::info!("SIGHUP: {summary}"),
+                    Err(e) => log::error!("SIGHUP: reload failed, still serving the previous config: {e}"),
+                },
+                _ if control.is_draining() => {
+                    log::warn!("second stop signal: exiting without waiting for connections");
+                    std::process::exit(1);
+                }
+                _ => {
+                    log::info!("stop signal: no new connections; finishing the requests in flight");
+                    control.drain();
+                }
+            }
+        }
+    })?;
     Ok(())
 }

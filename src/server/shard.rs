@@ -6,15 +6,18 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_lite::future::or;
 use glommio::net::TcpListener;
 use glommio::sync::Semaphore;
 
 use crate::cache::l1::L1Cache;
 use crate::config::Config;
+use crate::control::{Command, Control};
 use crate::http::parse::Limits;
 use crate::http::response::DateCache;
 use crate::issuer::Issuers;
 use crate::metrics::StageTimes;
+use crate::ocsp::{CertId, HashAlg};
 use crate::signer::SignPool;
 use crate::source::cached::Cached;
 use crate::source::live::{Live, LivePolicy};
@@ -55,7 +58,10 @@ pub struct ShardStats {
     pub http_errors: Cell<u64>,
 }
 
-/// Everything a connection on this shard uses.
+/// Everything a connection on this shard uses: one generation of the
+/// request-path state. A reload builds the next generation and swaps it into
+/// the shard's [`Slot`]; the counters, stage histograms and the L1 (emptied)
+/// carry over.
 pub struct Shard {
     /// Issuers (for request admission).
     pub issuers: Arc<Issuers>,
@@ -76,7 +82,7 @@ pub struct Shard {
     /// Cached Date header.
     pub date: RefCell<DateCache>,
     /// Counters.
-    pub stats: ShardStats,
+    pub stats: Rc<ShardStats>,
     /// Per-stage times (request, parse, L1, Redis, DB), shared with the
     /// sources that time their own stages.
     pub stages: Rc<StageTimes>,
@@ -84,13 +90,23 @@ pub struct Shard {
     pub cache_status_header: bool,
     /// The Redis layer, for its counters.
     pub redis: Option<Rc<RedisL2>>,
+    /// This generation's Redis client and the task keeping L1 coherent with
+    /// it; stopped when a reload retires the generation.
+    redis_conn: Option<(fred::prelude::Client, glommio::task::JoinHandle<()>)>,
 }
 
 impl Shard {
-    /// Builds this shard's state from the shared parts.
+    /// Builds this shard's first generation from the shared parts.
     pub fn new(shared: &SharedParts) -> Shard {
+        Shard::build(shared, None)
+    }
+
+    /// Builds a generation; with `prev`, the counters, stage times and the
+    /// cache layer are taken over from it (the cache is emptied: what it holds
+    /// was made with the old issuers and statuses).
+    fn build(shared: &SharedParts, prev: Option<&Shard>) -> Shard {
         let c = &shared.config;
-        let stages = Rc::new(StageTimes::default());
+        let stages = prev.map(|p| p.stages.clone()).unwrap_or_default();
         let live = Rc::new(Live::new(
             shared.issuers.clone(),
             shared.status.clone(),
@@ -124,20 +140,30 @@ impl Shard {
                 Err(e) => log::error!("redis disabled on this shard: {e}"),
             }
         }
-        let responder = Cached::with_l1(
-            inner,
-            Box::new(L1Cache::with_max_age(c.cache.l1_entries, c.cache.l1_max_age_secs.unwrap_or(0))),
-            c.cache.max_inflight_per_shard,
-        );
-        if let (Some(client), Some(rc)) = (redis_client, &c.redis) {
-            glommio::spawn_local(connect_and_track(
-                client,
-                rc.clone(),
-                shared.issuers.clone(),
-                responder.clone(),
-            ))
-            .detach();
-        }
+        let responder = match prev {
+            Some(p) => {
+                p.responder.replace_inner(inner);
+                p.responder.clone()
+            }
+            None => Cached::with_l1(
+                inner,
+                Box::new(L1Cache::with_max_age(c.cache.l1_entries, c.cache.l1_max_age_secs.unwrap_or(0))),
+                c.cache.max_inflight_per_shard,
+            ),
+        };
+        let redis_conn = match (redis_client, &c.redis) {
+            (Some(client), Some(rc)) => {
+                let task = glommio::spawn_local(connect_and_track(
+                    client.clone(),
+                    rc.clone(),
+                    shared.issuers.clone(),
+                    responder.clone(),
+                ))
+                .detach();
+                Some((client, task))
+            }
+            _ => None,
+        };
         Shard {
             issuers: shared.issuers.clone(),
             responder,
@@ -152,10 +178,26 @@ impl Shard {
             idle_timeout: Duration::from_millis(c.limits.idle_timeout_ms),
             write_timeout: Duration::from_millis(c.limits.write_timeout_ms),
             date: RefCell::new(DateCache::default()),
-            stats: ShardStats::default(),
+            stats: prev.map(|p| p.stats.clone()).unwrap_or_default(),
             stages,
             cache_status_header: c.response.cache_status_header,
             redis: redis_layer,
+            redis_conn,
+        }
+    }
+
+    /// Stops what this generation runs in the background: its invalidation
+    /// task (the next generation has its own, which knows the new issuers) and
+    /// its Redis connection, once requests still using it are done with it.
+    fn retire(&self) {
+        if let Some((client, task)) = &self.redis_conn {
+            task.cancel();
+            let client = client.clone();
+            glommio::spawn_local(async move {
+                use fred::prelude::ClientLike;
+                let _ = client.quit().await;
+            })
+            .detach();
         }
     }
 
@@ -258,23 +300,101 @@ async fn connect_and_track(
     redis::invalidation_loop(client, issuers, rc.key_prefix.clone(), on_change).await;
 }
 
+/// A shard's current [`Shard`] generation and its drain signal. Connections
+/// take the current generation per batch of requests, so a reload applies to
+/// open connections from their next request without closing them.
+pub struct Slot {
+    current: RefCell<Rc<Shard>>,
+    /// Never has permits; closed when the shard starts draining, which wakes
+    /// every task waiting in [`Slot::drained`] at once.
+    drain: Semaphore,
+    draining: Cell<bool>,
+}
+
+impl Slot {
+    fn new(shard: Shard) -> Slot {
+        Slot { current: RefCell::new(Rc::new(shard)), drain: Semaphore::new(0), draining: Cell::new(false) }
+    }
+
+    /// The generation to answer the next request with.
+    pub fn current(&self) -> Rc<Shard> {
+        self.current.borrow().clone()
+    }
+
+    /// True once the shard drains: answers say `Connection: close`.
+    pub fn is_draining(&self) -> bool {
+        self.draining.get()
+    }
+
+    /// Resolves when the shard starts draining.
+    pub async fn drained(&self) {
+        // Nothing ever releases a permit: this returns only with the close.
+        let _ = self.drain.acquire(1).await;
+    }
+
+    fn start_drain(&self) {
+        if !self.draining.replace(true) {
+            self.drain.close();
+        }
+    }
+
+    /// Applies one control-plane command on this thread.
+    fn apply(&self, command: Command) {
+        match command {
+            Command::Drain => self.start_drain(),
+            Command::Reload(state) => match state.downcast::<SharedParts>() {
+                Ok(parts) => {
+                    let old = self.current();
+                    let next = Rc::new(Shard::build(&parts, Some(&old)));
+                    old.retire();
+                    *self.current.borrow_mut() = next;
+                }
+                Err(_) => log::error!("reload: unexpected state type; nothing changed"),
+            },
+            Command::Invalidate { issuer, serial } => {
+                let shard = self.current();
+                for alg in HashAlg::ALL {
+                    shard.responder.invalidate(&redis::l1_key(CertId { issuer, alg, serial }));
+                }
+            }
+        }
+    }
+}
+
 /// The shard's main loop: accept while under the connection cap, one task per
-/// connection.
-pub async fn run(fd: RawFd, index: usize, shared: Arc<SharedParts>) {
+/// connection, until the control plane says drain; then stop accepting (the
+/// listener closes), let connections finish what they have (each closes after
+/// its current answers, idle ones at once), and return when they are done or
+/// `limits.drain_timeout_ms` has passed.
+pub async fn run(fd: RawFd, index: usize, shared: Arc<SharedParts>, control: Arc<Control>) {
     // fred's timers need a tokio context on this thread for the shard's life.
     let _timers = shared.timers.as_ref().map(|h| h.enter());
     // SAFETY: `fd` is a listening socket created by `listener::bind_all` whose
     // ownership was handed to exactly this shard.
     #[allow(unsafe_code)]
     let listener = unsafe { TcpListener::from_raw_fd(fd) };
-    let shard = Rc::new(Shard::new(&shared));
+    let slot = Rc::new(Slot::new(Shard::new(&shared)));
+    let commands = control.register();
+    if control.is_draining() {
+        slot.start_drain(); // a SIGTERM that came before this shard registered
+    }
+    {
+        let slot = slot.clone();
+        glommio::spawn_local(async move {
+            while let Ok(env) = commands.recv_async().await {
+                slot.apply(env.command);
+                let _ = env.ack.send(());
+            }
+        })
+        .detach();
+    }
     // Publish metrics once a second for the admin thread.
     {
-        let (shard, shared) = (shard.clone(), shared.clone());
+        let (slot, shared) = (slot.clone(), shared.clone());
         glommio::spawn_local(async move {
             loop {
                 glommio::timer::sleep(Duration::from_secs(1)).await;
-                let snap = shard.snapshot();
+                let snap = slot.current().snapshot();
                 if let Some(Ok(mut slot)) = shared.board.get(index).map(|m| m.lock()) {
                     *slot = snap;
                 }
@@ -282,25 +402,54 @@ pub async fn run(fd: RawFd, index: usize, shared: Arc<SharedParts>) {
         })
         .detach();
     }
-    let permits = Rc::new(Semaphore::new(shared.config.limits.max_connections_per_shard as u64));
+    let max_conns = shared.config.limits.max_connections_per_shard as u64;
+    let permits = Rc::new(Semaphore::new(max_conns));
     loop {
-        let Ok(permit) = permits.acquire_static_permit(1).await else { return };
-        match listener.accept().await {
-            Ok(stream) => {
+        let permit = or(async { permits.acquire_static_permit(1).await.ok() }, async {
+            slot.drained().await;
+            None
+        })
+        .await;
+        let Some(permit) = permit else { break };
+        let accepted = or(async { Some(listener.accept().await) }, async {
+            slot.drained().await;
+            None
+        })
+        .await;
+        match accepted {
+            None => break,
+            Some(Ok(stream)) => {
+                let shard = slot.current();
                 shard.stats.connections.set(shard.stats.connections.get() + 1);
-                let shard = shard.clone();
+                let slot = slot.clone();
                 glommio::spawn_local(async move {
-                    super::conn::serve(&shard, stream).await;
+                    super::conn::serve(&slot, stream).await;
                     drop(permit);
                 })
                 .detach();
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 // EMFILE/ENFILE and friends: back off instead of spinning; the
                 // connection stays in the backlog.
                 log::warn!("accept failed: {e}");
                 glommio::timer::sleep(Duration::from_millis(10)).await;
             }
         }
+    }
+    // Closing the listener refuses new connections on this shard's socket;
+    // load balancers and clients retry elsewhere.
+    drop(listener);
+    let grace = Duration::from_millis(shared.config.limits.drain_timeout_ms);
+    let open = max_conns - permits.available();
+    if open > 0 {
+        log::info!("shard {index}: draining {open} connection(s), up to {} ms", grace.as_millis());
+    }
+    match glommio::timer::timeout(grace, async { Ok(permits.acquire(max_conns).await) }).await {
+        Ok(_) => log::debug!("shard {index}: drained"),
+        Err(_) => log::warn!(
+            "shard {index}: {} connection(s) still open after {} ms; closing them",
+            max_conns - permits.available(),
+            grace.as_millis()
+        ),
     }
 }

@@ -90,7 +90,9 @@ struct State {
     /// invalidated while running neither removes its successor nor fills L1).
     inflight: RefCell<HashMap<Box<[u8]>, InFlight>>,
     next_fetch: std::cell::Cell<u64>,
-    inner: Rc<dyn Source>,
+    /// Replaced on a reload ([`Cached::replace_inner`]); a fetch keeps the
+    /// source it started with.
+    inner: RefCell<Rc<dyn Source>>,
     max_inflight: usize,
     stats: CacheStats,
 }
@@ -115,7 +117,7 @@ impl Cached {
                 l1,
                 inflight: RefCell::new(HashMap::new()),
                 next_fetch: std::cell::Cell::new(0),
-                inner,
+                inner: RefCell::new(inner),
                 max_inflight,
                 stats: CacheStats::default(),
             }),
@@ -179,11 +181,12 @@ impl Cached {
         let st2 = st.clone();
         let id = st.next_fetch.get();
         st.next_fetch.set(id + 1);
+        let inner = st.inner.borrow().clone();
         let fut: Answer = Box::pin(async move {
             let key = q.key.clone();
             let r = match prev {
-                Some(prev) => st2.inner.revalidate(q, prev).await,
-                None => st2.inner.fetch(q).await,
+                Some(prev) => inner.revalidate(q, prev).await,
+                None => inner.fetch(q).await,
             };
             // Still the current fetch for the key? Then nothing invalidated it
             // while it ran, and its answer may be cached. Otherwise a status
@@ -220,6 +223,16 @@ impl Cached {
     pub fn invalidate_all(&self) {
         self.state.l1.clear();
         self.state.inflight.borrow_mut().clear();
+    }
+
+    /// A reload: later fetches go to `inner` (new issuers, status source or
+    /// Redis settings), and nothing cached or in flight under the old one is
+    /// served again: L1 is cleared and running fetches are detached, so their
+    /// answers reach only the requests already waiting for them. The counters
+    /// and the L1's allocation are kept.
+    pub fn replace_inner(&self, inner: Rc<dyn Source>) {
+        *self.state.inner.borrow_mut() = inner;
+        self.invalidate_all();
     }
 
     /// This layer's counters.

@@ -104,6 +104,28 @@ impl Server {
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
+
+    /// Sends `sig` (libc::SIGTERM, SIGHUP, …) to the server process.
+    #[allow(unsafe_code)]
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, sig) }, 0, "kill({sig})");
+    }
+
+    /// Waits up to `within` for the process to exit; its status, or `None`
+    /// if it is still running.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let until = std::time::Instant::now() + within;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return Some(st);
+            }
+            if std::time::Instant::now() >= until {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }
 
 /// A parsed HTTP response.
