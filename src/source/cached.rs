@@ -306,6 +306,48 @@ mod tests {
     }
 
     #[test]
+    fn a_response_at_or_past_next_update_is_never_served_from_l1() {
+        on_executor(async {
+            let now = unix_now();
+            // As if the clock jumped forward past nextUpdate after signing.
+            let v = Validity { produced_at: now - 10, this_update: now - 10, next_update: now };
+            let (c, calls) = source(v, now - 5, 16);
+            assert!(c.answer(query(1)).await.is_ok());
+            let (_, served) = c.answer(query(1)).await.unwrap();
+            assert_eq!(served, Served::Fetched, "fetched again, not served from L1");
+            assert_eq!(calls.get(), 2);
+        });
+    }
+
+    #[test]
+    fn replace_inner_serves_nothing_from_the_old_source() {
+        on_executor(async {
+            let now = unix_now();
+            let v = Validity { produced_at: now, this_update: now, next_update: now + 1000 };
+            let (c, old_calls) = source(v, now + 500, 16);
+            assert!(c.answer(query(1)).await.is_ok()); // cached under the old source
+                                                       // A fetch under the old source still running at the swap.
+            let running = {
+                let c = c.clone();
+                glommio::spawn_local(async move { c.answer(query(2)).await.map(|(r, _)| r) })
+            };
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+            let new_calls = Rc::new(Cell::new(0));
+            c.replace_inner(Rc::new(SlowCounting {
+                calls: new_calls.clone(),
+                validity: v,
+                refresh_at: now + 500,
+            }));
+            assert!(running.await.is_ok(), "a request already waiting still gets its answer");
+            for k in [1, 2] {
+                let (_, served) = c.answer(query(k)).await.unwrap();
+                assert_eq!(served, Served::Fetched, "key {k}: asked of the new source");
+            }
+            assert_eq!((old_calls.get(), new_calls.get()), (2, 2));
+        });
+    }
+
+    #[test]
     fn concurrent_misses_for_one_key_cause_one_fetch() {
         on_executor(async {
             let now = unix_now();

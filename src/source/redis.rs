@@ -342,7 +342,14 @@ impl RedisL2 {
         self.stages.record(Stage::Redis, sent.elapsed());
         match got {
             Ok(Some(v)) => match decode(&v) {
-                Some(Stored::Response(r)) if unix_now() < r.refresh_at => {
+                // Before its refresh point, and (whatever a damaged or
+                // hand-written record claims) before its nextUpdate.
+                Some(Stored::Response(r))
+                    if {
+                        let now = unix_now();
+                        now < r.refresh_at && now < r.validity.next_update
+                    } =>
+                {
                     bump(&self.stats.hits);
                     Some(r)
                 }
