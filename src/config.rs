@@ -218,11 +218,25 @@ pub struct CacheConfig {
     /// running), 5 with `[mysql]`, 60 with `[mysql]` and `[redis]` tracking
     /// (invalidations are the channel; the age is a safety net).
     pub l1_max_age_secs: Option<u64>,
+    /// Hits first: while the shard's scheduling lag (how late a task that
+    /// asked to run gets to) is above this, ms, a request that would start a
+    /// new fetch gets `tryLater` at once and stale entries are served without
+    /// a refresh; hits and coalesced misses go on. 0 = off, the default:
+    /// lag also rises when the OS deschedules the shard (a box shared with
+    /// other busy processes), and there this would refuse misses the signers
+    /// could take. On dedicated, pinned cores set it to about half the hit
+    /// latency budget (5 for a 10 ms p99). See `source::admission`.
+    pub max_shard_lag_ms: u64,
 }
 
 impl Default for CacheConfig {
     fn default() -> Self {
-        CacheConfig { l1_entries: 100_000, max_inflight_per_shard: 4096, l1_max_age_secs: None }
+        CacheConfig {
+            l1_entries: 100_000,
+            max_inflight_per_shard: 4096,
+            l1_max_age_secs: None,
+            max_shard_lag_ms: 0,
+        }
     }
 }
 

@@ -19,6 +19,7 @@ use crate::issuer::Issuers;
 use crate::metrics::StageTimes;
 use crate::ocsp::{CertId, HashAlg};
 use crate::signer::SignPool;
+use crate::source::admission::Admission;
 use crate::source::cached::Cached;
 use crate::source::live::{Live, LivePolicy};
 use crate::source::redis::{self, RedisConfig, RedisL2};
@@ -145,11 +146,17 @@ impl Shard {
                 p.responder.replace_inner(inner);
                 p.responder.clone()
             }
-            None => Cached::with_l1(
-                inner,
-                Box::new(L1Cache::with_max_age(c.cache.l1_entries, c.cache.l1_max_age_secs.unwrap_or(0))),
-                c.cache.max_inflight_per_shard,
-            ),
+            None => {
+                let cached = Cached::with_l1(
+                    inner,
+                    Box::new(L1Cache::with_max_age(c.cache.l1_entries, c.cache.l1_max_age_secs.unwrap_or(0))),
+                    c.cache.max_inflight_per_shard,
+                );
+                if c.cache.max_shard_lag_ms > 0 {
+                    cached.set_admission(Admission::start(Duration::from_millis(c.cache.max_shard_lag_ms)));
+                }
+                cached
+            }
         };
         let redis_conn = match (redis_client, &c.redis) {
             (Some(client), Some(rc)) => {
@@ -218,6 +225,7 @@ impl Shard {
             ("l1_coalesced", c.coalesced.get()),
             ("l1_overloaded", c.overloaded.get()),
             ("l1_revalidations", c.revalidations.get()),
+            ("l1_shed_lag", c.shed_lag.get()),
         ];
         if let Some(r) = &self.redis {
             counters.extend([

@@ -21,6 +21,7 @@ use std::rc::Rc;
 
 use futures::future::{FutureExt, Shared};
 
+use super::admission::Admission;
 use super::{Answer, Query, Source};
 use crate::cache::l1::L1Cache;
 use crate::cache::{CacheStatus, CachedResponse, Freshness, Origin, ResponseCache};
@@ -42,6 +43,8 @@ pub struct CacheStats {
     pub overloaded: std::cell::Cell<u64>,
     /// Hits past the L1 max age, checked against the status source.
     pub revalidations: std::cell::Cell<u64>,
+    /// Misses refused because the shard lagged (see `source::admission`).
+    pub shed_lag: std::cell::Cell<u64>,
 }
 
 fn bump(c: &std::cell::Cell<u64>) {
@@ -95,6 +98,8 @@ struct State {
     inner: RefCell<Rc<dyn Source>>,
     max_inflight: usize,
     stats: CacheStats,
+    /// The shard's lag-based miss admission, if enabled.
+    admission: RefCell<Option<Rc<Admission>>>,
 }
 
 /// L1 cache + coalescing in front of an inner source. One per shard.
@@ -120,6 +125,7 @@ impl Cached {
                 inner: RefCell::new(inner),
                 max_inflight,
                 stats: CacheStats::default(),
+                admission: RefCell::new(None),
             }),
         }
     }
@@ -149,12 +155,25 @@ impl Cached {
             }
             Some((r, _stale)) => {
                 bump(&st.stats.stale_hits);
-                // Best effort: if the shard is at its in-flight bound the stale
-                // response is still valid and the next request retries.
-                let _ = self.join_or_start(Rc::new(q), None);
+                // Best effort: if the shard is at its in-flight bound or
+                // lagging, the stale response is still valid and a later
+                // request starts the refresh.
+                if self.admission().is_none_or(|a| a.admit_miss()) {
+                    let _ = self.join_or_start(Rc::new(q), None);
+                }
                 return Ok((r, Served::Stale));
             }
             None => {}
+        }
+        // A new miss on a lagging shard is refused before any work; one that
+        // can join a fetch already running costs nothing more and joins.
+        if !st.inflight.borrow().contains_key(&q.key) {
+            if let Some(a) = self.admission() {
+                if !a.admit_miss() {
+                    bump(&st.stats.shed_lag);
+                    return Err(OcspError::Overloaded);
+                }
+            }
         }
         let fetch = self.join_or_start(Rc::new(q), None)?;
         fetch.await.map(|r| (r, Served::Fetched))
@@ -233,6 +252,15 @@ impl Cached {
     pub fn replace_inner(&self, inner: Rc<dyn Source>) {
         *self.state.inner.borrow_mut() = inner;
         self.invalidate_all();
+    }
+
+    /// Enables lag-based miss admission with the shard's [`Admission`].
+    pub fn set_admission(&self, a: Rc<Admission>) {
+        *self.state.admission.borrow_mut() = Some(a);
+    }
+
+    fn admission(&self) -> Option<Rc<Admission>> {
+        self.state.admission.borrow().clone()
     }
 
     /// This layer's counters.
@@ -344,6 +372,37 @@ mod tests {
                 assert_eq!(served, Served::Fetched, "key {k}: asked of the new source");
             }
             assert_eq!((old_calls.get(), new_calls.get()), (2, 2));
+        });
+    }
+
+    #[test]
+    fn a_lagging_shard_refuses_new_misses_but_serves_hits_and_joins() {
+        on_executor(async {
+            let now = unix_now();
+            let v = Validity { produced_at: now, this_update: now, next_update: now + 1000 };
+            let (c, calls) = source(v, now + 500, 16);
+            let a = Rc::new(Admission::new(Duration::from_millis(5)));
+            c.set_admission(a.clone());
+            assert!(c.answer(query(1)).await.is_ok(), "no lag: a miss is fetched");
+            // A fetch running for key 2 when the shard starts lagging.
+            let running = {
+                let c = c.clone();
+                glommio::spawn_local(async move { c.answer(query(2)).await.is_ok() })
+            };
+            glommio::timer::sleep(Duration::from_millis(5)).await;
+            for _ in 0..40 {
+                a.observe(Duration::from_millis(50));
+            }
+            assert_eq!(c.answer(query(1)).await.unwrap().1, Served::Hit, "hits go on");
+            assert_eq!(c.answer(query(2)).await.unwrap().1, Served::Fetched, "joins the running fetch");
+            assert!(running.await);
+            assert_eq!(c.answer(query(3)).await.unwrap_err(), OcspError::Overloaded, "a new miss is shed");
+            assert_eq!(c.stats().shed_lag.get(), 1);
+            assert_eq!(calls.get(), 2, "no fetch started for the shed miss");
+            for _ in 0..40 {
+                a.observe(Duration::ZERO);
+            }
+            assert!(c.answer(query(3)).await.is_ok(), "admitted again once the lag falls");
         });
     }
 

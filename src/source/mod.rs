@@ -10,6 +10,7 @@
 //! the shard that received the request. Later layers (Redis, a DB-checked
 //! source) slot in between `Cached` and `Live` behind the same trait.
 
+pub mod admission;
 pub mod cached;
 pub mod filter;
 pub mod live;
