@@ -36,6 +36,11 @@
 #   benches/e2e/ratchet.sh [--out DIR] [--duration SECS] [--ratchet LIST]
 #                          [--rate R] [--cores N] [--connections C] [--compare-connections C]
 #                          [--certs N] [--threads T] [--skip embedded,production,compare]
+#                          [--server-toml 'key = value']... [--server-cpus LIST] [--bench-cpus LIST]
+#   --server-toml  a line added to ocsp-origin's config before its tables
+#                  (repeatable; a table, e.g. '[cache]', then its keys)
+#   --server-cpus / --bench-cpus  run the servers / the generator under
+#                  `taskset -c LIST`, so they do not share CPUs
 #   OCSP_ORIGIN_BIN=/path/to/ocsp-origin  use a prebuilt binary
 #   Needs (Debian): openssl curl python3 mariadb-server redis-server softhsm2
 #   nginx-light golang-cfssl; installs the missing ones when run as root.
@@ -55,6 +60,9 @@ COMPARE_CONNECTIONS=64
 CERTS=300000
 THREADS=1
 SKIP=""
+SERVER_TOML=()
+SERVER_CPUS=""
+BENCH_CPUS=""
 
 die() { echo "ratchet: $*" >&2; exit 1; }
 log() { echo "==> $*" >&2; }
@@ -74,6 +82,9 @@ while [[ $# -gt 0 ]]; do
         --certs) CERTS="${2:?}"; shift 2 ;;
         --threads) THREADS="${2:?}"; shift 2 ;;
         --skip) SKIP="${2:?}"; shift 2 ;;
+        --server-toml) SERVER_TOML+=("${2:?}"); shift 2 ;;
+        --server-cpus) SERVER_CPUS="${2:?}"; shift 2 ;;
+        --bench-cpus) BENCH_CPUS="${2:?}"; shift 2 ;;
         -h|--help) usage 0 ;;
         *) echo "unknown option: $1" >&2; usage 2 ;;
     esac
@@ -152,7 +163,7 @@ start_server() {
     local name=$1 config=$2 port
     shift 2
     port="$(sed -n 's/^listen = "127.0.0.1:\([0-9]*\)"/\1/p' "$config" | head -1)"
-    env "$@" "$BIN" serve --config "$config" >"$OUT/$name.log" 2>&1 &
+    env "$@" ${SERVER_CPUS:+taskset -c "$SERVER_CPUS"} "$BIN" serve --config "$config" >"$OUT/$name.log" 2>&1 &
     SERVER_PID=$!
     PIDS+=("$SERVER_PID")
     wait_http "http://127.0.0.1:$port/" "$SERVER_PID" "$name" "$OUT/$name.log"
@@ -167,7 +178,7 @@ bench() {
     shift 2
     log "bench $name: $*"
     local rc=0
-    "$BIN" bench --config "$config" --out "$OUT/$name" --threads "$THREADS" \
+    ${BENCH_CPUS:+taskset -c "$BENCH_CPUS"} "$BIN" bench --config "$config" --out "$OUT/$name" --threads "$THREADS" \
         --connections "$CONNECTIONS" --server-cores "$CORES" "$@" 2>&1 | tee "$OUT/$name.txt" >&2 || rc=$?
     if [[ "$rc" -ne 0 ]]; then
         # Another responder's wrong answers are a finding for the table; ours fail the script.
@@ -191,6 +202,7 @@ write_config() { # FILE PORT ADMINPORT EXTRA...
         echo "listen = \"127.0.0.1:$port\""
         echo "cores = $CORES"
         echo "pin = false"
+        ((${#SERVER_TOML[@]} == 0)) || printf '%s\n' "${SERVER_TOML[@]}"
         printf '%s\n' "$@"
         echo "[admin]"
         echo "listen = \"127.0.0.1:$admin\""
