@@ -142,6 +142,40 @@ impl std::fmt::Debug for Pkcs11Signer {
 thread_local! {
     /// This thread's open session and private-key handle, per signer id.
     static SESSIONS: RefCell<HashMap<u64, (Session, ObjectHandle)>> = RefCell::new(HashMap::new());
+    /// The [`RETIRED_COUNT`] this thread last swept its sessions at.
+    static SWEPT_AT: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Ids of signers dropped (a reload replaced them). Sessions live in the
+/// signer threads' thread-locals, so only those threads can close them: each
+/// sweeps its map the next time it signs after this list grew. Without it
+/// every reload would leave one logged-in session per signer thread open on
+/// the HSM, and HSMs cap sessions.
+static RETIRED: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+static RETIRED_COUNT: AtomicU64 = AtomicU64::new(0);
+
+impl Drop for Pkcs11Signer {
+    fn drop(&mut self) {
+        if let Ok(mut r) = RETIRED.lock() {
+            r.push(self.id);
+            RETIRED_COUNT.store(r.len() as u64, Ordering::Release);
+        }
+    }
+}
+
+/// Closes this thread's sessions of retired signers (dropping a `Session`
+/// calls C_CloseSession).
+fn sweep_retired(sessions: &mut HashMap<u64, (Session, ObjectHandle)>) {
+    let count = RETIRED_COUNT.load(Ordering::Acquire);
+    if SWEPT_AT.with(|c| c.get()) == count {
+        return;
+    }
+    if let Ok(r) = RETIRED.lock() {
+        for id in r.iter() {
+            sessions.remove(id);
+        }
+        SWEPT_AT.with(|c| c.set(r.len() as u64));
+    }
 }
 
 fn read_pin(cfg: &Pkcs11Config) -> Result<AuthPin, Pkcs11Error> {
@@ -336,6 +370,7 @@ impl Pkcs11Signer {
     fn sign_once(&self, tbs: &[u8]) -> Result<Vec<u8>, P11Error> {
         SESSIONS.with(|cell| {
             let mut sessions = cell.borrow_mut();
+            sweep_retired(&mut sessions);
             let (session, key) = match sessions.entry(self.id) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(v) => v.insert(self.open_session()?),
