@@ -152,23 +152,28 @@ pub fn run(
         board,
     });
     if let Some(reload) = reload {
-        let first = shared.clone();
+        // Only what outlives a generation: holding the first SharedParts here
+        // would keep its issuers (HSM sessions) and status source (a MySQL
+        // pool) alive for the life of the process.
+        let (running, pool, timers, board) =
+            (config.clone(), shared.pool.clone(), shared.timers.clone(), shared.board.clone());
         control.set_reloader(Box::new(move || {
             let (config, parts) = reload()?;
-            restart_only(&first.config, &config)?;
+            restart_only(&running, &config)?;
             let summary = format!("reloaded: {} issuer(s)", parts.issuers.len());
             let next = shard::SharedParts {
                 config,
                 issuers: parts.issuers,
                 status: parts.status,
-                pool: first.pool.clone(),
-                timers: first.timers.clone(),
-                board: first.board.clone(),
+                pool: pool.clone(),
+                timers: timers.clone(),
+                board: board.clone(),
             };
             Ok((Arc::new(next) as Arc<dyn std::any::Any + Send + Sync>, summary))
         }));
     }
     handle_signals(control.clone()).map_err(|e| ServerError::Start(format!("signal handlers: {e}")))?;
+    let first_gen = Arc::new(Mutex::new(vec![shared; cores]));
     let placement = if config.pin {
         PoolPlacement::MaxSpread(cores, allowed_cpus())
     } else {
@@ -180,13 +185,16 @@ pub fn run(
         .ring_depth(256)
         .preempt_timer(Duration::from_millis(100))
         .on_all_shards(move || {
+            // Each shard takes its socket and its handle on the first
+            // generation once, so nothing here keeps that generation alive
+            // after a reload replaced it.
             let fd = fds.lock().ok().and_then(|mut v| v.pop());
-            let shared = shared.clone();
+            let shared = first_gen.lock().ok().and_then(|mut v| v.pop());
             let control = control.clone();
             async move {
-                match fd {
-                    Some((index, fd)) => shard::run(fd, index, shared, control).await,
-                    None => log::error!("shard started without a listener"),
+                match (fd, shared) {
+                    (Some((index, fd)), Some(shared)) => shard::run(fd, index, shared, control).await,
+                    _ => log::error!("shard started without a listener"),
                 }
             }
         })

@@ -376,12 +376,19 @@ impl Slot {
 /// `limits.drain_timeout_ms` has passed.
 pub async fn run(fd: RawFd, index: usize, shared: Arc<SharedParts>, control: Arc<Control>) {
     // fred's timers need a tokio context on this thread for the shard's life.
-    let _timers = shared.timers.as_ref().map(|h| h.enter());
+    let timers = shared.timers.clone();
+    let _timers = timers.as_ref().map(|h| h.enter());
     // SAFETY: `fd` is a listening socket created by `listener::bind_all` whose
     // ownership was handed to exactly this shard.
     #[allow(unsafe_code)]
     let listener = unsafe { TcpListener::from_raw_fd(fd) };
     let slot = Rc::new(Slot::new(Shard::new(&shared)));
+    // What the loop needs beyond the first generation, which is dropped here
+    // so a reload can retire it completely.
+    let board = shared.board.clone();
+    let max_conns = shared.config.limits.max_connections_per_shard as u64;
+    let grace = Duration::from_millis(shared.config.limits.drain_timeout_ms);
+    drop(shared);
     let commands = control.register();
     if control.is_draining() {
         slot.start_drain(); // a SIGTERM that came before this shard registered
@@ -398,19 +405,18 @@ pub async fn run(fd: RawFd, index: usize, shared: Arc<SharedParts>, control: Arc
     }
     // Publish metrics once a second for the admin thread.
     {
-        let (slot, shared) = (slot.clone(), shared.clone());
+        let slot = slot.clone();
         glommio::spawn_local(async move {
             loop {
                 glommio::timer::sleep(Duration::from_secs(1)).await;
                 let snap = slot.current().snapshot();
-                if let Some(Ok(mut slot)) = shared.board.get(index).map(|m| m.lock()) {
+                if let Some(Ok(mut slot)) = board.get(index).map(|m| m.lock()) {
                     *slot = snap;
                 }
             }
         })
         .detach();
     }
-    let max_conns = shared.config.limits.max_connections_per_shard as u64;
     let permits = Rc::new(Semaphore::new(max_conns));
     loop {
         let permit = or(async { permits.acquire_static_permit(1).await.ok() }, async {
@@ -447,7 +453,6 @@ pub async fn run(fd: RawFd, index: usize, shared: Arc<SharedParts>, control: Arc
     // Closing the listener refuses new connections on this shard's socket;
     // load balancers and clients retry elsewhere.
     drop(listener);
-    let grace = Duration::from_millis(shared.config.limits.drain_timeout_ms);
     let open = max_conns - permits.available();
     if open > 0 {
         log::info!("shard {index}: draining {open} connection(s), up to {} ms", grace.as_millis());
