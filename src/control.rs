@@ -149,7 +149,10 @@ impl Control {
         let total = self.shards();
         let applied = self.broadcast(|| Command::Reload(state.clone()), Duration::from_secs(5));
         if applied < total {
-            return Err(format!("reloaded on {applied} of {total} shards; the rest did not answer in 5 s"));
+            return Err(format!(
+                "reloaded on {applied} of {total} shards within 5 s; the rest have it queued and apply it \
+                 when they next run their commands"
+            ));
         }
         Ok(format!("{summary}; applied on {applied} shards"))
     }
