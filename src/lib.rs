@@ -33,8 +33,9 @@
 //! connections), [`http`], [`source`] (filter → cached → redis → live),
 //! [`ocsp`] (request decoding, response encoding), [`status`] (index.txt,
 //! MySQL), [`signer`] (software, PKCS#11, the pool), [`cache`]; [`db`] is the
-//! writer side (migrations, import, revoke), [`metrics`] the admin listener, and
-//! [`error`] holds the one mapping from failures to HTTP/OCSP answers.
+//! writer side (migrations, import, revoke) and [`revoke`] pushes a change to
+//! the caches, [`metrics`] the admin listener, and [`error`] holds the one
+//! mapping from failures to HTTP/OCSP answers.
 
 #![deny(unsafe_code, missing_docs, unreachable_pub)]
 
@@ -51,6 +52,7 @@ pub mod http;
 pub mod issuer;
 pub mod metrics;
 pub mod ocsp;
+pub mod revoke;
 pub mod server;
 pub mod signer;
 pub mod source;
