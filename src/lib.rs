@@ -26,7 +26,7 @@
 //!  │ takes up to `batch` jobs, signs back to back, answers shards together     │
 //!  └─────────────────────────────────────────────────────────────────────────────┘
 //!  status lookups: status::mysql, a bounded pool of blocking threads, batched
-//!  metrics: shards publish snapshots → metrics (admin listener, Prometheus, .hgrm)
+//!  admin listener: shards publish snapshots → metrics (Prometheus, .hgrm); reload, revoke
 //! ```
 //!
 //! Module map, in request order: [`server`] (executors, listeners,
@@ -34,11 +34,14 @@
 //! [`ocsp`] (request decoding, response encoding), [`status`] (index.txt,
 //! MySQL), [`signer`] (software, PKCS#11, the pool), [`cache`]; [`db`] is the
 //! writer side (migrations, import, revoke) and [`revoke`] pushes a change to
-//! the caches, [`metrics`] the admin listener, and [`error`] holds the one
-//! mapping from failures to HTTP/OCSP answers.
+//! the caches; [`admin`] is the admin listener (metrics from [`metrics`],
+//! reload, revoke; bearer-token access), [`control`] how it reaches the
+//! shards, and [`error`] holds the one mapping from failures to HTTP/OCSP
+//! answers.
 
 #![deny(unsafe_code, missing_docs, unreachable_pub)]
 
+pub mod admin;
 pub mod app;
 pub mod bench;
 pub mod cache;

@@ -188,6 +188,19 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Parsed, HttpError> {
     }))
 }
 
+/// Every value of header field `name` (any case) in `head`, a head
+/// [`parse_head`] accepted (its first `head_len` bytes). For callers off the
+/// hot path that need a field [`Head`] does not carry, such as the admin
+/// listener's `Authorization`; empty when the head does not parse.
+pub fn header_values<'a>(head: &'a [u8], name: &str) -> Vec<&'a [u8]> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(head) {
+        Ok(_) => req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,6 +283,14 @@ mod tests {
         assert_eq!(parse_head(b"\x00\x01\x02 junk\r\n\r\n", &L), Err(HttpError::BadRequest));
         assert_eq!(complete(b"DELETE / HTTP/1.1\r\n\r\n").method, Method::Other);
         assert_eq!(parse_head(b"GET / HTTP/2.0\r\n\r\n", &L), Err(HttpError::VersionNotSupported));
+    }
+
+    #[test]
+    fn header_values_are_found_in_any_case() {
+        let b = b"POST /x HTTP/1.1\r\nauthorization: Bearer a\r\nX: y\r\nAUTHORIZATION: b\r\n\r\n";
+        assert_eq!(header_values(b, "Authorization"), [&b"Bearer a"[..], b"b"]);
+        assert!(header_values(b, "Cookie").is_empty());
+        assert!(header_values(b"\x00garbage", "X").is_empty());
     }
 
     #[test]

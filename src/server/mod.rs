@@ -114,9 +114,15 @@ pub fn run(
     if let Some(admin) = config.admin {
         let signers =
             parts.issuers.iter().map(|(_, i)| (i.name.clone(), i.responder.signer.clone())).collect();
-        let src = crate::metrics::Sources { board: board.clone(), pool: pool.clone(), signers, control: control.clone() };
-        let bound = crate::metrics::serve_admin(admin, src)
-            .map_err(|source| ServerError::Listen { addr: admin, source })?;
+        let src = crate::metrics::Sources {
+            board: board.clone(),
+            pool: pool.clone(),
+            signers,
+            control: control.clone(),
+            config: config.clone(),
+        };
+        let bound =
+            crate::admin::serve(admin, src).map_err(|source| ServerError::Listen { addr: admin, source })?;
         log::info!("admin (metrics, histograms) on http://{bound}");
     }
     let timers = match &config.redis {
