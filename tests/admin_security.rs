@@ -201,6 +201,37 @@ fn mutating_calls_need_the_bearer_token() {
 }
 
 #[test]
+fn the_admin_listener_is_bounded() {
+    let a = start_admin("127.0.0.1", None, "", &test_issuer_toml());
+    // Eight callers that never finish their request hold every slot...
+    let silent: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            let mut c = TcpStream::connect(a.addr).unwrap();
+            c.write_all(b"GET /metrics HTTP/1.1\r\n").unwrap();
+            c
+        })
+        .collect();
+    let start = Instant::now();
+    // ...so a ninth is told so at once instead of waiting behind them.
+    let r = call(a.addr, None, "GET", "/metrics", "", "");
+    assert_eq!(r.status, 503, "{}", text(&r));
+    assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
+    // They get 408 at the 5 s request deadline, and the listener serves again.
+    for mut c in silent {
+        c.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+        let r = read_response(&mut BufReader::new(&mut c), false).expect("a 408");
+        assert_eq!(r.status, 408);
+    }
+    assert!(start.elapsed() < Duration::from_secs(8), "{:?}", start.elapsed());
+    assert_eq!(call(a.addr, None, "GET", "/metrics", "", "").status, 200);
+    // Heads and bodies are size-limited like on the OCSP listener.
+    let big = format!("X-Pad: {}\r\n", "a".repeat(9000));
+    assert_eq!(call(a.addr, None, "GET", "/metrics", &big, "").status, 431);
+    let body = "issuer=".to_string() + &"a".repeat(5000);
+    assert_eq!(call(a.addr, None, "POST", "/revoke", "", &body).status, 413);
+}
+
+#[test]
 fn without_a_token_file_mutating_calls_are_disabled() {
     let a = start_admin("127.0.0.1", None, "", &test_issuer_toml());
     for path in ["/reload", "/revoke"] {
