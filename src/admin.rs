@@ -392,26 +392,24 @@ fn route(state: &State, req: &Request, peer: SocketAddr) -> Reply {
             );
         }
     }
-    let (ep, method) = match (ep, req.method) {
+    let ep = match (ep, req.method) {
         (None, _) => return Reply::text(404, "not found"),
-        (Some(Endpoint::Export), Method::Get) | (Some(Endpoint::Reload | Endpoint::Revoke), Method::Post) => {
-            (ep, req.method)
-        }
+        (Some(Endpoint::Export), Method::Get) => Endpoint::Export,
+        (Some(e @ (Endpoint::Reload | Endpoint::Revoke)), Method::Post) => e,
         (Some(Endpoint::Export), _) => return Reply { allow: Some("GET"), ..Reply::text(405, "GET only") },
         (Some(_), _) => return Reply { allow: Some("POST"), ..Reply::text(405, "POST only") },
     };
     let reply = match ep {
-        Some(Endpoint::Export) => match crate::metrics::export(&state.src, path) {
+        Endpoint::Export => match crate::metrics::export(&state.src, path) {
             Some((content_type, body)) => Reply { code: 200, content_type, body, allow: None },
             None => Reply::text(404, "not found"),
         },
-        Some(Endpoint::Reload) => reload(&state.src),
-        Some(Endpoint::Revoke) => revoke(&state.src, query, req.body()),
-        None => Reply::text(404, "not found"),
+        Endpoint::Reload => reload(&state.src),
+        Endpoint::Revoke => revoke(&state.src, query, req.body()),
     };
     if mutating {
         let first_line = reply.body.lines().next().unwrap_or("");
-        log::info!("admin: {method:?} {path} from {peer}: {} {first_line}", reply.code);
+        log::info!("admin: POST {path} from {peer}: {} {first_line}", reply.code);
     }
     reply
 }

@@ -202,15 +202,21 @@ fn mutating_calls_need_the_bearer_token() {
 
 #[test]
 fn the_admin_listener_is_bounded() {
-    let a = start_admin("127.0.0.1", None, "", &test_issuer_toml());
+    // Not start_admin: its readiness probe would hold a slot for a moment.
+    let port = free_port();
+    let server = Server::start(&format!("[admin]\nlisten = \"127.0.0.1:{port}\"\n"), &test_issuer_toml());
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
     // Eight callers that never finish their request hold every slot...
-    let silent: Vec<TcpStream> = (0..8)
-        .map(|_| {
-            let mut c = TcpStream::connect(a.addr).unwrap();
+    let mut silent = Vec::new();
+    let held = poll_until(Duration::from_secs(5), || {
+        if let Ok(mut c) = TcpStream::connect(addr) {
             c.write_all(b"GET /metrics HTTP/1.1\r\n").unwrap();
-            c
-        })
-        .collect();
+            silent.push(c);
+        }
+        silent.len() == 8
+    });
+    assert!(held, "the admin listener came up");
+    let a = Admin { server, addr };
     let start = Instant::now();
     // ...so a ninth is told so at once instead of waiting behind them.
     let r = call(a.addr, None, "GET", "/metrics", "", "");
