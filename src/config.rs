@@ -240,13 +240,23 @@ impl Default for CacheConfig {
     }
 }
 
-/// `[admin]`: metrics and histogram exports on their own listener.
+/// `[admin]`: metrics, histogram exports, reload and revocation on their own
+/// listener (see [`crate::admin`]). Absent: no admin listener.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
-    /// Address of the admin listener; keep it on loopback or a management
-    /// network (it is read-only but unauthenticated). Example `127.0.0.1:9090`.
+    /// Address of the admin listener, e.g. `127.0.0.1:9090`. On loopback,
+    /// reads (`/metrics`, `/histograms/*`) are open to local callers; on any
+    /// other address (`0.0.0.0`, a management network) every call needs the
+    /// token, so `token_file` is then required.
     pub listen: String,
+    /// File holding the bearer token (`Authorization: Bearer <token>`) that
+    /// `POST /reload` and `POST /revoke` always need, and every call from a
+    /// non-loopback address. Surrounding whitespace is trimmed; keep it mode
+    /// 0600 (a group- or world-readable file is warned about). Without it the
+    /// mutating calls answer 403. Relative to the config file.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
 }
 
 /// One issuer.
@@ -301,6 +311,8 @@ pub struct Config {
     pub redis: Option<crate::source::redis::RedisConfig>,
     /// Admin listener address, if configured.
     pub admin: Option<SocketAddr>,
+    /// The admin bearer token from `admin.token_file` (only with `admin`).
+    pub admin_token: Option<crate::admin::AdminToken>,
     /// Issuers with paths resolved.
     pub issuers: Vec<IssuerConfig>,
 }
@@ -470,16 +482,40 @@ impl Config {
             }
             crate::source::redis::client(r).map_err(|e| err("redis.url", e))?;
         }
-        let admin = match &f.admin {
-            Some(a) => Some(
-                a.listen
+        let (admin, admin_token) = match &f.admin {
+            Some(a) => {
+                let listen = a
+                    .listen
                     .parse::<SocketAddr>()
-                    .map_err(|_| err("admin.listen", format!("{:?} is not an IP:port address", a.listen)))?,
-            ),
-            None => None,
+                    .map_err(|_| err("admin.listen", format!("{:?} is not an IP:port address", a.listen)))?;
+                let token = match &a.token_file {
+                    Some(p) => {
+                        let p = if p.is_relative() { base.join(p) } else { p.clone() };
+                        let (token, warning) =
+                            crate::admin::AdminToken::read(&p).map_err(|e| err("admin.token_file", e))?;
+                        if let Some(w) = warning {
+                            log::warn!("admin.token_file: {w}");
+                        }
+                        Some(token)
+                    }
+                    None => None,
+                };
+                if token.is_none() && !crate::admin::is_loopback(listen.ip()) {
+                    return Err(err(
+                        "admin.token_file",
+                        format!(
+                            "required when admin.listen ({listen}) is not a loopback address: every admin \
+                             call from there must carry the bearer token"
+                        ),
+                    ));
+                }
+                (Some(listen), token)
+            }
+            None => (None, None),
         };
         Ok(Config {
             admin,
+            admin_token,
             mysql: f.mysql,
             redis: f.redis,
             listen,
@@ -566,6 +602,51 @@ mod tests {
         let e = Config::from_toml(&format!("[response]\nrefresh_fraction = 2.0\n{MINIMAL}"), d.path())
             .unwrap_err();
         assert_eq!(e.field, "response.refresh_fraction");
+    }
+
+    #[test]
+    fn admin_token_file_rules() {
+        let d = dir_with_files();
+        std::fs::write(d.path().join("token"), "tok-abc\n").unwrap();
+        let c =
+            Config::from_toml(&format!("[admin]\nlisten = \"127.0.0.1:9090\"\n{MINIMAL}"), d.path()).unwrap();
+        assert_eq!((c.admin.unwrap().port(), c.admin_token), (9090, None));
+        let with_token = |listen: &str| {
+            Config::from_toml(
+                &format!("[admin]\nlisten = \"{listen}\"\ntoken_file = \"token\"\n{MINIMAL}"),
+                d.path(),
+            )
+        };
+        let c = with_token("0.0.0.0:9090").unwrap();
+        assert!(c.admin_token.unwrap().accepts(b"Bearer tok-abc"), "relative to the config, trimmed");
+        for listen in ["0.0.0.0:9090", "[::]:9090", "192.0.2.1:9090"] {
+            let e = Config::from_toml(&format!("[admin]\nlisten = \"{listen}\"\n{MINIMAL}"), d.path())
+                .unwrap_err();
+            assert_eq!(e.field, "admin.token_file", "{listen}");
+            assert!(e.reason.contains("not a loopback address"), "{e}");
+        }
+        std::fs::write(d.path().join("token"), "").unwrap();
+        assert_eq!(with_token("127.0.0.1:9090").unwrap_err().field, "admin.token_file");
+        std::fs::remove_file(d.path().join("token")).unwrap();
+        assert_eq!(with_token("127.0.0.1:9090").unwrap_err().field, "admin.token_file");
+    }
+
+    /// `Config` is `Debug`; it must never print the database or Redis
+    /// password or the admin token.
+    #[test]
+    fn debug_output_has_no_secrets() {
+        let d = dir_with_files();
+        std::fs::write(d.path().join("token"), "tok-SECRET-4\n").unwrap();
+        let text = "[admin]\nlisten = \"127.0.0.1:9090\"\ntoken_file = \"token\"\n\
+             [mysql]\nurl = \"mysql://ocsp:db-SECRET-1@db:3306/ocsp\"\n\
+             replica_url = \"mysql://ocsp:db-SECRET-2@replica:3306/ocsp\"\n\
+             [redis]\nurl = \"redis://:redis-SECRET-3@127.0.0.1:6379\"\n\
+             [[issuer]]\nname = \"a\"\ncert = \"ca.pem\"\nkey = \"ca.key\"\n";
+        let c = Config::from_toml(text, d.path()).unwrap();
+        let debug = format!("{c:?} {c:#?}");
+        assert!(!debug.contains("SECRET"), "{debug}");
+        assert!(debug.contains("mysql://ocsp:***@db:3306/ocsp"), "{debug}");
+        assert!(debug.contains("redis://:***@127.0.0.1:6379"), "{debug}");
     }
 
     #[test]

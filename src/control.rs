@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::ocsp::{IssuerId, Serial};
+use crate::ocsp::Serial;
 
 /// Commands a shard applies on its own thread.
 pub enum Command {
@@ -29,8 +29,9 @@ pub enum Command {
     Reload(Arc<dyn std::any::Any + Send + Sync>),
     /// Drop every cached response about this certificate.
     Invalidate {
-        /// Which issuer.
-        issuer: IssuerId,
+        /// Which issuer, by name: each shard resolves it against the issuers
+        /// of its current generation (a reload may renumber them).
+        issuer: Arc<str>,
         /// Which certificate.
         serial: Serial,
     },
@@ -125,8 +126,9 @@ impl Control {
 
     /// Drops the certificate's cached responses on every shard of this node;
     /// returns how many shards confirmed within a second.
-    pub fn invalidate(&self, issuer: IssuerId, serial: Serial) -> usize {
-        self.broadcast(|| Command::Invalidate { issuer, serial }, Duration::from_secs(1))
+    pub fn invalidate(&self, issuer: &str, serial: Serial) -> usize {
+        let issuer: Arc<str> = issuer.into();
+        self.broadcast(|| Command::Invalidate { issuer: issuer.clone(), serial }, Duration::from_secs(1))
     }
 
     /// Installs the function [`Control::reload`] calls.
@@ -174,7 +176,7 @@ mod tests {
             env.ack.send(()).unwrap();
         });
         let serial = Serial::from_hex("01").unwrap();
-        assert_eq!(c.invalidate(IssuerId(0), serial), 1);
+        assert_eq!(c.invalidate("test", serial), 1);
         t.join().unwrap();
     }
 

@@ -144,6 +144,31 @@ pub struct Changed {
     pub revision: u64,
 }
 
+/// Why a status change was not made; callers map each to their own answer
+/// (the CLI's message, the admin listener's 404 / 409 / 503).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChangeError {
+    /// No row for this issuer and serial.
+    #[error("no certificate {serial} of issuer {issuer:?} in the database")]
+    NotFound {
+        /// Issuer name.
+        issuer: String,
+        /// The serial asked for.
+        serial: Serial,
+    },
+    /// The row's current status does not allow the change (already revoked,
+    /// not on hold).
+    #[error("{0}")]
+    Refused(String),
+    /// The database failed; the text has any password redacted.
+    #[error("{0}")]
+    Database(String),
+}
+
+fn db_err(e: mysql::Error) -> ChangeError {
+    ChangeError::Database(sql_err(e))
+}
+
 /// Revokes `serial` of `issuer` at `at` (Unix seconds) for `reason`.
 ///
 /// A good certificate, or one on hold (RFC 5280 allows a held certificate to
@@ -154,10 +179,10 @@ pub fn revoke(
     serial: &Serial,
     reason: RevocationReason,
     at: u64,
-) -> Result<Changed, String> {
+) -> Result<Changed, ChangeError> {
     change_status(pool, issuer, serial, (1, Some(at), Some(reason as u8)), |status, current| {
         if status == 1 && current != Some(RevocationReason::CertificateHold as u8) {
-            return Err(format!("certificate {serial} is already revoked"));
+            return Err(ChangeError::Refused(format!("certificate {serial} is already revoked")));
         }
         Ok(())
     })
@@ -165,14 +190,14 @@ pub fn revoke(
 
 /// Releases a certificate from hold (only `certificateHold` can be undone,
 /// RFC 5280 §5.3.1).
-pub fn unrevoke(pool: &Pool, issuer: &str, serial: &Serial) -> Result<Changed, String> {
+pub fn unrevoke(pool: &Pool, issuer: &str, serial: &Serial) -> Result<Changed, ChangeError> {
     change_status(pool, issuer, serial, (0, None, None), |status, current| {
         match (status, current) {
         (1, Some(r)) if r == RevocationReason::CertificateHold as u8 => Ok(()),
-        (0, _) => Err(format!("certificate {serial} is not revoked")),
-        _ => Err(format!(
+        (0, _) => Err(ChangeError::Refused(format!("certificate {serial} is not revoked"))),
+        _ => Err(ChangeError::Refused(format!(
             "certificate {serial} is revoked for a reason other than certificateHold; only a hold can be undone"
-        )),
+        ))),
     }
     })
 }
@@ -185,18 +210,18 @@ fn change_status(
     issuer: &str,
     serial: &Serial,
     new: (u8, Option<u64>, Option<u8>),
-    allowed: impl FnOnce(u8, Option<u8>) -> Result<(), String>,
-) -> Result<Changed, String> {
-    let mut conn = pool.get_conn().map_err(sql_err)?;
-    let mut tx = conn.start_transaction(TxOpts::default()).map_err(sql_err)?;
+    allowed: impl FnOnce(u8, Option<u8>) -> Result<(), ChangeError>,
+) -> Result<Changed, ChangeError> {
+    let mut conn = pool.get_conn().map_err(db_err)?;
+    let mut tx = conn.start_transaction(TxOpts::default()).map_err(db_err)?;
     let row: Option<(u8, Option<u8>, u64)> = tx
         .exec_first(
             "SELECT status, reason, revision FROM ocsp_certificates WHERE issuer = ? AND serial = ? FOR UPDATE",
             (issuer, serial.as_bytes()),
         )
-        .map_err(sql_err)?;
+        .map_err(db_err)?;
     let Some((status, reason, revision)) = row else {
-        return Err(format!("no certificate {serial} of issuer {issuer:?} in the database"));
+        return Err(ChangeError::NotFound { issuer: issuer.to_string(), serial: *serial });
     };
     allowed(status, reason)?;
     let revision = revision + 1;
@@ -204,7 +229,7 @@ fn change_status(
         "UPDATE ocsp_certificates SET status = ?, revoked_at = ?, reason = ?, revision = ? WHERE issuer = ? AND serial = ?",
         (new.0, new.1, new.2, revision, issuer, serial.as_bytes()),
     )
-    .map_err(sql_err)?;
-    tx.commit().map_err(sql_err)?;
+    .map_err(db_err)?;
+    tx.commit().map_err(db_err)?;
     Ok(Changed { revision })
 }

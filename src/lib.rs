@@ -26,18 +26,22 @@
 //!  │ takes up to `batch` jobs, signs back to back, answers shards together     │
 //!  └─────────────────────────────────────────────────────────────────────────────┘
 //!  status lookups: status::mysql, a bounded pool of blocking threads, batched
-//!  metrics: shards publish snapshots → metrics (admin listener, Prometheus, .hgrm)
+//!  admin listener: shards publish snapshots → metrics (Prometheus, .hgrm); reload, revoke
 //! ```
 //!
 //! Module map, in request order: [`server`] (executors, listeners,
 //! connections), [`http`], [`source`] (filter → cached → redis → live),
 //! [`ocsp`] (request decoding, response encoding), [`status`] (index.txt,
 //! MySQL), [`signer`] (software, PKCS#11, the pool), [`cache`]; [`db`] is the
-//! writer side (migrations, import, revoke), [`metrics`] the admin listener, and
-//! [`error`] holds the one mapping from failures to HTTP/OCSP answers.
+//! writer side (migrations, import, revoke) and [`revoke`] pushes a change to
+//! the caches; [`admin`] is the admin listener (metrics from [`metrics`],
+//! reload, revoke; bearer-token access), [`control`] how it reaches the
+//! shards, and [`error`] holds the one mapping from failures to HTTP/OCSP
+//! answers.
 
 #![deny(unsafe_code, missing_docs, unreachable_pub)]
 
+pub mod admin;
 pub mod app;
 pub mod bench;
 pub mod cache;
@@ -51,6 +55,7 @@ pub mod http;
 pub mod issuer;
 pub mod metrics;
 pub mod ocsp;
+pub mod revoke;
 pub mod server;
 pub mod signer;
 pub mod source;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ocsp_origin::config::{Config, FileConfig};
-use ocsp_origin::ocsp::{RevocationReason, Serial};
+use ocsp_origin::ocsp::Serial;
 use ocsp_origin::status::mysql::MysqlConfig;
 
 #[global_allocator]
@@ -100,7 +100,7 @@ struct CertArgs {
     /// After the Redis tombstones, wait this long before returning so every
     /// tracking shard has applied the invalidation (it takes well under a
     /// millisecond on a healthy network).
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = ocsp_origin::revoke::SETTLE_MS)]
     settle_ms: u64,
 }
 
@@ -192,14 +192,14 @@ fn run(cli: Cli) -> Result<(), String> {
             let (cfg, m) = mysql_of(&config)?;
             let name = issuer_name(&cfg, &issuer)?;
             let serial = Serial::from_hex(&serial).map_err(|e| format!("--serial: {e}"))?;
-            let reason = RevocationReason::from_openssl_name(&reason)
-                .ok_or_else(|| format!("--reason: unknown reason {reason:?}"))?;
+            let reason = ocsp_origin::revoke::parse_reason(&reason).map_err(|e| format!("--reason: {e}"))?;
             let at = match at {
-                Some(t) => parse_time(&t).ok_or_else(|| format!("--at: cannot read {t:?} as a time"))?,
+                Some(t) => ocsp_origin::revoke::parse_time(&t)
+                    .ok_or_else(|| format!("--at: cannot read {t:?} as a time"))?,
                 None => ocsp_origin::clock::unix_now(),
             };
             let pool = ocsp_origin::db::connect(&m)?;
-            let c = ocsp_origin::db::revoke(&pool, &name, &serial, reason, at)?;
+            let c = ocsp_origin::db::revoke(&pool, &name, &serial, reason, at).map_err(|e| e.to_string())?;
             println!(
                 "revoked {serial} of {name:?} ({}) in the database, revision {}",
                 reason.openssl_name(),
@@ -212,7 +212,7 @@ fn run(cli: Cli) -> Result<(), String> {
             let name = issuer_name(&cfg, &issuer)?;
             let serial = Serial::from_hex(&serial).map_err(|e| format!("--serial: {e}"))?;
             let pool = ocsp_origin::db::connect(&m)?;
-            let c = ocsp_origin::db::unrevoke(&pool, &name, &serial)?;
+            let c = ocsp_origin::db::unrevoke(&pool, &name, &serial).map_err(|e| e.to_string())?;
             println!("released {serial} of {name:?} from hold in the database, revision {}", c.revision);
             push_to_cache(&cfg, &name, &serial, c.revision, settle_ms)
         }
@@ -277,70 +277,24 @@ fn push_to_cache(
     revision: u64,
     settle_ms: u64,
 ) -> Result<(), String> {
-    let Some(mut rc) = cfg.redis.clone() else {
-        println!(
-            "no shared cache configured: every server sees it within cache.l1_max_age_secs ({} s)",
-            cfg.cache.l1_max_age_secs.unwrap_or(0)
-        );
-        return Ok(());
-    };
-    // The servers' command timeout is tuned for the request path (a slow GET is
-    // a miss); this step must rather succeed, so it gets at least 2 s per
-    // command, and one retry below.
-    rc.command_timeout_ms = rc.command_timeout_ms.max(2000);
-    rc.connect_timeout_ms = rc.connect_timeout_ms.max(2000);
-    // Tombstones outlive any response signed before the change.
-    let ttl = cfg.response.lifetime_secs + cfg.response.backdate_secs;
-    let result = (|| -> Result<(), String> {
-        ocsp_origin::server::raise_memlock(1 << 20)?;
-        let timers = ocsp_origin::source::redis::TimerRuntime::start().map_err(|e| e.to_string())?;
-        let (issuer, serial) = (issuer.to_string(), *serial);
-        glommio::LocalExecutorBuilder::default().io_memory(64 << 10).make().map_err(|e| e.to_string())?.run(
-            async move {
-                let _g = timers.enter();
-                let client = ocsp_origin::source::redis::client(&rc)?;
-                use fred::prelude::ClientLike;
-                let _task = client.connect();
-                let wait = std::time::Duration::from_millis(rc.connect_timeout_ms);
-                match glommio::timer::timeout(wait, async { Ok(client.wait_for_connect().await) }).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => return Err(e.to_string()),
-                    Err(_) => return Err("timed out connecting".into()),
-                }
-                let tomb = || {
-                    ocsp_origin::source::redis::tombstone(
-                        &client,
-                        &rc.key_prefix,
-                        &issuer,
-                        &serial,
-                        revision,
-                        ttl,
-                    )
-                };
-                let r = match tomb().await {
-                    Ok(()) => Ok(()),
-                    Err(e) => {
-                        log::warn!("cache step failed ({e}); retrying once");
-                        tomb().await
-                    }
-                };
-                let _ = client.quit().await;
-                r
-            },
-        )
-    })();
-    match result {
-        Ok(()) => {
+    use ocsp_origin::revoke::{push_to_redis, CacheStep};
+    match push_to_redis(cfg, issuer, serial, revision, 1 << 20) {
+        Ok(CacheStep::NotShared { l1_max_age_secs }) => {
+            println!(
+                "no shared cache configured: every server sees it within cache.l1_max_age_secs ({l1_max_age_secs} s)"
+            );
+            Ok(())
+        }
+        Ok(CacheStep::Tombstoned) => {
             std::thread::sleep(std::time::Duration::from_millis(settle_ms));
             println!("cache: tombstoned in Redis; every tracking server has dropped its copy");
             Ok(())
         }
         Err(e) => {
             eprintln!(
-                "ocsp-origin: the change IS recorded in the database, but pushing it to Redis failed: {}. \
+                "ocsp-origin: the change IS recorded in the database, but pushing it to Redis failed: {e}. \
                  Servers see it within cache.l1_max_age_secs ({} s) or when Redis entries are refreshed; \
                  rerun this command's cache step by flushing the key or wait.",
-                ocsp_origin::status::mysql::redact(&e),
                 cfg.cache.l1_max_age_secs.unwrap_or(0)
             );
             std::process::exit(3)
@@ -377,34 +331,6 @@ fn issuer_name(cfg: &Config, given: &str) -> Result<String, String> {
         return Err(format!("--issuer: {given} is not the certificate of any configured issuer"));
     }
     Err(format!("--issuer: no issuer named {given:?} in the config"))
-}
-
-/// RFC 3339 UTC (`2026-11-01T12:00:00Z`), OpenSSL (`261101120000Z`) or Unix seconds.
-fn parse_time(t: &str) -> Option<u64> {
-    let t = t.trim();
-    if t.bytes().all(|b| b.is_ascii_digit()) {
-        return t.parse().ok();
-    }
-    if let Some(s) = ocsp_origin::status::index_txt::parse_openssl_time(t) {
-        return Some(s);
-    }
-    let b = t.strip_suffix('Z')?;
-    let (date, time) = b.split_once('T')?;
-    let d: Vec<&str> = date.split('-').collect();
-    let h: Vec<&str> = time.split(':').collect();
-    if d.len() != 3 || h.len() != 3 {
-        return None;
-    }
-    let dt = der::DateTime::new(
-        d[0].parse().ok()?,
-        d[1].parse().ok()?,
-        d[2].parse().ok()?,
-        h[0].parse().ok()?,
-        h[1].parse().ok()?,
-        h[2].parse().ok()?,
-    )
-    .ok()?;
-    Some(dt.unix_duration().as_secs())
 }
 
 fn serve(

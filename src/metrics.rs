@@ -1,6 +1,6 @@
-//! Metrics for operators and capacity planning, served on a separate admin
-//! listener (`[admin] listen`, loopback by convention) so they never compete
-//! with OCSP traffic on the shards.
+//! Metrics for operators and capacity planning, rendered here and served by
+//! the admin listener ([`crate::admin`], `[admin] listen`, loopback by
+//! default) so they never compete with OCSP traffic on the shards.
 //!
 //! Shards count and record into plain shard-local cells (no atomics on the hot
 //! path) and publish a snapshot once a second into a mutex only the admin
@@ -15,9 +15,8 @@
 //! | `redis` | Redis GET sent → reply, timeout or error (`source::redis`) | µs |
 //! | `db` | status lookup submitted → its answer, per CertID (`source::live`) | µs |
 //!
-//! The signer pool adds `sign_wait` (queue wait), `sign` and `sign_batch`. The
-//! admin thread merges the shards' snapshots with the pool's histograms and
-//! answers:
+//! The signer pool adds `sign_wait` (queue wait), `sign` and `sign_batch`.
+//! [`export`] merges the shards' snapshots with the pool's histograms into:
 //!
 //! - `GET /metrics` — Prometheus text format (counters by shard; latency
 //!   summaries in seconds with p50/p90/p99/p99.9 merged over shards:
@@ -31,8 +30,6 @@
 
 use std::cell::RefCell;
 use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -201,16 +198,43 @@ pub fn board(shards: usize) -> Board {
     Arc::new((0..shards).map(|_| Mutex::new(ShardSnapshot::default())).collect())
 }
 
-/// Everything the admin thread reads.
+/// Everything the admin listener reads and acts on.
 pub struct Sources {
     /// Shard snapshots.
     pub board: Board,
     /// The signer pool.
     pub pool: SignPool,
-    /// Every issuer's signer (fault counters).
-    pub signers: Vec<(String, Arc<dyn Signer>)>,
     /// The shards' control plane (reload, invalidation).
     pub control: Arc<crate::control::Control>,
+    /// What the running generation is made of; a reload replaces it.
+    pub view: Arc<Mutex<Arc<View>>>,
+}
+
+/// The parts of the running generation the admin listener reads.
+pub struct View {
+    /// The config (the admin token, `[mysql]` and `[redis]` for revocations,
+    /// issuer names).
+    pub config: crate::config::Config,
+    /// Every issuer's signer (fault counters).
+    pub signers: Vec<(String, Arc<dyn Signer>)>,
+}
+
+impl View {
+    /// The view of a generation: its config and its issuers' signers.
+    pub fn new(config: &crate::config::Config, issuers: &crate::issuer::Issuers) -> View {
+        let signers = issuers.iter().map(|(_, i)| (i.name.clone(), i.responder.signer.clone())).collect();
+        View { config: config.clone(), signers }
+    }
+}
+
+impl Sources {
+    /// The running generation's view.
+    pub fn view(&self) -> Arc<View> {
+        match self.view.lock() {
+            Ok(v) => v.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
 }
 
 fn summary(out: &mut String, name: &str, help: &str, h: &Histogram<u64>, scale: f64) {
@@ -277,7 +301,7 @@ pub fn prometheus(src: &Sources) -> String {
         src.pool.queued()
     );
     let _ = writeln!(out, "# HELP ocsp_origin_signer_faults_total Signature retries and session reopens per issuer key.\n# TYPE ocsp_origin_signer_faults_total counter");
-    for (issuer, s) in &src.signers {
+    for (issuer, s) in &src.view().signers {
         let c = s.counters();
         let _ = writeln!(
             out,
@@ -338,64 +362,25 @@ pub fn hgrm(h: &Histogram<u64>, unit: f64) -> String {
     out
 }
 
-fn answer(src: &Sources, path: &str) -> (u16, &'static str, String) {
+/// The export at `path`: `/metrics` (Prometheus text) or
+/// `/histograms/{stage}.hgrm`, with its content type; `None` for any other
+/// path. The admin listener ([`crate::admin`]) serves these.
+pub fn export(src: &Sources, path: &str) -> Option<(&'static str, String)> {
     let stage = path
         .strip_prefix("/histograms/")
         .and_then(|p| p.strip_suffix(".hgrm"))
         .and_then(|name| Stage::ALL.into_iter().find(|s| s.name() == name));
     if let Some(stage) = stage {
         // Exports are in milliseconds whatever the recording unit.
-        return (200, "text/plain", hgrm(&merged(src, stage), stage.per_second() / 1000.0));
+        return Some(("text/plain", hgrm(&merged(src, stage), stage.per_second() / 1000.0)));
     }
-    match path {
-        "/metrics" => (200, "text/plain; version=0.0.4", prometheus(src)),
-        "/histograms/sign_wait.hgrm" => (200, "text/plain", hgrm(&src.pool.snapshot().queue_wait_us, 1000.0)),
-        "/histograms/sign.hgrm" => (200, "text/plain", hgrm(&src.pool.snapshot().sign_us, 1000.0)),
-        "/histograms/sign_batch.hgrm" => (200, "text/plain", hgrm(&src.pool.snapshot().batch_size, 1.0)),
-        _ => (404, "text/plain", "not found\n".into()),
-    }
-}
-
-/// Binds the admin listener and serves it on its own thread.
-pub fn serve_admin(addr: SocketAddr, src: Sources) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr)?;
-    let bound = listener.local_addr()?;
-    std::thread::Builder::new().name("admin".into()).spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut c) = conn else { continue };
-            let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
-            let _ = c.set_write_timeout(Some(Duration::from_secs(2)));
-            let mut buf = [0u8; 2048];
-            let mut n = 0;
-            // Read the head (bounded): only the request line matters.
-            while n < buf.len() {
-                match c.read(&mut buf[n..]) {
-                    Ok(0) | Err(_) => break,
-                    Ok(k) => n += k,
-                }
-                if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
-                    break;
-                }
-            }
-            let line = String::from_utf8_lossy(&buf[..n]);
-            let mut parts = line.split_whitespace();
-            let (code, ctype, body) = match (parts.next(), parts.next()) {
-                (Some("GET"), Some(path)) => answer(&src, path),
-                _ => (405, "text/plain", "GET only\n".into()),
-            };
-            let reason = match code {
-                200 => "OK",
-                404 => "Not Found",
-                _ => "Method Not Allowed",
-            };
-            let _ = write!(
-                c,
-                "HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    })?;
-    Ok(bound)
+    Some(match path {
+        "/metrics" => ("text/plain; version=0.0.4", prometheus(src)),
+        "/histograms/sign_wait.hgrm" => ("text/plain", hgrm(&src.pool.snapshot().queue_wait_us, 1000.0)),
+        "/histograms/sign.hgrm" => ("text/plain", hgrm(&src.pool.snapshot().sign_us, 1000.0)),
+        "/histograms/sign_batch.hgrm" => ("text/plain", hgrm(&src.pool.snapshot().batch_size, 1.0)),
+        _ => return None,
+    })
 }
 
 #[cfg(test)]

@@ -40,14 +40,7 @@ fn setup(tag: &str, redis_var: &str, cluster: bool, n: usize) -> Option<Setup> {
     let cfg = dir.path().join("c.toml");
     std::fs::write(&cfg, format!("{}\n{}\n{}", mysql_table(&mysql), redis_table, test_issuer_mysql_toml()))
         .unwrap();
-    let (ok, out) = run(bin().args(["db", "migrate", "--config"]).arg(&cfg));
-    assert!(ok, "{out}");
-    let (ok, out) = run(bin()
-        .args(["db", "import", "--config"])
-        .arg(&cfg)
-        .args(["--issuer", "test", "--index"])
-        .arg(dir.path().join("index.txt")));
-    assert!(ok, "{out}");
+    migrate_and_import(&cfg, &dir.path().join("index.txt"));
     Some(Setup { dir, cfg, mysql, redis, serials })
 }
 

@@ -84,6 +84,23 @@ fn httparse_error(e: httparse::Error) -> HttpError {
     }
 }
 
+/// A `Content-Length` value: `1*DIGIT` (RFC 9110 §8.6) between optional
+/// whitespace, nothing else — no sign (`str::parse` would take `+5`), no list,
+/// no other script's digits, since a front proxy reading the field
+/// differently is how requests are smuggled. A number too large for `usize`
+/// is still a number, and larger than any body limit: `u64::MAX` stands for
+/// it, so it gets 413 like any other oversized length, not 400.
+fn content_length_value(value: &[u8]) -> Result<usize, HttpError> {
+    let digits = value.trim_ascii();
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(HttpError::BadRequest);
+    }
+    Ok(digits
+        .iter()
+        .try_fold(0usize, |n, d| n.checked_mul(10)?.checked_add(usize::from(d - b'0')))
+        .unwrap_or(usize::MAX))
+}
+
 /// Parses the head at the start of `buf`.
 ///
 /// The answer depends only on the bytes, never on how they were split across
@@ -133,11 +150,10 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Parsed, HttpError> {
     for h in req.headers.iter() {
         let name = h.name;
         if name.eq_ignore_ascii_case("content-length") {
-            let v = std::str::from_utf8(h.value).ok().map(str::trim).and_then(|v| v.parse::<usize>().ok());
-            match (v, content_length) {
-                (None, _) => return Err(HttpError::BadRequest),
-                (Some(a), Some(b)) if a != b => return Err(HttpError::BadRequest),
-                (Some(a), _) => content_length = Some(a),
+            let v = content_length_value(h.value)?;
+            match content_length {
+                Some(b) if b != v => return Err(HttpError::BadRequest),
+                _ => content_length = Some(v),
             }
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             // Chunked bodies are refused (RFC 9112 §6.1 lets a server answer 411);
@@ -170,6 +186,19 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Parsed, HttpError> {
         if_modified_since,
         head_len,
     }))
+}
+
+/// Every value of header field `name` (any case) in `head`, a head
+/// [`parse_head`] accepted (its first `head_len` bytes). For callers off the
+/// hot path that need a field [`Head`] does not carry, such as the admin
+/// listener's `Authorization`; empty when the head does not parse.
+pub fn header_values<'a>(head: &'a [u8], name: &str) -> Vec<&'a [u8]> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(head) {
+        Ok(_) => req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value).collect(),
+        Err(_) => Vec::new(),
+    }
 }
 
 #[cfg(test)]
@@ -223,6 +252,30 @@ mod tests {
         assert_eq!(parse_head(chunked, &L), Err(HttpError::LengthRequired));
         let two = b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n";
         assert_eq!(parse_head(two, &L), Err(HttpError::BadRequest));
+        let same = b"POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n";
+        assert_eq!(complete(same).content_length, 2);
+    }
+
+    /// `str::parse::<usize>` accepts a leading `+`, so `Content-Length: +5`
+    /// used to be read as 5, where a stricter proxy in front would refuse or
+    /// misread it: a request-smuggling seam.
+    #[test]
+    fn regression_content_length_sign_and_junk_are_refused() {
+        for v in ["+5", "-5", "5, 5", "0x10", "5 5", "", " ", "5\u{0665}", "\u{0665}"] {
+            let raw = format!("POST / HTTP/1.1\r\nContent-Length: {v}\r\n\r\n");
+            assert_eq!(parse_head(raw.as_bytes(), &L), Err(HttpError::BadRequest), "{v:?}");
+        }
+        assert_eq!(complete(b"POST / HTTP/1.1\r\nContent-Length:  07 \r\n\r\n").content_length, 7);
+    }
+
+    /// A length with more digits than `usize` holds used to fail `parse` and
+    /// get 400; it is a valid, oversized length: 413 like any other.
+    #[test]
+    fn regression_overflowing_content_length_is_413() {
+        for v in ["18446744073709551615", "18446744073709551616", "99999999999999999999999999999999"] {
+            let raw = format!("POST / HTTP/1.1\r\nContent-Length: {v}\r\n\r\n");
+            assert_eq!(parse_head(raw.as_bytes(), &L), Err(HttpError::PayloadTooLarge), "{v}");
+        }
     }
 
     #[test]
@@ -230,6 +283,14 @@ mod tests {
         assert_eq!(parse_head(b"\x00\x01\x02 junk\r\n\r\n", &L), Err(HttpError::BadRequest));
         assert_eq!(complete(b"DELETE / HTTP/1.1\r\n\r\n").method, Method::Other);
         assert_eq!(parse_head(b"GET / HTTP/2.0\r\n\r\n", &L), Err(HttpError::VersionNotSupported));
+    }
+
+    #[test]
+    fn header_values_are_found_in_any_case() {
+        let b = b"POST /x HTTP/1.1\r\nauthorization: Bearer a\r\nX: y\r\nAUTHORIZATION: b\r\n\r\n";
+        assert_eq!(header_values(b, "Authorization"), [&b"Bearer a"[..], b"b"]);
+        assert!(header_values(b, "Cookie").is_empty());
+        assert!(header_values(b"\x00garbage", "X").is_empty());
     }
 
     #[test]

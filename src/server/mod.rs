@@ -118,23 +118,23 @@ pub fn run(
         config.signing.threads,
         parts.issuers.len()
     );
-    on_ready(addr);
 
     let fds = Arc::new(Mutex::new(fds.into_iter().enumerate().collect::<Vec<_>>()));
     let board = crate::metrics::board(cores);
+    let view = Arc::new(Mutex::new(Arc::new(crate::metrics::View::new(config, &parts.issuers))));
     if let Some(admin) = config.admin {
-        let signers =
-            parts.issuers.iter().map(|(_, i)| (i.name.clone(), i.responder.signer.clone())).collect();
         let src = crate::metrics::Sources {
             board: board.clone(),
             pool: pool.clone(),
-            signers,
             control: control.clone(),
+            view: view.clone(),
         };
-        let bound = crate::metrics::serve_admin(admin, src)
-            .map_err(|source| ServerError::Listen { addr: admin, source })?;
-        log::info!("admin (metrics, histograms) on http://{bound}");
+        let bound =
+            crate::admin::serve(admin, src).map_err(|source| ServerError::Listen { addr: admin, source })?;
+        log::info!("admin (metrics, histograms, reload, revoke) on http://{bound}");
     }
+    // Only now is every listener bound, the admin one too: say "ready".
+    on_ready(addr);
     let timers = match &config.redis {
         Some(_) => Some(
             crate::source::redis::TimerRuntime::start()
@@ -161,6 +161,11 @@ pub fn run(
             let (config, parts) = reload()?;
             restart_only(&running, &config)?;
             let summary = format!("reloaded: {} issuer(s)", parts.issuers.len());
+            let next_view = Arc::new(crate::metrics::View::new(&config, &parts.issuers));
+            match view.lock() {
+                Ok(mut v) => *v = next_view,
+                Err(poisoned) => *poisoned.into_inner() = next_view,
+            }
             let next = shard::SharedParts {
                 config,
                 issuers: parts.issuers,
@@ -221,7 +226,7 @@ fn restart_only(running: &Config, next: &Config) -> Result<(), String> {
         ("listen", running.listen != next.listen),
         ("cores", running.cores != next.cores),
         ("pin", running.pin != next.pin),
-        ("admin", running.admin != next.admin),
+        ("admin", running.admin != next.admin || running.admin_token != next.admin_token),
         ("signing", json(&running.signing) != json(&next.signing)),
         ("cache", json(&running.cache) != json(&next.cache)),
         ("redis (adding or removing it)", running.redis.is_some() != next.redis.is_some()),

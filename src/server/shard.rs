@@ -361,8 +361,11 @@ impl Slot {
             },
             Command::Invalidate { issuer, serial } => {
                 let shard = self.current();
-                for alg in HashAlg::ALL {
-                    shard.responder.invalidate(&redis::l1_key(CertId { issuer, alg, serial }));
+                let id = shard.issuers.iter().find(|(_, i)| *i.name == *issuer).map(|(id, _)| id);
+                if let Some(issuer) = id {
+                    for alg in HashAlg::ALL {
+                        shard.responder.invalidate(&redis::l1_key(CertId { issuer, alg, serial }));
+                    }
                 }
             }
         }

@@ -47,8 +47,8 @@ use crate::ocsp::response::Validity;
 use crate::ocsp::{CertId, HashAlg, Serial};
 use crate::status::CertStatus;
 
-/// `[redis]` in the config.
-#[derive(Clone, Debug, serde::Deserialize, serde::Serialize)]
+/// `[redis]` in the config. `Debug` shows the URL with its password redacted.
+#[derive(Clone, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
     /// `redis://[user:password@]host:port` (for a cluster, any node; see `cluster`).
@@ -70,6 +70,19 @@ pub struct RedisConfig {
     /// Prefix of every key. Default `ocsp:`.
     #[serde(default = "d_prefix")]
     pub key_prefix: String,
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &crate::status::mysql::redact(&self.url))
+            .field("cluster", &self.cluster)
+            .field("tracking", &self.tracking)
+            .field("command_timeout_ms", &self.command_timeout_ms)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("key_prefix", &self.key_prefix)
+            .finish()
+    }
 }
 
 fn d_true() -> bool {

@@ -25,8 +25,9 @@ use mysql::{Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts};
 use super::{CertRecord, CertStatus, LookupFuture, StatusError, StatusSource};
 use crate::ocsp::{IssuerId, RevocationReason, Serial};
 
-/// `[mysql]` in the config.
-#[derive(Clone, Debug, serde::Deserialize, serde::Serialize)]
+/// `[mysql]` in the config. `Debug` shows the URLs with their passwords
+/// redacted.
+#[derive(Clone, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MysqlConfig {
     /// Primary, `mysql://user:password@host:port/database`. Writes (import,
@@ -49,6 +50,19 @@ pub struct MysqlConfig {
     /// waits for its status, ms. Default 1000.
     #[serde(default = "d_timeout")]
     pub timeout_ms: u64,
+}
+
+impl std::fmt::Debug for MysqlConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MysqlConfig")
+            .field("url", &redact(&self.url))
+            .field("replica_url", &self.replica_url.as_deref().map(redact))
+            .field("threads", &self.threads)
+            .field("batch", &self.batch)
+            .field("queue_depth", &self.queue_depth)
+            .field("timeout_ms", &self.timeout_ms)
+            .finish()
+    }
 }
 
 fn d_threads() -> usize {
@@ -80,18 +94,37 @@ impl MysqlConfig {
     }
 }
 
-/// Removes a password from a MySQL URL or error text.
+/// Replaces the password of every URL in `text` (`scheme://user:password@host`)
+/// with `***`: for MySQL and Redis URLs and any error text that might quote
+/// one. The user info ends at the authority's last `@` (a password may hold
+/// an unescaped `@`); the authority ends at `/`, `?`, `#` or whitespace.
 pub fn redact(text: &str) -> String {
-    match (text.find("://"), text.find('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &text[s + 3..at];
-            match creds.find(':') {
-                Some(c) => format!("{}{}:***{}", &text[..s + 3], &creds[..c], &text[at..]),
-                None => text.to_string(),
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let end =
+            tail.find(|c: char| matches!(c, '/' | '?' | '#') || c.is_whitespace()).unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match authority.rfind('@') {
+            Some(at) => {
+                let userinfo = &authority[..at];
+                match userinfo.find(':') {
+                    Some(colon) => {
+                        out.push_str(&userinfo[..colon]);
+                        out.push_str(":***");
+                    }
+                    None => out.push_str(userinfo),
+                }
+                out.push_str(&authority[at..]);
             }
+            None => out.push_str(authority),
         }
-        _ => text.to_string(),
+        rest = &tail[end..];
     }
+    out.push_str(rest);
+    out
 }
 
 struct Lookup {
@@ -264,6 +297,24 @@ mod tests {
         assert_eq!(redact("mysql://ocsp:s3cret@db:3306/ocsp"), "mysql://ocsp:***@db:3306/ocsp");
         assert_eq!(redact("mysql://root@127.0.0.1/ocsp"), "mysql://root@127.0.0.1/ocsp");
         assert_eq!(redact("no url here"), "no url here");
+        // Every URL in a text, not just the first.
+        assert_eq!(
+            redact("primary mysql://a:p1@x/db, replica mysql://b:p2@y/db failed"),
+            "primary mysql://a:***@x/db, replica mysql://b:***@y/db failed"
+        );
+        // An '@' in the text before the URL does not shift what is hidden.
+        assert_eq!(
+            redact("user root@localhost: redis://:p3@h:6379"),
+            "user root@localhost: redis://:***@h:6379"
+        );
+    }
+
+    /// `redact` used to cut the user info at the first `@`, so a password
+    /// holding an unescaped `@` leaked its tail (`mysql://u:***@ss@h`).
+    #[test]
+    fn regression_password_with_an_at_sign_is_hidden_whole() {
+        assert_eq!(redact("mysql://u:p@ss@db:3306/x"), "mysql://u:***@db:3306/x");
+        assert_eq!(redact("bad URL \"redis://:p@ss@h\""), "bad URL \"redis://:***@h\"");
     }
 
     #[test]

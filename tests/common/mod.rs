@@ -24,6 +24,8 @@ pub struct Server {
     child: Child,
     pub addr: SocketAddr,
     pub dir: tempfile::TempDir,
+    /// Everything the server printed on stdout.
+    stdout: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Drop for Server {
@@ -60,6 +62,38 @@ impl Server {
 
     /// Like [`Server::start_in`] with extra environment variables.
     pub fn start_env(dir: tempfile::TempDir, top: &str, issuers: &str, env: &[(String, String)]) -> Server {
+        Server::spawn(dir, top, issuers, env, Stdio::inherit())
+    }
+
+    /// Like [`Server::start_env`], with the server's stderr (its log) going
+    /// to `server.log` in `dir` (see [`Server::log`]).
+    pub fn start_logged(
+        dir: tempfile::TempDir,
+        top: &str,
+        issuers: &str,
+        env: &[(String, String)],
+    ) -> Server {
+        let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+        Server::spawn(dir, top, issuers, env, Stdio::from(log))
+    }
+
+    /// What the server printed on stdout so far (after its "listening" line).
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    /// What the server logged so far (with [`Server::start_logged`]).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    fn spawn(
+        dir: tempfile::TempDir,
+        top: &str,
+        issuers: &str,
+        env: &[(String, String)],
+        stderr: Stdio,
+    ) -> Server {
         let cfg = dir.path().join("ocsp-origin.toml");
         let text = format!("listen = \"127.0.0.1:0\"\ncores = 2\n{top}\n{issuers}");
         std::fs::write(&cfg, text).unwrap();
@@ -70,7 +104,7 @@ impl Server {
             .env("RUST_LOG", "warn")
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn ocsp-origin");
         let stdout = child.stdout.take().unwrap();
@@ -89,8 +123,16 @@ impl Server {
             }
         };
         // Keep draining stdout so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Server { child, addr, dir }
+        let stdout = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = stdout.clone();
+        std::thread::spawn(move || {
+            for l in lines.map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&l);
+                s.push('\n');
+            }
+        });
+        Server { child, addr, dir, stdout }
     }
 
     /// A fresh connection with a read timeout.
@@ -125,6 +167,18 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// The server's resident memory, KiB (`VmRSS` in /proc).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS in /proc/PID/status");
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    /// Whether the server process is still running (it did not crash).
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 }
 
@@ -233,14 +287,20 @@ pub struct Token {
     pub dir: tempfile::TempDir,
     pub conf: PathBuf,
     pub label: String,
+    pub pin: String,
 }
 
 /// User PIN of test tokens.
 pub const PIN: &str = "1234";
 
 impl Token {
-    /// Initialises a token labelled `label`.
+    /// Initialises a token labelled `label` with user PIN [`PIN`].
     pub fn new(label: &str) -> Token {
+        Token::with_pin(label, PIN)
+    }
+
+    /// Initialises a token labelled `label` with user PIN `pin`.
+    pub fn with_pin(label: &str, pin: &str) -> Token {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("tokens")).unwrap();
         let conf = dir.path().join("softhsm2.conf");
@@ -252,8 +312,8 @@ impl Token {
             ),
         )
         .unwrap();
-        let t = Token { dir, conf, label: label.to_string() };
-        t.util(&["--init-token", "--free", "--label", label, "--pin", PIN, "--so-pin", "5678"]);
+        let t = Token { dir, conf, label: label.to_string(), pin: pin.to_string() };
+        t.util(&["--init-token", "--free", "--label", label, "--pin", pin, "--so-pin", "5678"]);
         t
     }
 
@@ -266,7 +326,18 @@ impl Token {
     /// Imports a PKCS#8 PEM key pair under `label` / `id` (hex).
     pub fn import(&self, pkcs8_pem: &Path, label: &str, id: &str) {
         let key = pkcs8_pem.to_str().unwrap();
-        self.util(&["--import", key, "--token", &self.label, "--label", label, "--id", id, "--pin", PIN]);
+        self.util(&[
+            "--import",
+            key,
+            "--token",
+            &self.label,
+            "--label",
+            label,
+            "--id",
+            id,
+            "--pin",
+            &self.pin,
+        ]);
     }
 
     /// An `[issuer.pkcs11]` table for key `label`, PIN from `OCSP_TEST_PIN`.
@@ -280,7 +351,10 @@ impl Token {
 
     /// Environment a server using this token needs.
     pub fn env(&self) -> Vec<(String, String)> {
-        vec![("SOFTHSM2_CONF".into(), self.conf.display().to_string()), ("OCSP_TEST_PIN".into(), PIN.into())]
+        vec![
+            ("SOFTHSM2_CONF".into(), self.conf.display().to_string()),
+            ("OCSP_TEST_PIN".into(), self.pin.clone()),
+        ]
     }
 }
 
@@ -309,6 +383,20 @@ pub fn test_database(tag: &str) -> Option<String> {
 /// A `[mysql]` table for `url`.
 pub fn mysql_table(url: &str) -> String {
     format!("[mysql]\nurl = \"{url}\"\ntimeout_ms = 2000\n")
+}
+
+/// Runs `ocsp-origin db migrate` and `db import` of `index` for issuer
+/// "test" with config file `cfg`; both must succeed.
+pub fn migrate_and_import(cfg: &Path, index: &Path) {
+    let bin = || Command::new(env!("CARGO_BIN_EXE_ocsp-origin"));
+    let (ok, out) = run(bin().args(["db", "migrate", "--config"]).arg(cfg));
+    assert!(ok, "{out}");
+    let (ok, out) = run(bin()
+        .args(["db", "import", "--config"])
+        .arg(cfg)
+        .args(["--issuer", "test", "--index"])
+        .arg(index));
+    assert!(ok, "{out}");
 }
 
 /// `[[issuer]]` for the test CA with statuses in MySQL.
