@@ -368,6 +368,30 @@ fn an_endless_body_gets_413_and_close_with_bounded_memory() {
     assert_cut_off(&s, head, vec![0x30; 64 << 10], 413, "endless body");
 }
 
+/// After refusing a request the server closes in stages (RFC 9112 §9.6):
+/// it half-closes and keeps reading and discarding what the client still
+/// sends, for a bounded while, so the client's writes are not answered with
+/// a reset that can destroy the refusal before the client reads it (across a
+/// real network; on loopback the answer survives either way, so this checks
+/// the staged close itself).
+#[test]
+fn regression_a_refusal_is_a_staged_close_not_a_reset() {
+    let s = server_with("");
+    let c = s.connect();
+    (&c).write_all(b"POST / HTTP/1.1\r\nContent-Length: 10000000\r\n\r\n").unwrap();
+    let (resp, closed) = answer_then_close(&c, NORMAL);
+    assert_limit_answer(&resp, 413, "refused body");
+    assert!(closed, "half-closed: the client reads EOF");
+    // The client goes on sending the body it had started: the server still
+    // takes it (a closed socket would answer the first write with a reset and
+    // fail the next ones).
+    for i in 0..10 {
+        (&c).write_all(&[0x30u8; 8 << 10]).unwrap_or_else(|e| panic!("write {i} after the answer: {e}"));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_serves(&s, "after a staged close");
+}
+
 #[test]
 fn an_endless_body_without_length_gets_411_and_close() {
     let s = server_with("");

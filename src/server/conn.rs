@@ -53,6 +53,7 @@ pub(super) async fn serve(slot: &Slot, mut stream: TcpStream) {
         // Answer every complete request already buffered.
         let mut consumed = 0;
         let mut close = false;
+        let mut refused = false;
         loop {
             let pending = &input[consumed..];
             if pending.is_empty() {
@@ -77,6 +78,7 @@ pub(super) async fn serve(slot: &Slot, mut stream: TcpStream) {
                 Err(e) => {
                     write_http_failure(shard, e, &mut b.output);
                     close = true;
+                    refused = true;
                     break;
                 }
             }
@@ -87,6 +89,10 @@ pub(super) async fn serve(slot: &Slot, mut stream: TcpStream) {
                 return;
             }
             b.output.clear();
+        }
+        if refused {
+            linger_close(stream).await;
+            return;
         }
         if close || (closing && input.is_empty()) {
             let _ = stream.close().await;
@@ -138,6 +144,36 @@ pub(super) async fn serve(slot: &Slot, mut stream: TcpStream) {
             request_started = Some(Instant::now());
         }
     }
+}
+
+/// How long, and how many bytes, a refused client's remaining input is read
+/// and discarded before the connection closes.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 256 << 10;
+
+/// Closes a connection whose request was refused mid-stream (413, 431, 400…):
+/// the client may still be sending the body or headers we refused, and
+/// closing with unread input makes the kernel send a reset, which can destroy
+/// the answer in flight before the client has read it. So, like nginx's
+/// lingering close: stop writing, read and discard for a bounded while
+/// ([`LINGER_TIME`], at most [`LINGER_BYTES`]), then close.
+async fn linger_close(mut stream: TcpStream) {
+    let _ = stream.shutdown(std::net::Shutdown::Write).await;
+    let deadline = Instant::now() + LINGER_TIME;
+    let mut buf = [0u8; READ_CHUNK];
+    let mut discarded = 0;
+    while discarded < LINGER_BYTES {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let _ = stream.set_read_timeout(Some(left));
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => discarded += n,
+        }
+    }
+    let _ = stream.close().await;
 }
 
 fn write_http_failure(shard: &Shard, e: HttpError, out: &mut Vec<u8>) {
