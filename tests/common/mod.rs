@@ -384,3 +384,62 @@ pub fn issue_responder_cert(dir: &Path, cn: &str) {
         .arg(dir.join("resp.pem")));
     assert!(ok, "{out}");
 }
+
+/// A loopback TCP forwarder to `upstream`, for a dependency that comes and
+/// goes without stopping the real server behind it (which other tests share):
+/// clients of `addr` reach `upstream` while it runs; [`Forwarder::cut`] (or
+/// drop) closes the listener and every forwarded connection, as a crashed or
+/// unplugged server would.
+pub struct Forwarder {
+    pub addr: SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>>,
+}
+
+impl Forwarder {
+    /// Starts forwarding from `listener` to `upstream`.
+    pub fn start(listener: std::net::TcpListener, upstream: SocketAddr) -> Forwarder {
+        use std::sync::atomic::Ordering;
+        let addr = listener.local_addr().unwrap();
+        let f = Forwarder { addr, stop: Default::default(), conns: Default::default() };
+        let (stop, conns) = (f.stop.clone(), f.conns.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(client) = client else { return };
+                let Ok(server) = TcpStream::connect(upstream) else { continue };
+                if let Ok(mut c) = conns.lock() {
+                    c.extend([client.try_clone().unwrap(), server.try_clone().unwrap()]);
+                }
+                for (mut from, mut to) in
+                    [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)]
+                {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        f
+    }
+
+    /// Stops accepting and closes every forwarded connection.
+    pub fn cut(&self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr); // wakes the accept loop
+        if let Ok(mut c) = self.conns.lock() {
+            for s in c.drain(..) {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        self.cut();
+    }
+}
