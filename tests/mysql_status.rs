@@ -271,14 +271,7 @@ fn a_node_starts_while_its_database_is_down_and_recovers() {
     let parts = ocsp_origin::app::load_parts_for_serving(&config).expect("serve starts without it");
     assert!(t.elapsed() < Duration::from_secs(3), "start-up waited {:?}", t.elapsed());
 
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let r = ocsp_origin::server::run(&config, parts, ocsp_origin::control::Control::new(), |a| {
-            let _ = tx.send(a);
-        });
-        panic!("the server stopped: {r:?}");
-    });
-    let addr = rx.recv_timeout(Duration::from_secs(10)).expect("listening");
+    let addr = serve_in_process(config, parts);
     let der = std::fs::read(data("openssl-sha1.der")).unwrap();
     let ask = || {
         let mut s = std::net::TcpStream::connect(addr).unwrap();

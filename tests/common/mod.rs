@@ -3,6 +3,8 @@
 //! issuer from `tests/data/client-requests`.
 #![allow(dead_code)]
 
+pub mod load;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -104,6 +106,24 @@ impl Server {
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
+}
+
+/// Runs the real server (`server::run`) on `parts` in a thread of this
+/// process, for tests that build the parts themselves; returns its address
+/// once it listens. `server::run` does not return: the server ends with the
+/// test process.
+pub fn serve_in_process(
+    config: ocsp_origin::config::Config,
+    parts: ocsp_origin::server::Parts,
+) -> SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let r = ocsp_origin::server::run(&config, parts, ocsp_origin::control::Control::new(), |a| {
+            let _ = tx.send(a);
+        });
+        panic!("the server stopped: {r:?}");
+    });
+    rx.recv_timeout(Duration::from_secs(10)).expect("the server listens")
 }
 
 /// A parsed HTTP response.
