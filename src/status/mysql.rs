@@ -56,7 +56,9 @@ pub struct MysqlConfig {
     #[serde(default = "d_queue")]
     pub queue_depth: usize,
     /// Connect, read and write timeout of every query, and the longest a miss
-    /// waits for its status, ms. Default 1000.
+    /// waits for its status, ms. A query that fails (this timeout included)
+    /// marks the database down: misses then get `tryLater` at once until a
+    /// probe, every [`PROBE_INTERVAL`], gets an answer. Default 1000.
     #[serde(default = "d_timeout")]
     pub timeout_ms: u64,
 }
