@@ -279,13 +279,8 @@ struct Suite {
     prefix: String,
 }
 
-fn serial_of(step: usize, i: usize) -> String {
-    format!("{:06X}", 0x10_0000 * (step + 1) + i)
-}
-
-fn probe_serial(step: usize, j: usize) -> String {
-    serial_of(step, 0x8000 + j)
-}
+/// The suite's certificates.
+const SERIALS: Serials = Serials { base: 0x10_0000, bench: BENCH_SERIALS, probe: PROBE_SERIALS };
 
 impl Suite {
     fn redis_has(&self, serial: &str) -> bool {
@@ -320,11 +315,10 @@ impl Suite {
         eprintln!("chaos: step {} ({})", step.name, step.describe());
         // The bench's certificates for this step (one in ten revoked).
         let index = self.dir.join(format!("bench-{n}.txt"));
-        let text: String = (0..BENCH_SERIALS).map(|i| index_line(&serial_of(n, i), i % 10 == 9)).collect();
-        std::fs::write(&index, text).unwrap();
+        std::fs::write(&index, SERIALS.bench_index(n)).unwrap();
         let cfg = self.dir.join(format!("bench-{n}.toml"));
         bench_config(&cfg, self.server.addr, &index);
-        let probes: Vec<String> = (0..PROBE_SERIALS).map(|j| probe_serial(n, j)).collect();
+        let probes = SERIALS.probes(n);
         let idx = |j: usize| (n * PROBE_SERIALS + j) as u32;
         // Cached before the fault: in Redis, and in L1 of the shard that signed it.
         for (j, s) in probes[..PROBE_WARM].iter().enumerate() {
@@ -503,14 +497,7 @@ fn chaos_redis_and_database_faults_under_load() {
     ];
 
     // Every step's certificates, and the probe's, in the database.
-    let all: String = (0..steps.len())
-        .flat_map(|n| {
-            (0..BENCH_SERIALS)
-                .map(move |i| index_line(&serial_of(n, i), i % 10 == 9))
-                .chain((0..PROBE_SERIALS).map(move |j| index_line(&probe_serial(n, j), false)))
-        })
-        .collect();
-    std::fs::write(dir.path().join("all.txt"), all).unwrap();
+    std::fs::write(dir.path().join("all.txt"), SERIALS.all_index(steps.len())).unwrap();
     let db_cfg = dir.path().join("db.toml");
     std::fs::write(&db_cfg, format!("[mysql]\nurl = \"{db_url}\"\n{issuers}")).unwrap();
     let bin = || Command::new(env!("CARGO_BIN_EXE_ocsp-origin"));

@@ -186,13 +186,8 @@ impl Fault {
     }
 }
 
-fn serial_of(step: usize, i: usize) -> String {
-    format!("{:06X}", 0x20_0000 + 0x1_0000 * step + i)
-}
-
-fn probe_serial(step: usize, j: usize) -> String {
-    serial_of(step, 0x8000 + j)
-}
+/// The test's certificates.
+const SERIALS: Serials = Serials { base: 0x20_0000, bench: BENCH_SERIALS, probe: PROBE_SERIALS };
 
 #[test]
 fn hsm_slow_stuck_and_sessions_closed_under_load() {
@@ -221,15 +216,8 @@ fn hsm_slow_stuck_and_sessions_closed_under_load() {
 
     let faults = [Fault::Slow, Fault::Stuck, Fault::SessionsClosed, Fault::Gone];
     let dir = tempfile::tempdir().unwrap();
-    let all: String = (0..faults.len())
-        .flat_map(|n| {
-            (0..BENCH_SERIALS)
-                .map(move |i| index_line(&serial_of(n, i), i % 10 == 9))
-                .chain((0..PROBE_SERIALS).map(move |j| index_line(&probe_serial(n, j), false)))
-        })
-        .collect();
     let index = dir.path().join("all.txt");
-    std::fs::write(&index, all).unwrap();
+    std::fs::write(&index, SERIALS.all_index(faults.len())).unwrap();
     let cfg_path = dir.path().join("server.toml");
     std::fs::write(
         &cfg_path,
@@ -259,11 +247,10 @@ fn hsm_slow_stuck_and_sessions_closed_under_load() {
         let name = fault.name();
         eprintln!("hsm: step {name} ({})", fault.describe());
         let bench_index = dir.path().join(format!("bench-{n}.txt"));
-        let text: String = (0..BENCH_SERIALS).map(|i| index_line(&serial_of(n, i), i % 10 == 9)).collect();
-        std::fs::write(&bench_index, text).unwrap();
+        std::fs::write(&bench_index, SERIALS.bench_index(n)).unwrap();
         let bench_cfg = dir.path().join(format!("bench-{n}.toml"));
         bench_config(&bench_cfg, addr, &bench_index);
-        let probes: Vec<String> = (0..PROBE_SERIALS).map(|j| probe_serial(n, j)).collect();
+        let probes = SERIALS.probes(n);
         let idx = |j: usize| (n * PROBE_SERIALS + j) as u32;
         // Cached before the fault (in L1 of the shard that signed each).
         for (j, s) in probes[..PROBE_WARM].iter().enumerate() {

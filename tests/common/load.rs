@@ -62,6 +62,43 @@ pub fn index_line(serial: &str, revoked: bool) -> String {
     }
 }
 
+/// The certificates of a fault suite, step by step: `bench` per step for
+/// that step's bench run (one in ten revoked), and `probe` good ones only the
+/// probe asks for. A serial is the hex of `base + 0x1_0000 × step + i`, the
+/// probe's from `0x8000` within its step, so every step starts cold.
+#[derive(Clone, Copy)]
+pub struct Serials {
+    pub base: usize,
+    pub bench: usize,
+    pub probe: usize,
+}
+
+impl Serials {
+    fn serial(&self, step: usize, i: usize) -> String {
+        format!("{:06X}", self.base + 0x1_0000 * step + i)
+    }
+
+    /// The probe's serials of `step`.
+    pub fn probes(&self, step: usize) -> Vec<String> {
+        (0..self.probe).map(|j| self.serial(step, 0x8000 + j)).collect()
+    }
+
+    /// `index.txt` of `step`'s bench serials (for the bench's config).
+    pub fn bench_index(&self, step: usize) -> String {
+        (0..self.bench).map(|i| index_line(&self.serial(step, i), i % 10 == 9)).collect()
+    }
+
+    /// `index.txt` of every serial of `steps` steps (for the status source).
+    pub fn all_index(&self, steps: usize) -> String {
+        (0..steps)
+            .map(|n| {
+                let probes: String = self.probes(n).iter().map(|s| index_line(s, false)).collect();
+                self.bench_index(n) + &probes
+            })
+            .collect()
+    }
+}
+
 /// Writes a bench config for the test issuer whose certificates (and
 /// expected statuses) are `index`, aimed at `target`.
 pub fn bench_config(path: &Path, target: SocketAddr, index: &Path) {
