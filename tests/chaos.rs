@@ -443,11 +443,23 @@ impl Suite {
     }
 }
 
-/// Whether tests/run.sh's services (and so redis-server and mariadbd) are
-/// here; under CI=true they must be.
+/// Whether tests/run.sh's services are up, and so redis-server and mariadbd
+/// are installed (the suite runs its own instances of them). Without them the
+/// suite says so and passes vacuously, like the other service tests, except
+/// under CI=true, where it fails.
 fn services_available() -> bool {
-    test_redis("OCSP_TEST_REDIS_URL", "chaos").is_some()
-        && test_redis("OCSP_TEST_MYSQL_URL", "chaos").is_some()
+    let missing: Vec<&str> = ["OCSP_TEST_MYSQL_URL", "OCSP_TEST_REDIS_URL"]
+        .into_iter()
+        .filter(|v| std::env::var(v).is_err())
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("CI=true but {missing:?} not set: run tests via tests/run.sh");
+    }
+    eprintln!("note: {missing:?} not set, skipping the chaos suite (tests/run.sh starts MariaDB and Redis)");
+    false
 }
 
 #[test]
