@@ -292,7 +292,7 @@ fn hsm_slow_stuck_and_sessions_closed_under_load() {
                 match fault {
                     Fault::SessionsClosed => assert_eq!(a.verdict, Verdict::Good, "{name}: {a:?}"),
                     Fault::Stuck | Fault::Gone => {
-                        // Known stuck (nothing started for max_queue_wait_ms):
+                        // Known stuck (nothing started for 4 × max_queue_wait_ms):
                         // shed at once, not after the signing timeout.
                         assert_eq!(a.verdict, Verdict::TryLater, "{name}: {a:?}");
                         assert!(a.took < FAST, "{name}: tryLater took {:?}", a.took);

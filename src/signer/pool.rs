@@ -46,8 +46,8 @@ pub struct SignPoolConfig {
     /// on that connection); bounding the wait instead answers `tryLater`
     /// within about this long whatever the signer's speed (CoDel's idea:
     /// control the sojourn time, not the length). Signers that hang (a stuck
-    /// HSM) are caught the same way: jobs waiting and none started for this
-    /// long also sheds.
+    /// HSM) are caught too: jobs waiting and none started for
+    /// [`STALL_FACTOR`] times this long also sheds.
     pub max_queue_wait_us: u64,
 }
 
@@ -118,6 +118,12 @@ pub struct SignPool {
     progress: Arc<Progress>,
 }
 
+/// No job started for this many times `max_queue_wait` while jobs wait means
+/// the signers hang. More than one: a signer thread the kernel did not
+/// schedule for a few tens of milliseconds on a busy machine is not a hung
+/// HSM (the wait estimate covers signers that are merely slow).
+pub const STALL_FACTOR: u64 = 4;
+
 /// When the signers last showed progress: a signer thread starting a job, or
 /// a submit finding the queue empty.
 ///
@@ -125,10 +131,11 @@ pub struct SignPool {
 /// that hang (a stuck HSM) teach it nothing: it keeps the short waits from
 /// before the hang and every new miss would be queued and wait its whole
 /// `signing.timeout_ms` for `tryLater`. This covers that case. If the queue
-/// is not empty and nothing has progressed for `max_queue_wait`, the queue
-/// has not been empty since (a submit to an empty queue counts as progress)
-/// and no job started meanwhile, so the job at its head has waited at least
-/// that long: a new one is shed at once, like one behind slow signers.
+/// is not empty and nothing has progressed for a while, the queue has not
+/// been empty since (a submit to an empty queue counts as progress) and no
+/// job started meanwhile, so the job at its head has waited at least that
+/// long. Past [`STALL_FACTOR`] × `max_queue_wait` a new job is shed at once,
+/// like one behind slow signers.
 struct Progress {
     epoch: Instant,
     /// µs since `epoch`.
@@ -188,7 +195,7 @@ impl SignPool {
             if self.tx.is_empty() {
                 self.progress.touch();
             } else if self.stats.recent_wait_us.load(Ordering::Relaxed) > self.max_wait_us
-                || self.progress.stalled_us() > self.max_wait_us
+                || self.progress.stalled_us() > self.max_wait_us.saturating_mul(STALL_FACTOR)
             {
                 self.stats.shed.fetch_add(1, Ordering::Relaxed);
                 self.stats.shed_slow.fetch_add(1, Ordering::Relaxed);
@@ -417,7 +424,7 @@ mod tests {
         assert!(pool.stats().recent_wait_us.load(Ordering::Relaxed) < 5_000);
         // Once nothing has started for longer than the bound, new jobs are
         // refused at once instead of queueing behind the hang.
-        while pool.progress.stalled_us() <= 5_000 {
+        while pool.progress.stalled_us() <= 5_000 * STALL_FACTOR {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         assert!(matches!(pool.submit(signer.clone(), b"t".to_vec()), Err(SignError::QueueFull)));
