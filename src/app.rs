@@ -16,8 +16,22 @@ fn field_err(i: usize, field: &str, reason: impl std::fmt::Display) -> ConfigErr
     ConfigError { field: format!("issuer[{i}].{field}"), reason: reason.to_string() }
 }
 
-/// Loads every issuer's certificate, key and status database.
+/// Loads every issuer's certificate, key and status database, and insists
+/// that a `[mysql]` database answers and has the schema: what `check-config`
+/// reports.
 pub fn load_parts(config: &Config) -> Result<Parts, ConfigError> {
+    if let Some(m) = &config.mysql {
+        MysqlStatus::check(m).map_err(|e| ConfigError { field: "mysql".into(), reason: e })?;
+    }
+    load_parts_for_serving(config)
+}
+
+/// Like [`load_parts`], but a `[mysql]` database that cannot be reached is
+/// not an error: the server starts, logs a warning, serves what Redis holds,
+/// answers other misses `tryLater` and recovers by itself when the database
+/// answers (see [`crate::status::mysql`]). For `serve` and reloads;
+/// `check-config` keeps [`load_parts`].
+pub fn load_parts_for_serving(config: &Config) -> Result<Parts, ConfigError> {
     let mut issuers = Vec::new();
     let mut status = IndexStatus::new();
     for (i, ic) in config.issuers.iter().enumerate() {

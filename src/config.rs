@@ -187,10 +187,11 @@ pub struct SigningConfig {
     /// Default 2000.
     pub timeout_ms: u64,
     /// Shed new signing jobs (`tryLater`, or a still-valid cached response)
-    /// while jobs are queued and recent jobs waited longer than this, ms
-    /// (0 = off). Under a miss storm beyond the signers' capacity the queue
-    /// stays about this long, so misses are refused fast instead of holding
-    /// their connections for seconds. Keep it above `batch` × one signature.
+    /// while jobs are queued and recent jobs waited longer than this, or no
+    /// signer has started a job for 4 × this (a hung HSM), ms (0 = off).
+    /// Under a miss storm beyond the signers' capacity the queue stays about
+    /// this long, so misses are refused fast instead of holding their
+    /// connections for seconds. Keep it above `batch` × one signature.
     /// Default 25.
     pub max_queue_wait_ms: u64,
 }

@@ -338,12 +338,17 @@ fn serve(
     load: Box<dyn Fn() -> Result<Config, String> + Send>,
     on_ready: impl FnOnce(SocketAddr),
 ) -> Result<(), String> {
-    let parts = ocsp_origin::app::load_parts(cfg).map_err(|e| e.to_string())?;
+    // Serving starts without its status database (misses answer tryLater
+    // until it is reachable); a reload, like check-config, insists on it, so
+    // a config whose database can't be reached is refused and the running
+    // one keeps serving.
+    let parts = ocsp_origin::app::load_parts_for_serving(cfg).map_err(|e| e.to_string())?;
     let reload: ocsp_origin::server::Reload = Box::new(move || {
         let cfg = load()?;
         let parts = ocsp_origin::app::load_parts(&cfg).map_err(|e| e.to_string())?;
         Ok((cfg, parts))
     });
     let control = ocsp_origin::control::Control::new();
+    ocsp_origin::server::handle_signals(control.clone()).map_err(|e| format!("signal handlers: {e}"))?;
     ocsp_origin::server::run(cfg, parts, control, Some(reload), on_ready).map_err(|e| e.to_string())
 }

@@ -38,6 +38,16 @@ fn ok(cmd: &mut Command) -> String {
     out
 }
 
+/// The schema, and the test issuer's two certificates.
+fn migrate_and_import(cfg: &std::path::Path) {
+    ok(bin().args(["db", "migrate", "--config"]).arg(cfg));
+    ok(bin()
+        .args(["db", "import", "--config"])
+        .arg(cfg)
+        .args(["--issuer", "test", "--index"])
+        .arg(data("index.txt")));
+}
+
 #[test]
 fn migrate_and_import_are_idempotent() {
     let Some((dir, cfg, _)) = setup("import", "") else { return };
@@ -91,12 +101,7 @@ fn migrate_and_import_are_idempotent() {
 #[test]
 fn server_answers_from_mysql_and_sees_revocations() {
     let Some((dir, cfg, _)) = setup("serve", "[cache]\nl1_max_age_secs = 1\n") else { return };
-    ok(bin().args(["db", "migrate", "--config"]).arg(&cfg));
-    ok(bin()
-        .args(["db", "import", "--config"])
-        .arg(&cfg)
-        .args(["--issuer", "test", "--index"])
-        .arg(data("index.txt")));
+    migrate_and_import(&cfg);
     let text = std::fs::read_to_string(&cfg).unwrap();
     let top = text.split("[mysql]").next().unwrap().replace("listen = \"127.0.0.1:0\"\ncores = 2\n", "");
     let rest = format!("[mysql]{}", text.split("[mysql]").nth(1).unwrap());
@@ -166,12 +171,7 @@ fn server_answers_from_mysql_and_sees_revocations() {
 #[test]
 fn revoke_and_unrevoke_rules() {
     let Some((_dir, cfg, _)) = setup("revoke", "") else { return };
-    ok(bin().args(["db", "migrate", "--config"]).arg(&cfg));
-    ok(bin()
-        .args(["db", "import", "--config"])
-        .arg(&cfg)
-        .args(["--issuer", "test", "--index"])
-        .arg(data("index.txt")));
+    migrate_and_import(&cfg);
     let revoke = |serial: &str, reason: &str| {
         run(bin()
             .args(["revoke", "--config"])
@@ -237,4 +237,70 @@ fn config_errors_for_mysql() {
     let (okk, out) = run(bin().arg("check-config").arg(&f));
     assert!(!okk && out.contains("mysql:"), "{out}");
     assert!(!out.contains("s3cret"), "{out}");
+}
+
+/// The policy for a database that is down when a node starts: `serve` starts
+/// anyway (it loads with `app::load_parts_for_serving`), answers misses
+/// `tryLater` at once, and signs them once the database answers, by itself;
+/// `check-config` (`app::load_parts`) still reports the database, and a
+/// database without the schema. The server runs in this process (its
+/// threads end with it).
+#[test]
+fn a_node_starts_while_its_database_is_down_and_recovers() {
+    let Some((dir, cfg, url)) = setup("startdown", "pin = false\n") else { return };
+    // The schema is missing: check-config says so.
+    let (okk, out) = run(bin().arg("check-config").arg(&cfg));
+    assert!(!okk && out.contains("mysql:") && out.contains("db migrate"), "{out}");
+    migrate_and_import(&cfg);
+
+    // The same database behind a port where nothing listens yet.
+    let upstream: std::net::SocketAddr =
+        url.split('@').nth(1).unwrap().split('/').next().unwrap().parse().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let down_url = url.replace(&upstream.to_string(), &format!("127.0.0.1:{port}"));
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(&url, &down_url);
+    let down_cfg = dir.path().join("down.toml");
+    std::fs::write(&down_cfg, text).unwrap();
+    let config = ocsp_origin::config::Config::load(&down_cfg).unwrap();
+
+    let (okk, out) = run(bin().arg("check-config").arg(&down_cfg));
+    assert!(!okk && out.contains("mysql:"), "check-config insists on the database: {out}");
+    let e = ocsp_origin::app::load_parts(&config).err().expect("load_parts insists on the database");
+    assert_eq!(e.field, "mysql");
+    let t = std::time::Instant::now();
+    let parts = ocsp_origin::app::load_parts_for_serving(&config).expect("serve starts without it");
+    assert!(t.elapsed() < Duration::from_secs(3), "start-up waited {:?}", t.elapsed());
+
+    let addr = serve_in_process(config, parts);
+    let der = std::fs::read(data("openssl-sha1.der")).unwrap();
+    let ask = || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(&post("/", &der)).unwrap();
+        let r = read_response(&mut BufReader::new(s), false).unwrap();
+        assert_eq!(r.status, 200);
+        r
+    };
+
+    // Down: tryLater, at once.
+    for _ in 0..3 {
+        let t = std::time::Instant::now();
+        let r = ask();
+        assert_eq!(r.body, ocsp_error(3), "tryLater while the database is down");
+        assert!(t.elapsed() < Duration::from_millis(250), "answered in {:?}", t.elapsed());
+    }
+
+    // Up: the prober notices, and the miss is signed.
+    let _db = Forwarder::start(std::net::TcpListener::bind(("127.0.0.1", port)).unwrap(), upstream);
+    let up = std::time::Instant::now();
+    loop {
+        let r = ask();
+        if ocsp_status(&r.body) == "good" {
+            break;
+        }
+        assert_eq!(r.body, ocsp_error(3));
+        assert!(up.elapsed() < Duration::from_secs(5), "no recovery after the database came up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("recovered {:?} after the database came up", up.elapsed());
 }

@@ -397,3 +397,42 @@ fn second_node_answers_from_redis_with_hit_l2() {
     assert!(m.contains("ocsp_origin_redis_seconds_count 1\n"), "{m}");
     assert!(m.contains("ocsp_origin_db_seconds_count 0\n"), "nothing was looked up on node B: {m}");
 }
+
+/// A response in Redis past its refresh point but before its nextUpdate is
+/// still a valid answer: when it cannot be re-signed (here the database is
+/// unreachable), a node that does not hold it in L1 serves Redis's copy
+/// (`HIT-L2`) rather than `tryLater`; a certificate nothing holds gets
+/// `tryLater`.
+#[test]
+fn stale_but_valid_redis_copy_is_served_while_the_database_is_down() {
+    let Some(s) = setup("stale", "OCSP_TEST_REDIS_URL", false, 4) else { return };
+    // Stale as soon as signed (refresh point = thisUpdate + 3600 s = now),
+    // valid for another hour.
+    let response = "[response]\nlifetime_secs = 7200\nbackdate_secs = 3600\nrefresh_fraction = 0.5\n";
+    let text = std::fs::read_to_string(&s.cfg).unwrap();
+    let a = Server::start_in(tempfile::tempdir().unwrap(), response, &text);
+    // Node B reaches the database through a forwarder that can be cut.
+    let upstream: std::net::SocketAddr =
+        s.mysql.split('@').nth(1).unwrap().split('/').next().unwrap().parse().unwrap();
+    let db = Forwarder::start(std::net::TcpListener::bind("127.0.0.1:0").unwrap(), upstream);
+    let text_b = text.replace(&s.mysql, &s.mysql.replace(&upstream.to_string(), &db.addr.to_string()));
+    let b = Server::start_in(tempfile::tempdir().unwrap(), response, &text_b);
+
+    let reqs: Vec<Vec<u8>> = requests_for(&s.serials).iter().map(|r| get(&format!("/{}", b64(r)))).collect();
+    let signed = roundtrip(&a, &reqs[0]);
+    assert_eq!((ocsp_status(&signed.body).as_str(), signed.header("x-cache-status")), ("good", Some("MISS")));
+    let port: u16 = s.redis.trim_end_matches('/').rsplit(':').next().unwrap().parse().unwrap();
+    let prefix = text.split("key_prefix = \"").nth(1).unwrap().split('"').next().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while redis_keys(port, &format!("{prefix}r:*")) == 0 {
+        assert!(Instant::now() < deadline, "node A never wrote its response to Redis");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    db.cut();
+    let served = roundtrip(&b, &reqs[0]);
+    assert_eq!(served.header("x-cache-status"), Some("HIT-L2"), "{:?}", served.headers);
+    assert_eq!(served.body, signed.body, "node A's copy, still valid");
+    let other = roundtrip(&b, &reqs[1]);
+    assert_eq!(other.body, ocsp_error(3), "nothing holds this one: tryLater");
+}

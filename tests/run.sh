@@ -13,6 +13,9 @@
 #    tests at them, and stops them on exit.
 # 3. Runs every unit, integration, doc and bench-smoke test. Servers the tests
 #    start listen on ephemeral loopback ports and are killed when a test ends.
+#    The chaos suite (tests/chaos.rs, ~75 s) runs its own redis-server and
+#    mariadbd, since it stops and kills them; tests/hsm_faults.rs (~40 s)
+#    injects HSM faults into an in-process server on a SoftHSM2 token.
 #
 # A test that needs an external tool fails when it is missing. A database test
 # run by plain `cargo test` without OCSP_TEST_MYSQL_URL says so and passes

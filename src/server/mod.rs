@@ -91,9 +91,8 @@ pub type Reload = Box<dyn Fn() -> Result<(Config, Parts), String> + Send>;
 /// address once every listener is bound and before shards start accepting
 /// (connections made after it wait in the backlog, never refused).
 ///
-/// Signals (handled on a thread of their own): SIGTERM and SIGINT drain the
-/// server through `control` (a second one exits at once, status 1); SIGHUP
-/// reloads through `reload`, as `POST /reload` on the admin listener does.
+/// `control` drains it ([`Control::drain`]; [`handle_signals`] wires SIGTERM
+/// to that) and reloads it through `reload` (SIGHUP, `POST /reload`).
 /// Returns `Ok` when every shard has drained, so the process exits 0.
 pub fn run(
     config: &Config,
@@ -177,7 +176,6 @@ pub fn run(
             Ok((Arc::new(next) as Arc<dyn std::any::Any + Send + Sync>, summary))
         }));
     }
-    handle_signals(control.clone()).map_err(|e| ServerError::Start(format!("signal handlers: {e}")))?;
     let first_gen = Arc::new(Mutex::new(vec![shared; cores]));
     let placement = if config.pin {
         PoolPlacement::MaxSpread(cores, allowed_cpus())
@@ -242,8 +240,12 @@ fn restart_only(running: &Config, next: &Config) -> Result<(), String> {
     }
 }
 
-/// SIGTERM/SIGINT → drain (the second one exits at once); SIGHUP → reload.
-fn handle_signals(control: Arc<Control>) -> std::io::Result<()> {
+/// Installs the process's signal handling, on a thread of its own:
+/// SIGTERM/SIGINT drain the server through `control` (the second one exits at
+/// once, status 1); SIGHUP reloads, as `POST /reload` does. Process-wide, so
+/// the binary calls it, not [`run`] (a test or an embedding process keeps its
+/// own signals).
+pub fn handle_signals(control: Arc<Control>) -> std::io::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
     std::thread::Builder::new().name("signals".into()).spawn(move || {

@@ -45,7 +45,9 @@ pub struct SignPoolConfig {
     /// late, holding the client's connection (and the hits queued behind it
     /// on that connection); bounding the wait instead answers `tryLater`
     /// within about this long whatever the signer's speed (CoDel's idea:
-    /// control the sojourn time, not the length).
+    /// control the sojourn time, not the length). Signers that hang (a stuck
+    /// HSM) are caught too: jobs waiting and none started for
+    /// [`STALL_FACTOR`] times this long also sheds.
     pub max_queue_wait_us: u64,
 }
 
@@ -75,7 +77,9 @@ pub struct SignStats {
     /// Moving average (1/8 weight) of the queue wait of recently dequeued
     /// jobs, µs: the wait a new job can expect.
     pub recent_wait_us: AtomicU64,
-    /// Of `shed`, jobs refused because of `recent_wait_us`.
+    /// Of `shed`, jobs refused because jobs wait too long: `recent_wait_us`,
+    /// or no signer has started a job for that long while jobs wait (stuck
+    /// signers: see [`Progress`]).
     pub shed_slow: AtomicU64,
 }
 
@@ -111,6 +115,50 @@ pub struct SignPool {
     stats: Arc<SignStats>,
     hists: Arc<Vec<Arc<Mutex<SignHistograms>>>>,
     max_wait_us: u64,
+    progress: Arc<Progress>,
+}
+
+/// No job started for this many times `max_queue_wait` while jobs wait means
+/// the signers hang. More than one: a signer thread the kernel did not
+/// schedule for a few tens of milliseconds on a busy machine is not a hung
+/// HSM (the wait estimate covers signers that are merely slow).
+pub const STALL_FACTOR: u64 = 4;
+
+/// When the signers last showed progress: a signer thread starting a job, or
+/// a submit finding the queue empty.
+///
+/// `recent_wait_us` learns from jobs as signer threads take them, so signers
+/// that hang (a stuck HSM) teach it nothing: it keeps the short waits from
+/// before the hang and every new miss would be queued and wait its whole
+/// `signing.timeout_ms` for `tryLater`. This covers that case. If the queue
+/// is not empty and nothing has progressed for a while, the queue has not
+/// been empty since (a submit to an empty queue counts as progress) and no
+/// job started meanwhile, so the job at its head has waited at least that
+/// long. Past [`STALL_FACTOR`] × `max_queue_wait` a new job is shed at once,
+/// like one behind slow signers.
+struct Progress {
+    epoch: Instant,
+    /// µs since `epoch`.
+    last_us: AtomicU64,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        Progress { epoch: Instant::now(), last_us: AtomicU64::new(0) }
+    }
+
+    fn now_us(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+
+    fn touch(&self) {
+        self.last_us.store(self.now_us(), Ordering::Relaxed);
+    }
+
+    /// µs since the last progress.
+    fn stalled_us(&self) -> u64 {
+        self.now_us().saturating_sub(self.last_us.load(Ordering::Relaxed))
+    }
 }
 
 impl SignPool {
@@ -118,6 +166,7 @@ impl SignPool {
     pub fn start(cfg: &SignPoolConfig) -> std::io::Result<(SignPool, Vec<JoinHandle<()>>)> {
         let (tx, rx) = flume::bounded::<SignJob>(cfg.queue_depth.max(1));
         let stats = Arc::new(SignStats::default());
+        let progress = Arc::new(Progress::new());
         let mut handles = Vec::new();
         let mut hists = Vec::new();
         for i in 0..cfg.threads.max(1) {
@@ -126,13 +175,13 @@ impl SignPool {
             let batch = cfg.batch.max(1);
             let h = Arc::new(Mutex::new(SignHistograms::new()));
             hists.push(h.clone());
-            handles.push(
-                std::thread::Builder::new()
-                    .name(format!("signer-{i}"))
-                    .spawn(move || signer_thread(rx, batch, stats, h))?,
-            );
+            handles.push(std::thread::Builder::new().name(format!("signer-{i}")).spawn({
+                let progress = progress.clone();
+                move || signer_thread(rx, batch, stats, h, progress)
+            })?);
         }
-        Ok((SignPool { tx, stats, hists: Arc::new(hists), max_wait_us: cfg.max_queue_wait_us }, handles))
+        let max_wait_us = cfg.max_queue_wait_us;
+        Ok((SignPool { tx, stats, hists: Arc::new(hists), max_wait_us, progress }, handles))
     }
 
     /// Queues `tbs` for signing with `signer`. Never blocks: a full queue is
@@ -142,13 +191,16 @@ impl SignPool {
         signer: Arc<dyn Signer>,
         tbs: Vec<u8>,
     ) -> Result<oneshot::Receiver<SignResult>, SignError> {
-        if self.max_wait_us > 0
-            && !self.tx.is_empty()
-            && self.stats.recent_wait_us.load(Ordering::Relaxed) > self.max_wait_us
-        {
-            self.stats.shed.fetch_add(1, Ordering::Relaxed);
-            self.stats.shed_slow.fetch_add(1, Ordering::Relaxed);
-            return Err(SignError::QueueFull);
+        if self.max_wait_us > 0 {
+            if self.tx.is_empty() {
+                self.progress.touch();
+            } else if self.stats.recent_wait_us.load(Ordering::Relaxed) > self.max_wait_us
+                || self.progress.stalled_us() > self.max_wait_us.saturating_mul(STALL_FACTOR)
+            {
+                self.stats.shed.fetch_add(1, Ordering::Relaxed);
+                self.stats.shed_slow.fetch_add(1, Ordering::Relaxed);
+                return Err(SignError::QueueFull);
+            }
         }
         let (reply, rx) = oneshot::channel();
         let job = SignJob { signer, tbs, reply, enqueued: Instant::now() };
@@ -210,6 +262,7 @@ fn signer_thread(
     batch: usize,
     stats: Arc<SignStats>,
     hists: Arc<Mutex<SignHistograms>>,
+    progress: Arc<Progress>,
 ) {
     let mut jobs = Vec::with_capacity(batch);
     // (queue wait µs, sign µs) per job of the batch, recorded after it.
@@ -247,6 +300,7 @@ fn signer_thread(
                 stats.abandoned.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
+            progress.touch();
             let start = Instant::now();
             let waited = start.duration_since(job.enqueued).as_micros() as u64;
             stats.queue_wait_us.fetch_add(waited, Ordering::Relaxed);
@@ -311,6 +365,78 @@ mod tests {
             let sig = futures::executor::block_on(rx).unwrap().unwrap();
             assert_eq!(sig[0], 0x30);
         }
+        drop(pool);
+        for h in handles {
+            h.join().unwrap();
+        }
+    }
+
+    /// Signs once `open` is set; until then every signature hangs.
+    struct Hung {
+        inner: SoftwareSigner,
+        open: std::sync::atomic::AtomicBool,
+    }
+
+    impl Signer for Hung {
+        fn algorithm_der(&self) -> &[u8] {
+            self.inner.algorithm_der()
+        }
+        fn public_key_bits(&self) -> &[u8] {
+            self.inner.public_key_bits()
+        }
+        fn sign(&self, tbs: &[u8]) -> Result<Vec<u8>, SignError> {
+            while !self.open.load(Ordering::SeqCst) {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            self.inner.sign(tbs)
+        }
+        fn describe(&self) -> String {
+            "hung".into()
+        }
+    }
+
+    #[test]
+    fn sheds_at_once_while_the_signers_hang() {
+        let key = include_str!("../../tests/data/client-requests/ca.key");
+        let hung = Arc::new(Hung {
+            inner: SoftwareSigner::from_pem(key).unwrap(),
+            open: std::sync::atomic::AtomicBool::new(false),
+        });
+        let signer: Arc<dyn Signer> = hung.clone();
+        let (pool, handles) = SignPool::start(&SignPoolConfig {
+            threads: 1,
+            queue_depth: 100,
+            batch: 1,
+            max_queue_wait_us: 5_000,
+        })
+        .unwrap();
+        // The only signer thread takes the first job and hangs in it.
+        let first = pool.submit(signer.clone(), b"t".to_vec()).unwrap();
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        while pool.queued() > 0 {
+            assert!(Instant::now() < deadline, "the signer never took the job");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        // An empty queue accepts. Recent waits were short, so the wait
+        // estimate alone would accept every job after it too, each to wait
+        // its whole timeout.
+        let queued = pool.submit(signer.clone(), b"t".to_vec()).expect("an empty queue accepts");
+        assert!(pool.stats().recent_wait_us.load(Ordering::Relaxed) < 5_000);
+        // Once nothing has started for longer than the bound, new jobs are
+        // refused at once instead of queueing behind the hang.
+        while pool.progress.stalled_us() <= 5_000 * STALL_FACTOR {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert!(matches!(pool.submit(signer.clone(), b"t".to_vec()), Err(SignError::QueueFull)));
+        assert_eq!(pool.stats().shed_slow.load(Ordering::Relaxed), 1);
+        // The signer recovers: the accepted jobs are answered, and once the
+        // queue is empty new jobs are accepted again.
+        hung.open.store(true, Ordering::SeqCst);
+        for rx in [first, queued] {
+            assert!(futures::executor::block_on(rx).unwrap().is_ok());
+        }
+        let rx = pool.submit(signer.clone(), b"t".to_vec()).expect("accepted after the hang");
+        assert!(futures::executor::block_on(rx).unwrap().is_ok());
         drop(pool);
         for h in handles {
             h.join().unwrap();

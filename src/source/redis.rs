@@ -3,7 +3,9 @@
 //!
 //! - **Read**: a fresh entry in Redis is answered without signing; a missing,
 //!   stale, undecodable or tombstoned one falls through to the inner (live)
-//!   source, whose answer is written back.
+//!   source, whose answer is written back. A stale entry that is still valid
+//!   (before its nextUpdate) is kept and served when the inner source's answer
+//!   would be `tryLater` (database down, signers saturated or stuck).
 //! - **Versioned writes**: each value carries the status revision it was signed
 //!   from; a server-side script ([`WRITE_SCRIPT`]) refuses to replace a newer
 //!   revision, so a slow miss that read the database before a revocation can't
@@ -41,9 +43,10 @@ use fred::types::RespVersion;
 use super::{Answer, Query, Source};
 use crate::cache::{CachedResponse, Origin};
 use crate::clock::unix_now;
+use crate::error::{disposition, Failure, OcspError};
 use crate::issuer::Issuers;
 use crate::metrics::{Stage, StageTimes};
-use crate::ocsp::response::Validity;
+use crate::ocsp::response::{ResponseStatus, Validity};
 use crate::ocsp::{CertId, HashAlg, Serial};
 use crate::status::CertStatus;
 
@@ -347,24 +350,25 @@ impl RedisL2 {
         }
     }
 
-    /// A fresh response held in Redis for `key`, if any. The GET is timed
-    /// whatever its outcome: a timeout is time the request spent too.
-    async fn read(&self, key: &str) -> Option<CachedResponse> {
+    /// The still-valid response held in Redis for `key`, if any, and whether
+    /// it is fresh (before its refresh point). The GET is timed whatever its
+    /// outcome: a timeout is time the request spent too.
+    async fn read(&self, key: &str) -> Option<(CachedResponse, bool)> {
         let sent = Instant::now();
         let got = self.client.get::<Option<Vec<u8>>, _>(key).await;
         self.stages.record(Stage::Redis, sent.elapsed());
+        let now = unix_now();
         match got {
             Ok(Some(v)) => match decode(&v) {
                 // Before its refresh point, and (whatever a damaged or
                 // hand-written record claims) before its nextUpdate.
-                Some(Stored::Response(r))
-                    if {
-                        let now = unix_now();
-                        now < r.refresh_at && now < r.validity.next_update
-                    } =>
-                {
+                Some(Stored::Response(r)) if now < r.refresh_at && now < r.validity.next_update => {
                     bump(&self.stats.hits);
-                    Some(r)
+                    Some((r, true))
+                }
+                Some(Stored::Response(r)) if now < r.validity.next_update => {
+                    bump(&self.stats.misses);
+                    Some((r, false))
                 }
                 _ => {
                     bump(&self.stats.misses);
@@ -407,17 +411,39 @@ impl RedisL2 {
     }
 }
 
+/// Whether `e` would be answered `tryLater` (the status source, the signers
+/// or the shard's miss bound failed): then a stale but still valid response is
+/// the better answer.
+fn would_try_later(e: &OcspError) -> bool {
+    disposition(&Failure::Ocsp(e.clone())).ocsp == Some(ResponseStatus::TryLater)
+}
+
 impl Source for Rc<RedisL2> {
     fn fetch(&self, q: Rc<Query>) -> Answer {
         let me = self.clone();
         Box::pin(async move {
             let Some(key) = me.key(&q) else { return me.inner.fetch(q).await };
-            if let Some(r) = me.read(&key).await {
-                return Ok(Rc::new(r));
+            let stale = match me.read(&key).await {
+                Some((r, true)) => return Ok(Rc::new(r)),
+                Some((r, false)) => Some(r),
+                None => None,
+            };
+            match me.inner.fetch(q).await {
+                Ok(r) => {
+                    me.write_back(key, &r);
+                    Ok(r)
+                }
+                // Past its refresh point but before nextUpdate: re-signing
+                // failed (database down, HSM slow), so serve it rather than
+                // tryLater. A tombstone never gets here (a revocation
+                // replaced it), so this is never an older status than the
+                // database's last known one.
+                Err(e) if would_try_later(&e) => match stale {
+                    Some(r) => Ok(Rc::new(r)),
+                    None => Err(e),
+                },
+                Err(e) => Err(e),
             }
-            let r = me.inner.fetch(q).await?;
-            me.write_back(key, &r);
-            Ok(r)
         })
     }
 
@@ -427,7 +453,7 @@ impl Source for Rc<RedisL2> {
             let Some(key) = me.key(&q) else { return me.inner.revalidate(q, prev).await };
             // Redis holding this revision or a newer one is as good as a status
             // check: every change writes a higher revision there first.
-            if let Some(r) = me.read(&key).await {
+            if let Some((r, true)) = me.read(&key).await {
                 if r.revision >= prev.revision {
                     return Ok(Rc::new(r));
                 }

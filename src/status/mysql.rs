@@ -1,26 +1,36 @@
 //! Certificate status in MariaDB/MySQL, the authoritative production source.
 //!
 //! The `mysql` crate blocks, so it never runs on a shard: lookups go through a
-//! bounded queue to a small pool of OS threads, each holding one pooled
-//! connection. A thread takes every lookup waiting (up to `batch`) and answers
-//! them with one `SELECT … WHERE issuer = ? AND serial IN (…)` per issuer, so a
-//! storm of misses costs a few round trips instead of one per request.
-//! Connections are not reset on checkout (no `COM_RESET_CONNECTION` round trip
-//! per query) and every socket read, write and connect has a timeout; the
-//! shard also bounds its own wait. A full queue, a timeout or a database error
-//! is a `StatusError`, which the responder turns into `tryLater` — never a
-//! guess. Lookups may go to a read replica (`replica_url`).
+//! bounded queue to a small pool of OS threads, each holding its own
+//! connection (opened on first use, dropped after any error so a half-read
+//! answer is never mistaken for the next one). A thread takes every lookup
+//! waiting (up to `batch`) and answers them with one `SELECT … WHERE issuer = ?
+//! AND serial IN (…)` per issuer, so a storm of misses costs a few round trips
+//! instead of one per request. Every socket read, write and connect has a
+//! timeout; the shard also bounds its own wait. A full queue, a timeout or a
+//! database error is a `StatusError`, which the responder turns into
+//! `tryLater` — never a guess. Lookups may go to a read replica
+//! (`replica_url`).
+//!
+//! **Failure policy.** A failed batch marks the database down: from then on a
+//! lookup fails at once (the shard serves what L1 and Redis hold and answers
+//! other misses `tryLater` without waiting), and one prober thread tries the
+//! database every [`PROBE_INTERVAL`] until it answers. [`MysqlStatus::start`]
+//! does not need the database (a node can start during an outage and serve
+//! what Redis holds); it is then down from the start. [`MysqlStatus::check`]
+//! is the strict test `check-config` makes.
 //!
 //! The schema (`migrations/`) is applied by `ocsp-origin db migrate`; see
 //! [`crate::db`] for the writer side (import, revoke).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::channel::oneshot;
 use mysql::prelude::Queryable;
-use mysql::{Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts};
+use mysql::{Conn, Opts, OptsBuilder, PoolConstraints, PoolOpts};
 
 use super::{CertRecord, CertStatus, LookupFuture, StatusError, StatusSource};
 use crate::ocsp::{IssuerId, RevocationReason, Serial};
@@ -47,7 +57,9 @@ pub struct MysqlConfig {
     #[serde(default = "d_queue")]
     pub queue_depth: usize,
     /// Connect, read and write timeout of every query, and the longest a miss
-    /// waits for its status, ms. Default 1000.
+    /// waits for its status, ms. A query that fails (this timeout included)
+    /// marks the database down: misses then get `tryLater` at once until a
+    /// probe, every [`PROBE_INTERVAL`], gets an answer. Default 1000.
     #[serde(default = "d_timeout")]
     pub timeout_ms: u64,
 }
@@ -133,43 +145,163 @@ struct Lookup {
     reply: oneshot::Sender<Result<Option<CertRecord>, StatusError>>,
 }
 
+/// How often the prober tries an unreachable database. Each try is one
+/// connect plus one `SELECT`, each bounded by `timeout_ms`; so after the
+/// database returns, lookups resume within about this plus one round trip.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Whether the database answered the last time it was asked. Shared by the
+/// shards (which fail fast while it is down), the lookup threads (which trip
+/// it) and the prober (which clears it).
+///
+/// Without it every miss during an outage would queue, take a lookup thread
+/// and wait the full `timeout_ms` (a stopped server still accepts TCP
+/// connections into its backlog, so even a connect hangs until the read
+/// timeout); with it only the first batch pays that, and later misses get
+/// `tryLater` at once while one prober thread, not a client, waits on the
+/// database.
+struct Health {
+    /// Set by a failed batch, cleared by a successful probe.
+    down: AtomicBool,
+    /// When it went down (for the recovery log line).
+    since: Mutex<Option<Instant>>,
+    /// Wakes the prober.
+    wake: flume::Sender<()>,
+}
+
+impl Health {
+    fn is_down(&self) -> bool {
+        self.down.load(Ordering::Acquire)
+    }
+
+    /// A batch failed with `why`: fail fast from now on and start probing.
+    fn trip(&self, why: &str) {
+        if !self.down.swap(true, Ordering::AcqRel) {
+            if let Ok(mut s) = self.since.lock() {
+                *s = Some(Instant::now());
+            }
+            log::warn!(
+                "status database unreachable ({why}); misses answer tryLater (cached responses are still \
+                 served) until it answers again"
+            );
+            let _ = self.wake.try_send(());
+        }
+    }
+
+    /// A probe succeeded.
+    fn clear(&self) {
+        if self.down.swap(false, Ordering::AcqRel) {
+            let down_for = self.since.lock().ok().and_then(|mut s| s.take()).map(|t| t.elapsed());
+            log::warn!(
+                "status database reachable again after {:.1} s",
+                down_for.unwrap_or_default().as_secs_f64()
+            );
+        }
+    }
+}
+
 /// The MariaDB/MySQL status source.
 pub struct MysqlStatus {
     tx: flume::Sender<Lookup>,
     timeout: Duration,
+    health: Arc<Health>,
 }
 
 impl MysqlStatus {
-    /// Connects (checking the schema is there) and starts the lookup threads.
-    /// `names` maps issuer ids to the names stored in the `issuer` column.
+    /// Checks that the database can be reached and the schema is there (what
+    /// `check-config` reports; `serve` starts without it, see [`MysqlStatus::start`]).
+    pub fn check(cfg: &MysqlConfig) -> Result<(), String> {
+        let url = cfg.replica_url.as_deref().unwrap_or(&cfg.url);
+        let opts = cfg.opts(url, 1)?;
+        let mut conn = Conn::new(opts).map_err(|e| redact(&e.to_string()))?;
+        probe(&mut conn)
+    }
+
+    /// Starts the lookup threads and the prober. `names` maps issuer ids to the
+    /// names stored in the `issuer` column.
+    ///
+    /// Does not need the database: connections are opened on first use, and
+    /// a database that cannot be reached now is logged and treated like one
+    /// that went away (misses answer `tryLater` at once until a probe
+    /// succeeds), so a node can start, and serve what Redis holds, while the
+    /// database is down. Only a bad URL or a failure to start threads is an
+    /// error.
     pub fn start(cfg: &MysqlConfig, names: HashMap<IssuerId, String>) -> Result<MysqlStatus, String> {
         let url = cfg.replica_url.as_deref().unwrap_or(&cfg.url);
-        let pool = Pool::new(cfg.opts(url, cfg.threads)?).map_err(|e| redact(&e.to_string()))?;
-        {
-            let mut conn = pool.get_conn().map_err(|e| redact(&e.to_string()))?;
-            conn.query_drop("SELECT 1 FROM ocsp_certificates LIMIT 1").map_err(|e| {
-                format!("{} (has `ocsp-origin db migrate` been run?)", redact(&e.to_string()))
-            })?;
-        }
+        let opts = cfg.opts(url, 1)?;
+        let (wake, woken) = flume::bounded(1);
+        let health = Arc::new(Health { down: AtomicBool::new(false), since: Mutex::new(None), wake });
         let (tx, rx) = flume::bounded::<Lookup>(cfg.queue_depth.max(1));
         let names = Arc::new(names);
         for i in 0..cfg.threads.max(1) {
-            let (rx, pool, names, batch) = (rx.clone(), pool.clone(), names.clone(), cfg.batch.max(1));
+            let (rx, opts, names, health) = (rx.clone(), opts.clone(), names.clone(), health.clone());
+            let batch = cfg.batch.max(1);
             std::thread::Builder::new()
                 .name(format!("mysql-{i}"))
-                .spawn(move || lookup_thread(rx, pool, names, batch))
+                .spawn(move || lookup_thread(rx, opts, names, batch, health))
                 .map_err(|e| e.to_string())?;
         }
-        Ok(MysqlStatus { tx, timeout: Duration::from_millis(cfg.timeout_ms) })
+        let weak = Arc::downgrade(&health);
+        let probe_opts = opts.clone();
+        std::thread::Builder::new()
+            .name("mysql-probe".into())
+            .spawn(move || prober(probe_opts, weak, woken))
+            .map_err(|e| e.to_string())?;
+        // Find out now whether it is reachable, so the log says so at start-up
+        // and the first misses need not find out the slow way.
+        if let Err(e) = Conn::new(opts).map_err(|e| redact(&e.to_string())).and_then(|mut c| probe(&mut c)) {
+            health.trip(&format!("at start-up: {e}"));
+        }
+        Ok(MysqlStatus { tx, timeout: Duration::from_millis(cfg.timeout_ms), health })
+    }
+}
+
+/// One cheap query that needs the schema.
+fn probe(conn: &mut Conn) -> Result<(), String> {
+    conn.query_drop("SELECT 1 FROM ocsp_certificates LIMIT 1")
+        .map_err(|e| format!("{} (has `ocsp-origin db migrate` been run?)", redact(&e.to_string())))
+}
+
+/// While the database is down, tries it every [`PROBE_INTERVAL`] with a fresh
+/// connection and clears `health` when it answers. Sleeps while it is up;
+/// exits when the status source is dropped.
+fn prober(opts: Opts, health: std::sync::Weak<Health>, woken: flume::Receiver<()>) {
+    loop {
+        match woken.recv_timeout(Duration::from_secs(1)) {
+            Ok(()) | Err(flume::RecvTimeoutError::Timeout) => {}
+            Err(flume::RecvTimeoutError::Disconnected) => return,
+        }
+        loop {
+            let Some(h) = health.upgrade() else { return };
+            if !h.is_down() {
+                break;
+            }
+            drop(h);
+            let ok = Conn::new(opts.clone()).map_err(|e| e.to_string()).and_then(|mut c| probe(&mut c));
+            match (ok, health.upgrade()) {
+                (_, None) => return,
+                (Ok(()), Some(h)) => {
+                    h.clear();
+                    break;
+                }
+                (Err(e), Some(_)) => log::debug!("status database probe: {}", redact(&e)),
+            }
+            std::thread::sleep(PROBE_INTERVAL);
+        }
     }
 }
 
 fn lookup_thread(
     rx: flume::Receiver<Lookup>,
-    pool: Pool,
+    opts: Opts,
     names: Arc<HashMap<IssuerId, String>>,
     batch: usize,
+    health: Arc<Health>,
 ) {
+    // This thread's own connection, opened on first use and dropped after any
+    // error: a connection whose query failed half-way (a read timeout) may
+    // still have the rest of that answer in flight, so it is never reused.
+    let mut conn: Option<Conn> = None;
     let mut jobs: Vec<Lookup> = Vec::with_capacity(batch);
     while let Ok(first) = rx.recv() {
         jobs.push(first);
@@ -180,8 +312,18 @@ fn lookup_thread(
             }
         }
         jobs.retain(|j| !j.reply.is_canceled());
+        if jobs.is_empty() {
+            continue;
+        }
+        if health.is_down() {
+            // Lookups queued before the trip: answer them at once too.
+            for j in jobs.drain(..) {
+                let _ = j.reply.send(Err(StatusError::Unavailable("status database unreachable".into())));
+            }
+            continue;
+        }
         let started = Instant::now();
-        let result = answer_batch(&pool, &names, &jobs);
+        let result = answer_batch(&mut conn, &opts, &names, &jobs);
         if started.elapsed() > Duration::from_secs(1) {
             log::warn!("status lookup of {} serials took {:?}", jobs.len(), started.elapsed());
         }
@@ -192,7 +334,7 @@ fn lookup_thread(
                 }
             }
             Err(e) => {
-                log::warn!("status lookup failed: {e}");
+                health.trip(&e);
                 for j in jobs.drain(..) {
                     let _ = j.reply.send(Err(StatusError::Unavailable(e.clone())));
                 }
@@ -201,18 +343,68 @@ fn lookup_thread(
     }
 }
 
-type Row = (Vec<u8>, u8, Option<u64>, Option<u8>, u64, u64);
-
+/// Answers a batch on this thread's connection (opening one if it has none).
+/// Any error drops the connection. A kept connection that turns out dead
+/// (the server restarted: EOF, reset) is replaced and the batch tried once
+/// more; a timeout is not retried (the database is slow or stopped, and the
+/// shard has stopped waiting).
 fn answer_batch(
-    pool: &Pool,
+    conn: &mut Option<Conn>,
+    opts: &Opts,
     names: &HashMap<IssuerId, String>,
     jobs: &[Lookup],
 ) -> Result<HashMap<(IssuerId, Serial), CertRecord>, String> {
+    let reused = conn.is_some();
+    let mut attempt = || {
+        let result = query_batch(conn, opts, names, jobs);
+        if result.is_err() {
+            *conn = None;
+        }
+        result
+    };
+    match attempt() {
+        Err(e) if reused && is_stale_connection(&e) => {
+            log::debug!("status connection was dead ({}); reconnecting", redact(&e.to_string()));
+            attempt().map_err(|e| redact(&e.to_string()))
+        }
+        other => other.map_err(|e| redact(&e.to_string())),
+    }
+}
+
+/// A connection the server closed while it sat idle, as opposed to a database
+/// that is slow or stopped now (a socket timeout, which the driver reports as
+/// `WouldBlock` or `TimedOut`, possibly inside a codec error).
+fn is_stale_connection(e: &mysql::Error) -> bool {
+    let timed_out = |io: &std::io::Error| {
+        matches!(io.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock)
+    };
+    match e {
+        mysql::Error::IoError(io) => !timed_out(io),
+        // The codec's own error type is not exported; its `source` is the
+        // socket error when there is one.
+        mysql::Error::CodecError(c) => {
+            !matches!(std::error::Error::source(c).and_then(|s| s.downcast_ref()), Some(io) if timed_out(io))
+        }
+        _ => false,
+    }
+}
+
+type Row = (Vec<u8>, u8, Option<u64>, Option<u8>, u64, u64);
+
+fn query_batch(
+    conn: &mut Option<Conn>,
+    opts: &Opts,
+    names: &HashMap<IssuerId, String>,
+    jobs: &[Lookup],
+) -> Result<HashMap<(IssuerId, Serial), CertRecord>, mysql::Error> {
     let mut by_issuer: HashMap<IssuerId, Vec<Serial>> = HashMap::new();
     for j in jobs {
         by_issuer.entry(j.issuer).or_default().push(j.serial);
     }
-    let mut conn = pool.get_conn().map_err(|e| redact(&e.to_string()))?;
+    let conn = match conn {
+        Some(c) => c,
+        None => conn.insert(Conn::new(opts.clone())?),
+    };
     let mut found = HashMap::new();
     for (issuer, serials) in by_issuer {
         let Some(name) = names.get(&issuer) else { continue };
@@ -224,7 +416,7 @@ fn answer_batch(
         let mut params: Vec<mysql::Value> = Vec::with_capacity(serials.len() + 1);
         params.push(name.as_str().into());
         params.extend(serials.iter().map(|s| mysql::Value::from(s.as_bytes())));
-        let rows: Vec<Row> = conn.exec(sql, params).map_err(|e| redact(&e.to_string()))?;
+        let rows: Vec<Row> = conn.exec(sql, params)?;
         for (serial, status, revoked_at, reason, not_after, revision) in rows {
             let Ok(serial) = Serial::from_der_content(&serial) else { continue };
             let status = match status {
@@ -260,6 +452,13 @@ pub fn reason_from_code(code: u8) -> Option<RevocationReason> {
 
 impl StatusSource for MysqlStatus {
     fn lookup(&self, issuer: IssuerId, serial: Serial) -> LookupFuture<'_> {
+        if self.health.is_down() {
+            // Known down: no queueing, no waiting; the prober finds out when
+            // it is back.
+            return Box::pin(std::future::ready(Err(StatusError::Unavailable(
+                "status database unreachable".into(),
+            ))));
+        }
         let (reply, rx) = oneshot::channel();
         let sent = self.tx.try_send(Lookup { issuer, serial, reply });
         let timeout = self.timeout;
@@ -315,6 +514,24 @@ mod tests {
     fn regression_password_with_an_at_sign_is_hidden_whole() {
         assert_eq!(redact("mysql://u:p@ss@db:3306/x"), "mysql://u:***@db:3306/x");
         assert_eq!(redact("bad URL \"redis://:p@ss@h\""), "bad URL \"redis://:***@h\"");
+    }
+
+    /// Nothing listens on port 1: start-up goes on, `check` refuses, and
+    /// lookups fail at once instead of each waiting for a connection.
+    #[test]
+    fn unreachable_at_start_up_fails_fast() {
+        let cfg: MysqlConfig =
+            toml::from_str("url = \"mysql://root@127.0.0.1:1/x\"\ntimeout_ms = 300").unwrap();
+        assert!(MysqlStatus::check(&cfg).is_err());
+        let t = Instant::now();
+        let status = MysqlStatus::start(&cfg, HashMap::new()).unwrap();
+        assert!(t.elapsed() < Duration::from_secs(2), "start-up waited {:?}", t.elapsed());
+        for _ in 0..3 {
+            let t = Instant::now();
+            let r = futures::executor::block_on(status.lookup(IssuerId(0), Serial::from_hex("01").unwrap()));
+            assert!(matches!(r, Err(StatusError::Unavailable(_))), "{r:?}");
+            assert!(t.elapsed() < Duration::from_millis(50), "failed in {:?}", t.elapsed());
+        }
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! issuer from `tests/data/client-requests`.
 #![allow(dead_code)]
 
+pub mod load;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -180,6 +182,24 @@ impl Server {
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+}
+
+/// Runs the real server (`server::run`) on `parts` in a thread of this
+/// process, for tests that build the parts themselves; returns its address
+/// once it listens. `server::run` does not return: the server ends with the
+/// test process.
+pub fn serve_in_process(
+    config: ocsp_origin::config::Config,
+    parts: ocsp_origin::server::Parts,
+) -> SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let r = ocsp_origin::server::run(&config, parts, ocsp_origin::control::Control::new(), None, |a| {
+            let _ = tx.send(a);
+        });
+        panic!("the server stopped: {r:?}");
+    });
+    rx.recv_timeout(Duration::from_secs(10)).expect("the server listens")
 }
 
 /// A parsed HTTP response.
@@ -493,4 +513,63 @@ pub fn issue_responder_cert(dir: &Path, cn: &str) {
         .arg("-out")
         .arg(dir.join("resp.pem")));
     assert!(ok, "{out}");
+}
+
+/// A loopback TCP forwarder to `upstream`, for a dependency that comes and
+/// goes without stopping the real server behind it (which other tests share):
+/// clients of `addr` reach `upstream` while it runs; [`Forwarder::cut`] (or
+/// drop) closes the listener and every forwarded connection, as a crashed or
+/// unplugged server would.
+pub struct Forwarder {
+    pub addr: SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>>,
+}
+
+impl Forwarder {
+    /// Starts forwarding from `listener` to `upstream`.
+    pub fn start(listener: std::net::TcpListener, upstream: SocketAddr) -> Forwarder {
+        use std::sync::atomic::Ordering;
+        let addr = listener.local_addr().unwrap();
+        let f = Forwarder { addr, stop: Default::default(), conns: Default::default() };
+        let (stop, conns) = (f.stop.clone(), f.conns.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(client) = client else { return };
+                let Ok(server) = TcpStream::connect(upstream) else { continue };
+                if let Ok(mut c) = conns.lock() {
+                    c.extend([client.try_clone().unwrap(), server.try_clone().unwrap()]);
+                }
+                for (mut from, mut to) in
+                    [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)]
+                {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        f
+    }
+
+    /// Stops accepting and closes every forwarded connection.
+    pub fn cut(&self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr); // wakes the accept loop
+        if let Ok(mut c) = self.conns.lock() {
+            for s in c.drain(..) {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        self.cut();
+    }
 }
