@@ -5,9 +5,13 @@
 # `cfssl ocspserve`.
 #
 # WHAT IT RUNS (one invocation, every server on loopback, stopped on exit)
-#   calibrate   ocsp-origin embedded, closed loop, every serial warm: the hit
-#               rate this machine sustains (H answers/s). The ratchet's rate is
-#               H unless --rate is given.
+#   calibrate   ocsp-origin embedded, every serial warm: first closed loop,
+#               the most answers/s it gives (C, a saturation point: any
+#               open-loop schedule at C queues without bound); then open loop
+#               at 0.9·C, 0.8·C, … down to 0.3·C, stopping at the first rate
+#               whose hit p99 is within --slo-ms (10): the hit rate this
+#               machine *sustains* (H). The ratchet's rate is H unless --rate
+#               is given; --slo-ms 0 uses C as before.
 #   embedded    `ocsp-origin serve` on a demo CA (index.txt, software P-256 key),
 #               bench --ratchet $RATCHET --rate H: stage f sends f·H requests/s
 #               with f of the stage's keyspace never asked for before.
@@ -37,6 +41,7 @@
 #                          [--rate R] [--cores N] [--connections C] [--compare-connections C]
 #                          [--certs N] [--threads T] [--skip embedded,production,compare]
 #                          [--server-toml 'key = value']... [--server-cpus LIST] [--bench-cpus LIST]
+#   --slo-ms       hit p99 bound for the sustained rate (default 10; 0 = use C)
 #   --server-toml  a line added to ocsp-origin's config before its tables
 #                  (repeatable; a table, e.g. '[cache]', then its keys)
 #   --server-cpus / --bench-cpus  run the servers / the generator under
@@ -61,6 +66,8 @@ CERTS=300000
 THREADS=1
 SKIP=""
 SERVER_TOML=()
+SLO_MS=10
+RATE_NOTE=""
 SERVER_CPUS=""
 BENCH_CPUS=""
 
@@ -83,6 +90,7 @@ while [[ $# -gt 0 ]]; do
         --threads) THREADS="${2:?}"; shift 2 ;;
         --skip) SKIP="${2:?}"; shift 2 ;;
         --server-toml) SERVER_TOML+=("${2:?}"); shift 2 ;;
+        --slo-ms) SLO_MS="${2:?}"; shift 2 ;;
         --server-cpus) SERVER_CPUS="${2:?}"; shift 2 ;;
         --bench-cpus) BENCH_CPUS="${2:?}"; shift 2 ;;
         -h|--help) usage 0 ;;
@@ -93,6 +101,7 @@ for v in CORES CONNECTIONS COMPARE_CONNECTIONS CERTS THREADS DURATION; do
     [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || die "--${v,,} must be a positive integer, got '${!v}'"
 done
 [[ -z "$RATE" || "$RATE" =~ ^[1-9][0-9]*$ ]] || die "--rate must be a positive integer"
+[[ "$SLO_MS" =~ ^[0-9]+$ ]] || die "--slo-ms must be a whole number of milliseconds"
 skip() { [[ ",$SKIP," == *",$1,"* ]]; }
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -229,7 +238,28 @@ start_server embedded-server "$OUT/embedded.toml"
 if [[ -z "$RATE" ]]; then
     bench calibrate "$OUT/embedded.toml" --duration 5 --keyspace 20000 --warm-passes 4
     RATE="$(python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); print(int(max(x["achieved_rate"] for x in s["stages"])))' "$OUT/calibrate/summary.json")"
-    log "calibrated: $RATE answers/s with every serial warm"
+    CLOSED="$RATE"
+    log "calibrated: $CLOSED answers/s closed loop with every serial warm"
+    if ((SLO_MS > 0)); then
+        SUSTAINED=""
+        for tenths in 9 8 7 6 5 4 3; do
+            r=$((CLOSED * tenths / 10))
+            # The same 20,000 serials, already warm on this server.
+            bench "sustain-$tenths" "$OUT/embedded.toml" --rate "$r" --duration 5 --keyspace 20000 --warm-passes 0
+            p99="$(python3 -c 'import json,sys; s=json.load(open(sys.argv[1]))["stages"][0]; print(s["latency_ms_by_outcome"]["hit"]["p99"])' "$OUT/sustain-$tenths/summary.json")"
+            log "open loop at $r/s ($tenths/10 of closed loop): hit p99 $p99 ms"
+            if python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) <= float(sys.argv[2]) else 1)' "$p99" "$SLO_MS"; then
+                SUSTAINED="$r"
+                break
+            fi
+        done
+        [[ -n "$SUSTAINED" ]] || die "no rate down to 0.3 x $CLOSED/s kept hit p99 within $SLO_MS ms"
+        RATE="$SUSTAINED"
+        RATE_NOTE="; the highest open-loop rate with hit p99 <= $SLO_MS ms, of a $CLOSED/s closed-loop maximum"
+        log "sustained: $RATE answers/s with hit p99 <= $SLO_MS ms"
+    else
+        RATE_NOTE="; the closed-loop maximum"
+    fi
 fi
 stop_server
 # A fresh server for the ratchet: nothing cached but the bench's warm-up.
@@ -237,7 +267,7 @@ start_server embedded-server "$OUT/embedded.toml"
 bench embedded "$OUT/embedded.toml" --ratchet "$RATCHET" --rate "$RATE" --duration "$DURATION"
 stop_server
 {
-    echo "### Ratchet, embedded defaults (index.txt, software P-256 key, L1 only; rate at stage 1 = $RATE/s)"
+    echo "### Ratchet, embedded defaults (index.txt, software P-256 key, L1 only; rate at stage 1 = $RATE/s$RATE_NOTE)"
     echo
     sed -n '/^| stage/,/^$/p' "$OUT/embedded/summary.md"
 } >>"$RESULTS"
