@@ -331,7 +331,7 @@ pub fn serve(addr: SocketAddr, src: Sources) -> std::io::Result<SocketAddr> {
                 Reply::text(503, "too many admin connections; retry").write_to(&mut c);
                 continue;
             }
-            let state = state.clone();
+            let st = state.clone();
             let spawned = std::thread::Builder::new().name("admin-conn".into()).spawn(move || {
                 // Released on return and on unwind alike.
                 struct Slot<'a>(&'a AtomicUsize);
@@ -340,10 +340,12 @@ pub fn serve(addr: SocketAddr, src: Sources) -> std::io::Result<SocketAddr> {
                         self.0.fetch_sub(1, Ordering::SeqCst);
                     }
                 }
-                let _slot = Slot(&state.active);
-                handle(&state, c);
+                let _slot = Slot(&st.active);
+                handle(&st, c);
             });
             if spawned.is_err() {
+                // The thread never ran, so its slot is released here.
+                state.active.fetch_sub(1, Ordering::SeqCst);
                 log::warn!("admin: cannot start a connection thread");
             }
         }

@@ -60,6 +60,8 @@ pub type Reloader = Box<dyn Fn() -> Result<(Arc<dyn std::any::Any + Send + Sync>
 #[derive(Default)]
 pub struct Control {
     shards: Mutex<Vec<flume::Sender<Envelope>>>,
+    /// Shards the server starts; a reload waits until all have registered.
+    expected: std::sync::atomic::AtomicUsize,
     draining: AtomicBool,
     reloader: Mutex<Option<Reloader>>,
 }
@@ -113,9 +115,10 @@ impl Control {
         let senders = self.shards.lock().map(|s| s.clone()).unwrap_or_default();
         for tx in senders {
             let (ack, _) = flume::bounded(1);
-            // A full queue means the shard is stalled on commands; it also
-            // checks `is_draining` when it next accepts.
-            let _ = tx.try_send(Envelope { command: Command::Drain, ack });
+            // Waits (boundedly) for room: a shard's queue is full only when
+            // it is stalled on commands, and a lost Drain would keep it
+            // accepting forever.
+            let _ = tx.send_timeout(Envelope { command: Command::Drain, ack }, Duration::from_secs(5));
         }
     }
 
@@ -131,6 +134,11 @@ impl Control {
         self.broadcast(|| Command::Invalidate { issuer: issuer.clone(), serial }, Duration::from_secs(1))
     }
 
+    /// Says how many shards will register (before they start).
+    pub fn expect_shards(&self, n: usize) {
+        self.expected.store(n, Ordering::SeqCst);
+    }
+
     /// Installs the function [`Control::reload`] calls.
     pub fn set_reloader(&self, r: Reloader) {
         if let Ok(mut slot) = self.reloader.lock() {
@@ -140,15 +148,23 @@ impl Control {
 
     /// Reloads the config file, issuers and status source and swaps them into
     /// every shard. On any error nothing changes and the error says why (the
-    /// running state keeps serving). Reloads are serialised.
+    /// running state keeps serving). One reload at a time: another asked for
+    /// meanwhile is refused, not queued.
     pub fn reload(&self) -> Result<String, String> {
         if self.is_draining() {
             return Err("shutting down".into());
         }
-        let guard = self.reloader.lock().map_err(|_| "reload state poisoned".to_string())?;
+        let guard = match self.reloader.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::WouldBlock) => return Err("a reload is already running".into()),
+            Err(std::sync::TryLockError::Poisoned(_)) => return Err("reload state poisoned".into()),
+        };
         let reloader = guard.as_ref().ok_or_else(|| "this server cannot reload".to_string())?;
-        let (state, summary) = reloader()?;
         let total = self.shards();
+        if total < self.expected.load(Ordering::SeqCst) {
+            return Err("the server is still starting; reload once it answers".into());
+        }
+        let (state, summary) = reloader()?;
         let applied = self.broadcast(|| Command::Reload(state.clone()), Duration::from_secs(5));
         if applied < total {
             return Err(format!(

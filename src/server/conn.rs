@@ -46,9 +46,6 @@ pub(super) async fn serve(slot: &Slot, mut stream: TcpStream) {
     // When the first byte of the request being assembled arrived.
     let mut request_started: Option<Instant> = None;
     loop {
-        // The generation for this batch: a reload applies from here on.
-        let shard = &*slot.current();
-        let _ = stream.set_write_timeout(Some(shard.write_timeout));
         let closing = slot.is_draining();
         // Answer every complete request already buffered.
         let mut consumed = 0;
@@ -59,6 +56,11 @@ pub(super) async fn serve(slot: &Slot, mut stream: TcpStream) {
             if pending.is_empty() {
                 break;
             }
+            // The generation for this request, taken per request: a request
+            // is admitted against the issuers of the generation whose cache
+            // and sources answer it (admission and the L1 lookup happen
+            // without a yield in between, so a reload cannot fall between).
+            let shard = &*slot.current();
             match parse_head(pending, &shard.limits) {
                 Ok(Parsed::Incomplete) => break,
                 Ok(Parsed::Complete(head)) => {
@@ -84,7 +86,15 @@ pub(super) async fn serve(slot: &Slot, mut stream: TcpStream) {
             }
         }
         input.drain(..consumed);
+        // Only copies of the settings are kept across the writes and reads
+        // below: an idle connection must not keep a retired generation (its
+        // HSM sessions, its database pool) alive.
+        let (write_timeout, idle_timeout, header_timeout) = {
+            let s = slot.current();
+            (s.write_timeout, s.idle_timeout, s.header_timeout)
+        };
         if !b.output.is_empty() {
+            let _ = stream.set_write_timeout(Some(write_timeout));
             if stream.write_all(&b.output).await.is_err() {
                 return;
             }
@@ -101,10 +111,10 @@ pub(super) async fn serve(slot: &Slot, mut stream: TcpStream) {
 
         // Read more, within the request deadline or the idle timeout.
         let timeout = if input.is_empty() {
-            shard.idle_timeout
+            idle_timeout
         } else {
             let started = *request_started.get_or_insert_with(Instant::now);
-            shard.header_timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(1))
+            header_timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(1))
         };
         let _ = stream.set_read_timeout(Some(timeout));
         let filled = input.len();
@@ -129,7 +139,7 @@ pub(super) async fn serve(slot: &Slot, mut stream: TcpStream) {
             Err(e) => {
                 input.truncate(filled);
                 if e.kind() == ErrorKind::TimedOut && filled > 0 {
-                    write_http_failure(shard, HttpError::Timeout, &mut b.output);
+                    write_http_failure(&slot.current(), HttpError::Timeout, &mut b.output);
                     let _ = stream.write_all(&b.output).await;
                 }
                 let _ = stream.close().await;

@@ -150,6 +150,7 @@ pub fn run(
         timers,
         board,
     });
+    control.expect_shards(cores);
     if let Some(reload) = reload {
         // Only what outlives a generation: holding the first SharedParts here
         // would keep its issuers (HSM sessions) and status source (a MySQL
@@ -251,13 +252,31 @@ pub fn handle_signals(control: Arc<Control>) -> std::io::Result<()> {
     std::thread::Builder::new().name("signals".into()).spawn(move || {
         for sig in signals.forever() {
             match sig {
-                SIGHUP => match control.reload() {
-                    Ok(summary) => log::info!("SIGHUP: {summary}"),
-                    Err(e) => log::error!("SIGHUP: reload failed, still serving the previous config: {e}"),
-                },
+                // On a thread of its own: loading issuers can block on an
+                // HSM, and this loop must stay free to handle SIGTERM.
+                SIGHUP => {
+                    let control = control.clone();
+                    let spawned = std::thread::Builder::new().name("reload".into()).spawn(move || {
+                        match control.reload() {
+                            Ok(summary) => log::info!("SIGHUP: {summary}"),
+                            Err(e) => {
+                                log::error!("SIGHUP: reload failed, still serving the previous config: {e}")
+                            }
+                        }
+                    });
+                    if let Err(e) = spawned {
+                        log::error!("SIGHUP: cannot start the reload: {e}");
+                    }
+                }
                 _ if control.is_draining() => {
                     log::warn!("second stop signal: exiting without waiting for connections");
-                    std::process::exit(1);
+                    // _exit: no atexit handlers or destructors racing the
+                    // PKCS#11 and executor threads still running.
+                    #[allow(unsafe_code)]
+                    // SAFETY: _exit(2) only ends the process.
+                    unsafe {
+                        libc::_exit(1)
+                    };
                 }
                 _ => {
                     log::info!("stop signal: no new connections; finishing the requests in flight");

@@ -294,6 +294,10 @@ async fn connect_and_track(
         return;
     }
     track().await;
+    // Whatever this shard's L1 took from Redis before tracking was on (at
+    // start, or since a reload retired the previous generation's connection)
+    // may have missed an invalidation: drop it.
+    cached.invalidate_all();
     let on_change = {
         let cached = cached.clone();
         let track = track.clone();

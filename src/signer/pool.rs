@@ -296,11 +296,13 @@ fn signer_thread(
         }
         let taken = jobs.len() as u64;
         for job in jobs.drain(..) {
+            // Taking a job counts as progress even when it was abandoned:
+            // a signer clearing a queue of them after a hang is not hung.
+            progress.touch();
             if job.reply.is_canceled() {
                 stats.abandoned.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            progress.touch();
             let start = Instant::now();
             let waited = start.duration_since(job.enqueued).as_micros() as u64;
             stats.queue_wait_us.fetch_add(waited, Ordering::Relaxed);

@@ -158,7 +158,13 @@ impl Cached {
                 // Best effort: if the shard is at its in-flight bound or
                 // lagging, the stale response is still valid and a later
                 // request starts the refresh.
-                if self.admission().is_none_or(|a| a.admit_miss()) {
+                // Lagging shard: refreshes wait, except in the last quarter of
+                // the stale window, so a hot entry is never left to expire
+                // while the lag lasts (and then be shed as a miss).
+                let now = unix_now();
+                let window = r.validity.next_update.saturating_sub(r.refresh_at);
+                let late = now >= r.refresh_at.saturating_add(window - window / 4);
+                if late || self.admission().is_none_or(|a| a.admit_miss()) {
                     let _ = self.join_or_start(Rc::new(q), None);
                 }
                 return Ok((r, Served::Stale));

@@ -438,9 +438,11 @@ impl Source for Rc<RedisL2> {
                 // tryLater. A tombstone never gets here (a revocation
                 // replaced it), so this is never an older status than the
                 // database's last known one.
+                // Checked again now: the failed fetch may have taken until
+                // after its nextUpdate.
                 Err(e) if would_try_later(&e) => match stale {
-                    Some(r) => Ok(Rc::new(r)),
-                    None => Err(e),
+                    Some(r) if unix_now() < r.validity.next_update => Ok(Rc::new(r)),
+                    _ => Err(e),
                 },
                 Err(e) => Err(e),
             }

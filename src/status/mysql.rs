@@ -224,8 +224,9 @@ impl MysqlStatus {
     /// a database that cannot be reached now is logged and treated like one
     /// that went away (misses answer `tryLater` at once until a probe
     /// succeeds), so a node can start, and serve what Redis holds, while the
-    /// database is down. Only a bad URL or a failure to start threads is an
-    /// error.
+    /// database is down. A database that answers but refuses (wrong
+    /// credentials, no such database or schema), a bad URL or a failure to
+    /// start threads is an error.
     pub fn start(cfg: &MysqlConfig, names: HashMap<IssuerId, String>) -> Result<MysqlStatus, String> {
         let url = cfg.replica_url.as_deref().unwrap_or(&cfg.url);
         let opts = cfg.opts(url, 1)?;
@@ -248,12 +249,26 @@ impl MysqlStatus {
             .spawn(move || prober(probe_opts, weak, woken))
             .map_err(|e| e.to_string())?;
         // Find out now whether it is reachable, so the log says so at start-up
-        // and the first misses need not find out the slow way.
-        if let Err(e) = Conn::new(opts).map_err(|e| redact(&e.to_string())).and_then(|mut c| probe(&mut c)) {
-            health.trip(&format!("at start-up: {e}"));
+        // and the first misses need not find out the slow way. A database
+        // that answers "no" (wrong credentials, no such database or table)
+        // is a config error, not an outage: start-up stops and says so.
+        let first = Conn::new(opts).and_then(|mut c| c.query_drop("SELECT 1 FROM ocsp_certificates LIMIT 1"));
+        match first {
+            Ok(()) => {}
+            Err(e) if refused_by_config(&e) => {
+                return Err(format!("{} (has `ocsp-origin db migrate` been run?)", redact(&e.to_string())))
+            }
+            Err(e) => health.trip(&format!("at start-up: {}", redact(&e.to_string()))),
         }
         Ok(MysqlStatus { tx, timeout: Duration::from_millis(cfg.timeout_ms), health })
     }
+}
+
+/// Whether the database answered, and refused for a reason no wait will fix:
+/// access denied (1044, 1045, 1698), unknown database (1049), no such table
+/// (1146).
+fn refused_by_config(e: &mysql::Error) -> bool {
+    matches!(e, mysql::Error::MySqlError(me) if matches!(me.code, 1044 | 1045 | 1049 | 1146 | 1698))
 }
 
 /// One cheap query that needs the schema.

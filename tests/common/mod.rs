@@ -279,6 +279,46 @@ pub fn ocsp_error(status: u8) -> Vec<u8> {
     vec![0x30, 0x03, 0x0a, 0x01, status]
 }
 
+/// Like [`run`], but a process still running after `within` is killed and
+/// the test fails saying so, instead of hanging the suite.
+pub fn run_within(cmd: &mut Command, within: Duration) -> (bool, String) {
+    use std::io::Read;
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let mut pipes = [
+        child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
+        child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
+    ];
+    let readers: Vec<_> = pipes
+        .iter_mut()
+        .filter_map(Option::take)
+        .map(|mut p| {
+            std::thread::spawn(move || {
+                let mut v = Vec::new();
+                let _ = p.read_to_end(&mut v);
+                v
+            })
+        })
+        .collect();
+    let until = std::time::Instant::now() + within;
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break Some(st);
+        }
+        if std::time::Instant::now() >= until {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out: String =
+        readers.into_iter().map(|r| String::from_utf8_lossy(&r.join().unwrap()).into_owned()).collect();
+    match status {
+        Some(st) => (st.success(), out),
+        None => panic!("still running after {within:?}, killed; output:\n{out}"),
+    }
+}
+
 /// Runs a command, returning (success, stdout+stderr).
 pub fn run(cmd: &mut Command) -> (bool, String) {
     let out = cmd.output().expect("run command");
