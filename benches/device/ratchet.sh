@@ -49,7 +49,7 @@ if ((SLO_MS > 0)); then
     CLOSED=$RATE; RATE=""
     for tenths in 9 8 7 6 5 4 3; do
         r=$((CLOSED * tenths / 10))
-        "${B[@]}" --out "$OUT/sustain-$tenths" --rate "$r" --duration 5 --keyspace 20000 --warm-passes 0 2>&1 | tail -1
+        "${B[@]}" --out "$OUT/sustain-$tenths" --rate "$r" --duration 5 --keyspace 20000 --warm-passes 1 2>&1 | tail -1
         p99=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["stages"][0]["latency_ms_by_outcome"]["hit"]["p99"])' "$OUT/sustain-$tenths/summary.json")
         echo "open loop $r/s: hit p99 $p99 ms"
         if python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) <= float(sys.argv[2]) else 1)' "$p99" "$SLO_MS"; then

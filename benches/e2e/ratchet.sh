@@ -244,8 +244,8 @@ if [[ -z "$RATE" ]]; then
         SUSTAINED=""
         for tenths in 9 8 7 6 5 4 3; do
             r=$((CLOSED * tenths / 10))
-            # The same 20,000 serials, already warm on this server.
-            bench "sustain-$tenths" "$OUT/embedded.toml" --rate "$r" --duration 5 --keyspace 20000 --warm-passes 0
+            # One warm-up pass first: each run draws its own 20,000 serials.
+            bench "sustain-$tenths" "$OUT/embedded.toml" --rate "$r" --duration 5 --keyspace 20000 --warm-passes 1
             p99="$(python3 -c 'import json,sys; s=json.load(open(sys.argv[1]))["stages"][0]; print(s["latency_ms_by_outcome"]["hit"]["p99"])' "$OUT/sustain-$tenths/summary.json")"
             log "open loop at $r/s ($tenths/10 of closed loop): hit p99 $p99 ms"
             if python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) <= float(sys.argv[2]) else 1)' "$p99" "$SLO_MS"; then
