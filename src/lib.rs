@@ -27,6 +27,8 @@
 //!  └─────────────────────────────────────────────────────────────────────────────┘
 //!  status lookups: status::mysql, a bounded pool of blocking threads, batched
 //!  admin listener: shards publish snapshots → metrics (Prometheus, .hgrm); reload, revoke
+//!  control: SIGTERM / SIGHUP / POST /reload, /revoke → every shard applies
+//!           drain, reload (next generation) or invalidate, on its own thread
 //! ```
 //!
 //! Module map, in request order: [`server`] (executors, listeners,
