@@ -217,13 +217,17 @@ pub struct View {
     pub config: crate::config::Config,
     /// Every issuer's signer (fault counters).
     pub signers: Vec<(String, Arc<dyn Signer>)>,
+    /// The status source (whether it is up).
+    pub status: Arc<dyn crate::status::StatusSource>,
 }
 
 impl View {
-    /// The view of a generation: its config and its issuers' signers.
-    pub fn new(config: &crate::config::Config, issuers: &crate::issuer::Issuers) -> View {
-        let signers = issuers.iter().map(|(_, i)| (i.name.clone(), i.responder.signer.clone())).collect();
-        View { config: config.clone(), signers }
+    /// The view of a generation: its config, its issuers' signers and its
+    /// status source.
+    pub fn new(config: &crate::config::Config, parts: &crate::server::Parts) -> View {
+        let signers =
+            parts.issuers.iter().map(|(_, i)| (i.name.clone(), i.responder.signer.clone())).collect();
+        View { config: config.clone(), signers, status: parts.status.clone() }
     }
 }
 
@@ -314,6 +318,15 @@ pub fn prometheus(src: &Sources) -> String {
             c.session_reopens
         );
     }
+    let view = src.view();
+    let _ = writeln!(
+        out,
+        "# HELP ocsp_origin_status_source_up 1 while certificate statuses can be looked up; 0 while \
+         misses are answered tryLater because the status source (the database) is unreachable.\n\
+         # TYPE ocsp_origin_status_source_up gauge\nocsp_origin_status_source_up{{source=\"{}\"}} {}",
+        view.status.kind(),
+        u8::from(view.status.is_up())
+    );
     let h = src.pool.snapshot();
     summary(
         &mut out,

@@ -47,6 +47,7 @@ fn metrics_and_histograms() {
     assert_eq!(counter(&m, "requests"), 7, "{m}");
     assert!(counter(&m, "l1_misses") >= 1 && counter(&m, "l1_misses") <= 2, "one per shard at most: {m}");
     assert!(m.contains("ocsp_origin_sign_total{event=\"signed\"}"), "{m}");
+    assert!(m.contains("ocsp_origin_status_source_up{source=\"index_txt\"} 1"), "{m}");
     assert!(m.contains("ocsp_origin_request_seconds{quantile=\"0.99\"}"), "{m}");
     assert!(m.contains("ocsp_origin_request_seconds_count 7"), "{m}");
     assert!(m.contains("ocsp_origin_sign_queue_wait_seconds_count"), "{m}");

@@ -666,6 +666,8 @@ fn secrets_never_appear_in_output_logs_errors_or_metrics() {
     let admin = SocketAddr::from(([127, 0, 0, 1], admin_port));
     wait_for_admin(admin);
     assert_eq!(status_of_good(&s), "good", "signed in the HSM, status from MySQL, Redis failing");
+    let up = call(admin, None, "GET", "/metrics", &bearer(&token), "");
+    assert!(text(&up).contains("ocsp_origin_status_source_up{source=\"mysql\"} 1"), "{}", text(&up));
     let mut answers = Vec::new();
     answers.push(call(
         admin,
@@ -704,6 +706,8 @@ fn secrets_never_appear_in_output_logs_errors_or_metrics() {
     std::thread::sleep(Duration::from_millis(1500)); // shards publish metrics once a second
     let r = call(admin, None, "GET", "/metrics", &bearer(&token), "");
     assert_eq!(r.status, 200);
+    // The operator sees the database as down, not only in the log.
+    assert!(text(&r).contains("ocsp_origin_status_source_up{source=\"mysql\"} 0"), "{}", text(&r));
     answers.push(r);
     for r in &answers {
         seen.push_str(&format!("--- admin {}\n{:?}\n{}\n", r.status, r.headers, text(r)));

@@ -120,7 +120,7 @@ pub fn run(
 
     let fds = Arc::new(Mutex::new(fds.into_iter().enumerate().collect::<Vec<_>>()));
     let board = crate::metrics::board(cores);
-    let view = Arc::new(Mutex::new(Arc::new(crate::metrics::View::new(config, &parts.issuers))));
+    let view = Arc::new(Mutex::new(Arc::new(crate::metrics::View::new(config, &parts))));
     if let Some(admin) = config.admin {
         let src = crate::metrics::Sources {
             board: board.clone(),
@@ -161,7 +161,7 @@ pub fn run(
             let (config, parts) = reload()?;
             restart_only(&running, &config)?;
             let summary = format!("reloaded: {} issuer(s)", parts.issuers.len());
-            let next_view = Arc::new(crate::metrics::View::new(&config, &parts.issuers));
+            let next_view = Arc::new(crate::metrics::View::new(&config, &parts));
             match view.lock() {
                 Ok(mut v) => *v = next_view,
                 Err(poisoned) => *poisoned.into_inner() = next_view,

@@ -155,6 +155,10 @@ impl IndexStatus {
 }
 
 impl StatusSource for IndexStatus {
+    fn kind(&self) -> &'static str {
+        "index_txt"
+    }
+
     fn lookup(&self, issuer: IssuerId, serial: Serial) -> LookupFuture<'_> {
         let r = self.get(issuer, &serial);
         Box::pin(std::future::ready(Ok(r)))

@@ -59,4 +59,14 @@ pub type LookupFuture<'a> = Pin<Box<dyn Future<Output = Result<Option<CertRecord
 pub trait StatusSource: Send + Sync + 'static {
     /// Looks one certificate up.
     fn lookup(&self, issuer: IssuerId, serial: Serial) -> LookupFuture<'_>;
+
+    /// What kind of source this is (`index_txt`, `mysql`), for metrics.
+    fn kind(&self) -> &'static str;
+
+    /// Whether lookups can be answered now. A source that can go away (a
+    /// database) says `false` while misses are answered `tryLater` because
+    /// of it; the admin listener exports it as `ocsp_origin_status_source_up`.
+    fn is_up(&self) -> bool {
+        true
+    }
 }

@@ -466,6 +466,14 @@ pub fn reason_from_code(code: u8) -> Option<RevocationReason> {
 }
 
 impl StatusSource for MysqlStatus {
+    fn kind(&self) -> &'static str {
+        "mysql"
+    }
+
+    fn is_up(&self) -> bool {
+        !self.health.is_down()
+    }
+
     fn lookup(&self, issuer: IssuerId, serial: Serial) -> LookupFuture<'_> {
         if self.health.is_down() {
             // Known down: no queueing, no waiting; the prober finds out when
