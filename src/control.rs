@@ -100,14 +100,16 @@ impl Control {
                 acks.push(done);
             }
         }
-        // An ack is a message or the sender dropped after applying; a shard
-        // that exited mid-way drops it without applying, which also ends the
-        // wait (the command is moot there).
+        // Only a message counts: a shard that exited mid-way drops the ack
+        // unsent, which ends the wait for it without counting it (the
+        // command is moot there).
         acks.iter().filter(|done| matches!(done.recv_deadline(until), Ok(()))).count()
     }
 
     /// Starts a graceful shutdown (idempotent): every shard stops accepting
-    /// and winds down. Returns at once.
+    /// and winds down. Returns once every shard has the command queued (at
+    /// once, unless a shard's command queue is full: then up to 5 s for it),
+    /// without waiting for the shards to finish.
     pub fn drain(&self) {
         if self.draining.swap(true, Ordering::SeqCst) {
             return;
