@@ -152,6 +152,17 @@ pub struct LimitsConfig {
     pub drain_timeout_ms: u64,
 }
 
+impl LimitsConfig {
+    /// The HTTP parser's share of these limits.
+    pub fn http(&self) -> crate::http::parse::Limits {
+        crate::http::parse::Limits {
+            max_uri_bytes: self.max_uri_bytes,
+            max_header_bytes: self.max_header_bytes,
+            max_body_bytes: self.max_body_bytes,
+        }
+    }
+}
+
 impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {

@@ -38,15 +38,6 @@ use x509_ocsp::{OcspRequest, Request, TbsRequest, Version};
 /// Small limits, so generated requests cross every one of them.
 const SMALL: Limits = Limits { max_uri_bytes: 64, max_header_bytes: 256, max_body_bytes: 100 };
 
-fn default_limits() -> Limits {
-    let d = LimitsConfig::default();
-    Limits {
-        max_uri_bytes: d.max_uri_bytes,
-        max_header_bytes: d.max_header_bytes,
-        max_body_bytes: d.max_body_bytes,
-    }
-}
-
 /// What the connection does: after each read it parses everything buffered so
 /// far, and the first answer that is not `Incomplete` is the answer. `reads`
 /// are the byte counts of successive reads (0-byte reads are skipped, as the
@@ -146,7 +137,7 @@ proptest! {
         bytes in http_bytes(),
         reads in prop::collection::vec(0usize..64, 0..12),
     ) {
-        for limits in [SMALL, default_limits()] {
+        for limits in [SMALL, LimitsConfig::default().http()] {
             let whole = parse_head(&bytes, &limits);
             prop_assert_eq!(parse_as_read(&bytes, &reads, &limits), whole.clone());
             if let Ok(Parsed::Complete(h)) = &whole {

@@ -9,16 +9,11 @@
 // committed corpus and regressions under `cargo test`), hence `include!`d and
 // written with plain comments.
 use ocsp_origin::config::LimitsConfig;
-use ocsp_origin::http::parse::{parse_head, Limits, Parsed};
+use ocsp_origin::http::parse::{parse_head, Parsed};
 
 /// Panics when `data` breaks an invariant.
 pub fn check(data: &[u8]) {
-    let d = LimitsConfig::default();
-    let limits = Limits {
-        max_uri_bytes: d.max_uri_bytes,
-        max_header_bytes: d.max_header_bytes,
-        max_body_bytes: d.max_body_bytes,
-    };
+    let limits = LimitsConfig::default().http();
     let whole = parse_head(data, &limits);
     if let Ok(Parsed::Complete(h)) = &whole {
         assert!(h.head_len <= data.len() && h.head_len <= limits.max_header_bytes, "{h:?}");
