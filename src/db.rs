@@ -1,8 +1,10 @@
 //! The database's writer side, for operators and the CA: versioned schema
 //! migrations, importing an OpenSSL CA database, revoking and un-holding.
 //!
-//! Every change increments the row's `revision`, which orders cache writes
-//! (a response signed from an older revision never replaces a newer one).
+//! Every change gives the row a higher `revision` (the schema's triggers
+//! assign it: the change's position in the `ocsp_changes` feed), which orders
+//! cache writes and fences stale reads: a response signed from an older
+//! revision never replaces or outranks a newer one.
 
 use std::io::Write;
 use std::path::Path;
@@ -16,8 +18,14 @@ use crate::status::mysql::{redact, MysqlConfig};
 use crate::status::CertStatus;
 
 /// Migrations, in order: (version, name, SQL).
-pub const MIGRATIONS: &[(u32, &str, &str)] =
-    &[(1, "certificates", include_str!("../migrations/0001_certificates.sql"))];
+///
+/// Each file is sent as one multi-statement query (the server parses trigger
+/// bodies itself, so no client-side delimiter games); a migration re-run after
+/// failing half-way starts over safely (`IF NOT EXISTS`, `DROP … IF EXISTS`).
+pub const MIGRATIONS: &[(u32, &str, &str)] = &[
+    (1, "certificates", include_str!("../migrations/0001_certificates.sql")),
+    (2, "change_feed", include_str!("../migrations/0002_change_feed.sql")),
+];
 
 /// Opens a small pool on the primary.
 pub fn connect(cfg: &MysqlConfig) -> Result<Pool, String> {
@@ -204,7 +212,7 @@ pub fn unrevoke(pool: &Pool, issuer: &str, serial: &Serial) -> Result<Changed, C
 
 /// Locks the certificate's row, lets `allowed` accept or refuse the change
 /// given its current (status, reason), and writes `new` = (status, revoked_at,
-/// reason) with the revision incremented, in one transaction.
+/// reason) in one transaction; the triggers give it its new revision.
 fn change_status(
     pool: &Pool,
     issuer: &str,
@@ -214,22 +222,29 @@ fn change_status(
 ) -> Result<Changed, ChangeError> {
     let mut conn = pool.get_conn().map_err(db_err)?;
     let mut tx = conn.start_transaction(TxOpts::default()).map_err(db_err)?;
-    let row: Option<(u8, Option<u8>, u64)> = tx
+    let row: Option<(u8, Option<u8>)> = tx
         .exec_first(
-            "SELECT status, reason, revision FROM ocsp_certificates WHERE issuer = ? AND serial = ? FOR UPDATE",
+            "SELECT status, reason FROM ocsp_certificates WHERE issuer = ? AND serial = ? FOR UPDATE",
             (issuer, serial.as_bytes()),
         )
         .map_err(db_err)?;
-    let Some((status, reason, revision)) = row else {
+    let Some((status, reason)) = row else {
         return Err(ChangeError::NotFound { issuer: issuer.to_string(), serial: *serial });
     };
     allowed(status, reason)?;
-    let revision = revision + 1;
+    // The schema's triggers give the row its new revision (the change's feed
+    // position); read it back for the caller.
     tx.exec_drop(
-        "UPDATE ocsp_certificates SET status = ?, revoked_at = ?, reason = ?, revision = ? WHERE issuer = ? AND serial = ?",
-        (new.0, new.1, new.2, revision, issuer, serial.as_bytes()),
+        "UPDATE ocsp_certificates SET status = ?, revoked_at = ?, reason = ? WHERE issuer = ? AND serial = ?",
+        (new.0, new.1, new.2, issuer, serial.as_bytes()),
     )
     .map_err(db_err)?;
+    let revision: Option<u64> = tx
+        .exec_first(
+            "SELECT revision FROM ocsp_certificates WHERE issuer = ? AND serial = ?",
+            (issuer, serial.as_bytes()),
+        )
+        .map_err(db_err)?;
     tx.commit().map_err(db_err)?;
-    Ok(Changed { revision })
+    Ok(Changed { revision: revision.unwrap_or(0) })
 }
