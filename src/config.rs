@@ -60,6 +60,10 @@ pub struct FileConfig {
     /// Certificate status in MariaDB/MySQL instead of `index.txt` files.
     #[serde(default)]
     pub mysql: Option<crate::status::mysql::MysqlConfig>,
+    /// The change feed that carries every committed status change to every
+    /// core (with `[mysql]`).
+    #[serde(default)]
+    pub feed: FeedConfig,
     /// Signed responses shared through Redis / Redis Cluster (the L2).
     #[serde(default)]
     pub redis: Option<crate::source::redis::RedisConfig>,
@@ -224,11 +228,10 @@ pub struct CacheConfig {
     /// identical requests); past it new misses get `tryLater`. Default 4096.
     pub max_inflight_per_shard: usize,
     /// Seconds an L1 entry is served before its status is checked again
-    /// against the status source (re-signed only if it changed). This bounds
-    /// how long a status change can go unseen without an invalidation
-    /// channel. Default: none with `index.txt` (it cannot change while
-    /// running), 5 with `[mysql]`, 60 with `[mysql]` and `[redis]` tracking
-    /// (invalidations are the channel; the age is a safety net).
+    /// against the status source (re-signed only if it changed). A safety
+    /// net: the change feed drops changed certificates from every L1 within
+    /// `feed.bound_ms`. Default: none with `index.txt` (it cannot change
+    /// while running; a reload empties L1), 60 with `[mysql]`.
     pub l1_max_age_secs: Option<u64>,
     /// Hits first: while the shard's scheduling lag (how late a task that
     /// asked to run gets to) is above this, ms, a request that would start a
@@ -248,6 +251,66 @@ impl Default for CacheConfig {
             max_inflight_per_shard: 4096,
             l1_max_age_secs: None,
             max_shard_lag_ms: 0,
+        }
+    }
+}
+
+/// `[feed]`: how a node follows the database's change feed (the
+/// `ocsp_changes` outbox its triggers fill, see `crate::feed`). Only used with
+/// `[mysql]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeedConfig {
+    /// How often the node reads new changes from the primary, ms. Each read
+    /// is one indexed query. Default 100.
+    pub poll_interval_ms: u64,
+    /// The guarantee: a change committed on the primary is no longer
+    /// answered the old way, on any core, this long after its commit, ms.
+    /// When the node has not read the feed for longer (the primary is
+    /// unreachable from it), it says so (`ocsp_origin_feed_up` 0, a
+    /// warning): it can no longer know. Must be at least twice
+    /// `poll_interval_ms`. Default 1000.
+    pub bound_ms: u64,
+    /// Changes read per query; a larger backlog takes several. Default 10000.
+    pub batch: usize,
+    /// How long each change fences older copies of its certificate (Redis
+    /// values, replica rows, fetches in flight), seconds: keep it far above
+    /// any replication lag (`mysql.max_replica_lag_ms`) and Redis failover
+    /// window. Changes made this long before a node starts are read again at
+    /// start. Default 3600.
+    pub fence_window_secs: u64,
+    /// Most certificates fenced at once (about 50 bytes each); past it the
+    /// oldest fences go, and Redis copies made before them are checked
+    /// against the database before use. Default 1000000.
+    pub max_floors: usize,
+    /// Outbox rows older than this are deleted by the nodes, seconds (the
+    /// responder's database user then needs DELETE on `ocsp_changes`); 0
+    /// leaves pruning to the operator. A node whose feed was down longer than
+    /// this re-checks everything it and Redis hold. At least
+    /// `fence_window_secs`. Default 691200 (8 days).
+    pub retention_secs: u64,
+    /// A seq missing below the newest one read (a transaction that took its
+    /// seq earlier and has not committed yet) is waited for this long,
+    /// seconds; then it counts as rolled back. Keep it above the longest
+    /// transaction the CA's pipeline runs on `ocsp_certificates`. Default 600.
+    pub hole_timeout_secs: u64,
+    /// At start, the server reads the fence window before it answers, for at
+    /// most this long, ms; past it (the primary is unreachable) it starts
+    /// anyway and catches up when it can. Default 10000.
+    pub start_timeout_ms: u64,
+}
+
+impl Default for FeedConfig {
+    fn default() -> Self {
+        FeedConfig {
+            poll_interval_ms: 100,
+            bound_ms: 1000,
+            batch: 10_000,
+            fence_window_secs: 3600,
+            max_floors: 1_000_000,
+            retention_secs: 8 * 86_400,
+            hole_timeout_secs: 600,
+            start_timeout_ms: 10_000,
         }
     }
 }
@@ -319,6 +382,8 @@ pub struct Config {
     pub cache: CacheConfig,
     /// MySQL status source, if configured.
     pub mysql: Option<crate::status::mysql::MysqlConfig>,
+    /// See [`FeedConfig`].
+    pub feed: FeedConfig,
     /// Redis L2, if configured.
     pub redis: Option<crate::source::redis::RedisConfig>,
     /// Admin listener address, if configured.
@@ -483,9 +548,34 @@ impl Config {
             if let Some(r) = &m.replica_url {
                 m.opts(r, 1).map_err(|e| err("mysql.replica_url", e))?;
             }
+            let fd = &f.feed;
+            for (name, v) in [
+                ("feed.poll_interval_ms", fd.poll_interval_ms),
+                ("feed.batch", fd.batch as u64),
+                ("feed.max_floors", fd.max_floors as u64),
+                ("feed.hole_timeout_secs", fd.hole_timeout_secs),
+            ] {
+                if v == 0 {
+                    return Err(err(name, "must be above 0"));
+                }
+            }
+            if fd.bound_ms < 2 * fd.poll_interval_ms {
+                return Err(err("feed.bound_ms", "must be at least twice feed.poll_interval_ms"));
+            }
+            if fd.fence_window_secs < 60 {
+                return Err(err("feed.fence_window_secs", "must be at least 60"));
+            }
+            if fd.retention_secs != 0 && fd.retention_secs < fd.fence_window_secs {
+                return Err(err(
+                    "feed.retention_secs",
+                    "must be 0 (never prune) or at least feed.fence_window_secs",
+                ));
+            }
+            if m.max_replica_lag_ms / 1000 >= fd.fence_window_secs {
+                return Err(err("mysql.max_replica_lag_ms", "must be below feed.fence_window_secs"));
+            }
             if f.cache.l1_max_age_secs.is_none() {
-                let tracked = f.redis.as_ref().map(|r| r.tracking).unwrap_or(false);
-                f.cache.l1_max_age_secs = Some(if tracked { 60 } else { 5 });
+                f.cache.l1_max_age_secs = Some(60);
             }
         }
         if let Some(r) = &f.redis {
@@ -529,6 +619,7 @@ impl Config {
             admin,
             admin_token,
             mysql: f.mysql,
+            feed: f.feed,
             redis: f.redis,
             listen,
             cores,

@@ -13,6 +13,8 @@
 //! | [`Command::Drain`] | SIGTERM / SIGINT | stops accepting, closes idle keep-alive connections, finishes in-flight requests (answers say `Connection: close`), exits when its connections are done or the grace period ends |
 //! | [`Command::Reload`] | SIGHUP / `POST /reload` | swaps in the new issuers, status source and per-request settings; open connections keep going on the new state from their next request |
 //! | [`Command::Invalidate`] | `POST /revoke`, operators | drops the certificate's L1 entries for every CertID hash algorithm |
+//! | [`Command::InvalidateMany`] | the change feed | the same for a batch of one issuer's certificates, multi-CertID entries included |
+//! | [`Command::InvalidateAll`] | the change feed, after changes were lost | empties L1 |
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -35,6 +37,16 @@ pub enum Command {
         /// Which certificate.
         serial: Serial,
     },
+    /// Drop every cached response about these certificates of one issuer
+    /// (the change feed's batches).
+    InvalidateMany {
+        /// Which issuer, by name.
+        issuer: Arc<str>,
+        /// Which certificates.
+        serials: Arc<[Serial]>,
+    },
+    /// Drop every cached response (changes may have been missed).
+    InvalidateAll,
 }
 
 /// A command and where to acknowledge it.

@@ -32,6 +32,12 @@ pub enum OcspError {
     /// Too many misses in flight on this shard.
     #[error("too many misses in flight")]
     Overloaded,
+    /// No answer both current (no older than the newest change of its
+    /// certificates this node has seen) and within its validity could be
+    /// made: the status kept changing while it was answered, or the clock
+    /// passed nextUpdate while it was made.
+    #[error("no current, valid answer could be made in time")]
+    NotCurrent,
     /// The status source failed.
     #[error(transparent)]
     Status(#[from] StatusError),
@@ -117,7 +123,9 @@ pub fn disposition(f: &Failure) -> Disposition {
             | OcspError::MixedIssuers
             | OcspError::UnknownSerial
             | OcspError::Expired => ResponseStatus::Unauthorized,
-            OcspError::Overloaded | OcspError::Status(_) | OcspError::Sign(_) => ResponseStatus::TryLater,
+            OcspError::Overloaded | OcspError::NotCurrent | OcspError::Status(_) | OcspError::Sign(_) => {
+                ResponseStatus::TryLater
+            }
             OcspError::Encode(_) => ResponseStatus::InternalError,
         }),
         Failure::Http(e) => match e {

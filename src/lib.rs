@@ -53,6 +53,7 @@ pub mod control;
 pub mod db;
 pub mod demo;
 pub mod error;
+pub mod feed;
 pub mod http;
 pub mod issuer;
 pub mod metrics;

@@ -266,10 +266,10 @@ fn read_config(path: &std::path::Path, overrides: impl Fn(&mut FileConfig)) -> R
     Config::validate(file, base).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// After a status change: tombstones the certificate's Redis keys (every
-/// shard of every node drops its copy through client tracking), or says how
-/// long servers may take without a shared cache. A cache failure leaves the
-/// database change in place and says so (exit status 3).
+/// After a status change: the fast path. Tombstones the certificate's Redis
+/// keys (every tracking shard of every node drops its copy at once), or says
+/// the change feed carries it. A Redis failure is a warning, not an error:
+/// the database has the change and the feed makes it every node's answer.
 fn push_to_cache(
     cfg: &Config,
     issuer: &str,
@@ -279,10 +279,8 @@ fn push_to_cache(
 ) -> Result<(), String> {
     use ocsp_origin::revoke::{push_to_redis, CacheStep};
     match push_to_redis(cfg, issuer, serial, revision, 1 << 20) {
-        Ok(CacheStep::NotShared { l1_max_age_secs }) => {
-            println!(
-                "no shared cache configured: every server sees it within cache.l1_max_age_secs ({l1_max_age_secs} s)"
-            );
+        Ok(CacheStep::NotShared { bound_ms }) => {
+            println!("no shared cache configured: every server sees it through the change feed within {bound_ms} ms");
             Ok(())
         }
         Ok(CacheStep::Tombstoned) => {
@@ -292,12 +290,12 @@ fn push_to_cache(
         }
         Err(e) => {
             eprintln!(
-                "ocsp-origin: the change IS recorded in the database, but pushing it to Redis failed: {e}. \
-                 Servers see it within cache.l1_max_age_secs ({} s) or when Redis entries are refreshed; \
-                 rerun this command's cache step by flushing the key or wait.",
-                cfg.cache.l1_max_age_secs.unwrap_or(0)
+                "ocsp-origin: warning: the Redis fast path failed ({e}); the change is recorded in the database \
+                 and every server sees it through the change feed within feed.bound_ms ({} ms), which also \
+                 writes its Redis tombstones once Redis answers",
+                cfg.feed.bound_ms
             );
-            std::process::exit(3)
+            Ok(())
         }
     }
 }

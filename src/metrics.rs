@@ -208,6 +208,10 @@ pub struct Sources {
     pub control: Arc<crate::control::Control>,
     /// What the running generation is made of; a reload replaces it.
     pub view: Arc<Mutex<Arc<View>>>,
+    /// The change feed's figures (with `[mysql]`).
+    pub feed: Option<Arc<crate::feed::FeedStats>>,
+    /// The node's revision floors.
+    pub floors: Arc<crate::feed::Floors>,
 }
 
 /// The parts of the running generation the admin listener reads.
@@ -327,6 +331,10 @@ pub fn prometheus(src: &Sources) -> String {
         view.status.kind(),
         u8::from(view.status.is_up())
     );
+    for (name, v) in view.status.gauges() {
+        let _ = writeln!(out, "# TYPE ocsp_origin_status_{name} gauge\nocsp_origin_status_{name} {v}");
+    }
+    feed_metrics(&mut out, src);
     let h = src.pool.snapshot();
     summary(
         &mut out,
@@ -344,6 +352,61 @@ pub fn prometheus(src: &Sources) -> String {
         1.0,
     );
     out
+}
+
+/// The change feed's part of `/metrics`.
+fn feed_metrics(out: &mut String, src: &Sources) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let floors = &src.floors;
+    let _ = writeln!(
+        out,
+        "# HELP ocsp_origin_floors Certificates whose recent change fences older copies.\n# TYPE ocsp_origin_floors gauge\nocsp_origin_floors {}",
+        floors.len()
+    );
+    let _ = writeln!(
+        out,
+        "# HELP ocsp_origin_redis_trust_from_seconds Redis copies vouched for before this Unix time are checked against the database before use (0: none).\n# TYPE ocsp_origin_redis_trust_from_seconds gauge\nocsp_origin_redis_trust_from_seconds {}",
+        floors.trust_from()
+    );
+    let Some(f) = &src.feed else { return };
+    let silence = f.silence_ms();
+    let _ = writeln!(
+        out,
+        "# HELP ocsp_origin_feed_up 1 while this node has read the change feed within feed.bound_ms; 0 while it cannot know of new changes.\n# TYPE ocsp_origin_feed_up gauge\nocsp_origin_feed_up {}",
+        u8::from(f.is_up())
+    );
+    let _ = writeln!(
+        out,
+        "# HELP ocsp_origin_feed_silence_seconds Time since the last successful read of the change feed.\n# TYPE ocsp_origin_feed_silence_seconds gauge\nocsp_origin_feed_silence_seconds {}",
+        if silence == u64::MAX { f64::INFINITY } else { silence as f64 / 1000.0 }
+    );
+    let _ = writeln!(out, "# HELP ocsp_origin_feed_position Every change at or below this seq is applied on every shard.\n# TYPE ocsp_origin_feed_position gauge\nocsp_origin_feed_position {}", f.position.load(Relaxed));
+    let _ = writeln!(out, "# HELP ocsp_origin_feed_missing Seqs below the newest read not visible yet (open or rolled-back transactions).\n# TYPE ocsp_origin_feed_missing gauge\nocsp_origin_feed_missing {}", f.missing.load(Relaxed));
+    let _ = writeln!(out, "# HELP ocsp_origin_feed_tombstone_position Every change at or below this seq has its Redis tombstones.\n# TYPE ocsp_origin_feed_tombstone_position gauge\nocsp_origin_feed_tombstone_position {}", f.tombstone_position.load(Relaxed));
+    let _ = writeln!(
+        out,
+        "# HELP ocsp_origin_feed_total Change-feed events.\n# TYPE ocsp_origin_feed_total counter"
+    );
+    for (event, v) in [
+        ("applied", f.applied.load(Relaxed)),
+        ("read_errors", f.read_errors.load(Relaxed)),
+        ("unacknowledged", f.unacknowledged.load(Relaxed)),
+        ("lost", f.lost.load(Relaxed)),
+        ("pruned", f.pruned.load(Relaxed)),
+        ("tombstones_written", f.tombstones_written.load(Relaxed)),
+        ("tombstone_errors", f.tombstone_errors.load(Relaxed)),
+    ] {
+        let _ = writeln!(out, "ocsp_origin_feed_total{{event=\"{event}\"}} {v}");
+    }
+    if let Ok(h) = f.apply_us.lock() {
+        summary(
+            out,
+            "ocsp_origin_feed_apply_seconds",
+            "From the writing statement (the change's changed_at) to every shard's acknowledgement.",
+            &h,
+            1e-6,
+        );
+    }
 }
 
 /// HdrHistogram's percentile-distribution (`.hgrm`) text, values divided by
@@ -392,6 +455,10 @@ pub fn export(src: &Sources, path: &str) -> Option<(&'static str, String)> {
         "/histograms/sign_wait.hgrm" => ("text/plain", hgrm(&src.pool.snapshot().queue_wait_us, 1000.0)),
         "/histograms/sign.hgrm" => ("text/plain", hgrm(&src.pool.snapshot().sign_us, 1000.0)),
         "/histograms/sign_batch.hgrm" => ("text/plain", hgrm(&src.pool.snapshot().batch_size, 1.0)),
+        "/histograms/feed.hgrm" => {
+            let h = src.feed.as_ref()?.apply_us.lock().ok()?.clone();
+            ("text/plain", hgrm(&h, 1000.0))
+        }
         _ => return None,
     })
 }

@@ -2,14 +2,16 @@
 //! [`crate::db::revoke`] / [`crate::db::unrevoke`] that `ocsp-origin revoke`
 //! and the admin listener's `POST /revoke` share.
 //!
-//! The database row is the truth; what remains is every cached copy of the
-//! old answer. With `[redis]`, [`push_to_redis`] writes tombstones over the
-//! certificate's response keys (for every CertID hash algorithm) and sets its
-//! change key, which every tracking shard of every node hears about and drops
+//! The database row is the truth, and the change feed carries every committed
+//! change to every core of every node within `feed.bound_ms`, whoever wrote
+//! it ([`crate::feed`]): correctness needs nothing from this module. What it
+//! adds is a fast path for changes made through ocsp-origin itself: with
+//! `[redis]`, [`push_to_redis`] writes tombstones over the certificate's
+//! response keys (for every CertID hash algorithm) and sets its change key,
+//! which every tracking shard of every node hears about at once and drops
 //! the certificate from its L1 ([`crate::source::redis`]); waiting
-//! [`SETTLE_MS`] afterwards lets those invalidations land. Without a shared
-//! cache, servers see the change within `cache.l1_max_age_secs`. The admin
-//! listener also tells this node's shards directly
+//! [`SETTLE_MS`] afterwards lets those invalidations land. The admin listener
+//! also tells this node's shards directly
 //! ([`crate::control::Control::invalidate`]).
 
 use std::time::Duration;
@@ -26,11 +28,11 @@ pub const SETTLE_MS: u64 = 50;
 /// What [`push_to_redis`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CacheStep {
-    /// No `[redis]`: each server sees the change within
-    /// `cache.l1_max_age_secs` (this many seconds).
+    /// No `[redis]`: each server sees the change through the change feed,
+    /// within `feed.bound_ms` (this many ms).
     NotShared {
-        /// `cache.l1_max_age_secs` as configured or defaulted.
-        l1_max_age_secs: u64,
+        /// `feed.bound_ms`.
+        bound_ms: u64,
     },
     /// Tombstones and the change key are in Redis.
     Tombstoned,
@@ -52,7 +54,7 @@ pub fn push_to_redis(
     memlock_need: usize,
 ) -> Result<CacheStep, String> {
     let Some(mut rc) = cfg.redis.clone() else {
-        return Ok(CacheStep::NotShared { l1_max_age_secs: cfg.cache.l1_max_age_secs.unwrap_or(0) });
+        return Ok(CacheStep::NotShared { bound_ms: cfg.feed.bound_ms });
     };
     rc.command_timeout_ms = rc.command_timeout_ms.max(2000);
     rc.connect_timeout_ms = rc.connect_timeout_ms.max(2000);
@@ -74,8 +76,19 @@ pub fn push_to_redis(
                     Ok(Err(e)) => return Err(e.to_string()),
                     Err(_) => return Err("timed out connecting".into()),
                 }
-                let tomb = || {
-                    crate::source::redis::tombstone(&client, &rc.key_prefix, &issuer, &serial, revision, ttl)
+                let tomb = || async {
+                    crate::source::redis::tombstone(
+                        &client,
+                        &rc.key_prefix,
+                        &issuer,
+                        &serial,
+                        revision,
+                        ttl,
+                        true,
+                    )
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
                 };
                 let r = match tomb().await {
                     Ok(()) => Ok(()),

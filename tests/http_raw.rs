@@ -234,15 +234,13 @@ fn conditional_get_gives_304() {
     assert_eq!(nm.status, 304);
     assert!(nm.body.is_empty());
     assert_eq!(nm.header("etag"), Some(etag.as_str()));
-    assert_eq!(ask(&format!("If-None-Match: W/{etag}, \"x\"\r\n")).status, 304);
-    assert_eq!(ask(&format!("If-Modified-Since: {last_modified}\r\n")).status, 304);
+    assert_eq!(ask(&format!("If-None-Match: \"x\", {etag}\r\n")).status, 304);
     assert_eq!(ask("If-None-Match: \"nope\"\r\n").status, 200);
-    assert_eq!(ask("If-Modified-Since: Thu, 01 Jan 1970 00:00:00 GMT\r\n").status, 200);
-    // If-None-Match wins over a matching If-Modified-Since (RFC 9110 §13.2.2).
-    assert_eq!(
-        ask(&format!("If-None-Match: \"nope\"\r\nIf-Modified-Since: {last_modified}\r\n")).status,
-        200
-    );
+    // Only the strong ETag of this very response: a date, `*` or a weakened
+    // tag cannot prove the client holds the current answer.
+    assert_eq!(ask(&format!("If-Modified-Since: {last_modified}\r\n")).status, 200);
+    assert_eq!(ask("If-None-Match: *\r\n").status, 200);
+    assert_eq!(ask(&format!("If-None-Match: W/{etag}\r\n")).status, 200);
 }
 
 #[test]

@@ -227,7 +227,7 @@ fn redis_flushed_killed_and_restarted_under_load() {
         assert_eq!(ask_timed(req).0, "good");
     }
     std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(redis_keys(port, "ocsp:*"), 10, "misses were written to Redis");
+    assert_eq!(redis_keys(port, "ocsp:r:*"), 10, "misses were written to Redis");
 
     // Flushed: everything still answered correctly.
     assert!(Command::new("redis-cli")
@@ -251,7 +251,7 @@ fn redis_flushed_killed_and_restarted_under_load() {
     let _redis = OwnRedis::start(port);
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut i = 30;
-    while redis_keys(port, "ocsp:*") == 0 {
+    while redis_keys(port, "ocsp:r:*") == 0 {
         assert!(Instant::now() < deadline, "caching did not resume after Redis came back");
         let (st, _) = ask_timed(&reqs[i % reqs.len()]);
         assert_eq!(st, "good");
@@ -300,23 +300,28 @@ fn versioned_writes_never_go_backwards() {
     let key = format!("{}k", unique_prefix("ver"));
     let write = |value: &str| -> String {
         let out = Command::new("redis-cli")
-            .args(["-p", &port, "EVAL", ocsp_origin::source::redis::WRITE_SCRIPT, "1", &key, value, "60"])
+            .args(["-p", &port, "EVAL", ocsp_origin::source::redis::WRITE.text(), "1", &key, value, "60"])
             .output()
             .unwrap();
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
-    let rev = |r: u64, kind: char| format!("{r:020}{kind}payload");
-    assert_eq!(write(&rev(5, 'R')), "1", "absent key: written");
-    assert_eq!(write(&rev(4, 'R')), "0", "older revision refused");
-    assert_eq!(write(&rev(5, 'R')), "0", "same revision over a response refused");
-    assert_eq!(write(&rev(6, 'T')), "1", "a revocation's tombstone goes over");
-    assert_eq!(write(&rev(5, 'R')), "0", "the slow miss from before the revocation is refused");
-    assert_eq!(write(&rev(6, 'R')), "1", "the revocation's own response replaces its tombstone");
-    assert_eq!(write(&rev(6, 'R')), "0");
+    let resp = |r: u64, vouched: u64| format!("{r:020}S{vouched:020}payload");
+    let tomb = |r: u64| format!("{r:020}T");
+    assert_eq!(write(&resp(5, 100)), "1", "absent key: written");
+    assert_eq!(write(&resp(4, 900)), "0", "older revision refused");
+    assert_eq!(write(&resp(5, 100)), "0", "the same copy again refused");
+    assert_eq!(write(&resp(5, 200)), "1", "a refresh of the same revision replaces the older copy");
+    assert_eq!(write(&resp(5, 150)), "0", "but never an older one");
+    assert_eq!(write(&tomb(6)), "1", "a revocation's tombstone goes over");
+    assert_eq!(write(&resp(5, 300)), "0", "the slow miss from before the revocation is refused");
+    assert_eq!(write(&tomb(6)), "0", "a tombstone never replaces its own revision");
+    assert_eq!(write(&resp(6, 300)), "1", "the revocation's own response replaces its tombstone");
+    assert_eq!(write(&tomb(6)), "0", "nor its own response");
+    assert_eq!(write(&resp(6, 300)), "0");
 }
 
 #[test]
-fn revoke_with_redis_down_is_recorded_and_says_so() {
+fn revoke_with_redis_down_is_recorded_and_warns() {
     let Some(mysql) = test_database("redisdown") else { return };
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let dir = tempfile::tempdir().unwrap();
@@ -346,8 +351,11 @@ fn revoke_with_redis_down_is_recorded_and_says_so() {
         .output()
         .unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert_eq!(out.status.code(), Some(3), "{text}");
-    assert!(text.contains("IS recorded in the database"), "{text}");
+    // The database has it, and the change feed carries it to every server:
+    // a failed fast path is a warning, not a failed revocation.
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("warning: the Redis fast path failed"), "{text}");
+    assert!(text.contains("through the change feed within"), "{text}");
     let (okk, again) = run(bin().args(["revoke", "--config"]).arg(&cfg).args([
         "--issuer",
         "test",

@@ -84,8 +84,14 @@ fn stuck_signer_gives_bounded_try_later_and_stale_answers() {
     };
     ocsp_origin::server::raise_memlock(4 << 20).unwrap();
     glommio::LocalExecutorBuilder::default().io_memory(64 << 10).make().unwrap().run(async move {
-        let live: Rc<dyn Source> =
-            Rc::new(Rc::new(Live::new(issuers, Arc::new(status), pool.clone(), policy, Rc::default())));
+        let live: Rc<dyn Source> = Rc::new(Rc::new(Live::new(
+            issuers,
+            Arc::new(status),
+            pool.clone(),
+            policy,
+            Rc::default(),
+            ocsp_origin::feed::Fence::empty(),
+        )));
         let cached = Cached::new(live, 100, 16);
         let good = common::GOOD;
         let revoked = common::REVOKED;

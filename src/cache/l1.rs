@@ -4,12 +4,17 @@
 //! never borrowed across an `.await`. Keys are the compact byte encoding of the
 //! request's CertIDs (see `source::filter::cache_key`), values are shared
 //! `Rc<CachedResponse>`s. Expired entries are dropped when met.
+//!
+//! A multi-CertID entry is also listed under each certificate it names, so a
+//! status change of any of them drops it ([`ResponseCache::remove_cert`]);
+//! single-CertID keys are derived from the certificate itself.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
-use super::{CachedResponse, Freshness, ResponseCache};
+use super::{certs_of_key, key_of, CachedResponse, Freshness, ResponseCache};
+use crate::ocsp::{CertId, HashAlg, IssuerId, Serial};
 
 struct Slot {
     resp: Rc<CachedResponse>,
@@ -22,6 +27,41 @@ struct Inner {
     map: HashMap<Box<[u8]>, Slot>,
     /// Eviction order; may hold keys already removed from `map` (skipped).
     clock: VecDeque<Box<[u8]>>,
+    /// Multi-CertID keys by the certificates they name.
+    multi: HashMap<(IssuerId, Serial), Vec<Box<[u8]>>>,
+}
+
+impl Inner {
+    /// Removes `key` from the map (and from the multi-CertID index).
+    fn drop_key(&mut self, key: &[u8]) -> bool {
+        if self.map.remove(key).is_none() {
+            return false;
+        }
+        let certs = certs_of_key(key);
+        if certs.len() > 1 {
+            for c in certs {
+                if let Some(keys) = self.multi.get_mut(&c) {
+                    keys.retain(|k| &k[..] != key);
+                    if keys.is_empty() {
+                        self.multi.remove(&c);
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    fn index(&mut self, key: &[u8]) {
+        let certs = certs_of_key(key);
+        if certs.len() > 1 {
+            for c in certs {
+                let keys = self.multi.entry(c).or_default();
+                if !keys.iter().any(|k| &k[..] == key) {
+                    keys.push(key.into());
+                }
+            }
+        }
+    }
 }
 
 /// Bounded, lock-free (single-threaded), freshness-aware response cache.
@@ -44,7 +84,7 @@ impl L1Cache {
         L1Cache {
             capacity,
             max_age,
-            inner: RefCell::new(Inner { map: HashMap::new(), clock: VecDeque::new() }),
+            inner: RefCell::new(Inner { map: HashMap::new(), clock: VecDeque::new(), multi: HashMap::new() }),
         }
     }
 }
@@ -56,7 +96,7 @@ impl ResponseCache for L1Cache {
         let slot = inner.map.get(key)?;
         match slot.resp.freshness(now) {
             Freshness::Expired => {
-                inner.map.remove(key);
+                inner.drop_key(key);
                 None
             }
             _ if self.max_age > 0 && now.saturating_sub(slot.stored_at) >= self.max_age => {
@@ -89,31 +129,45 @@ impl ResponseCache for L1Cache {
                     inner.clock.push_back(victim);
                 }
                 Some(_) => {
-                    inner.map.remove(&victim);
+                    inner.drop_key(&victim);
                 }
                 None => {} // removed earlier (expired or invalidated)
             }
         }
         let key: Box<[u8]> = key.into();
         inner.clock.push_back(key.clone());
+        inner.index(&key);
         inner.map.insert(key, Slot { resp, referenced: Cell::new(false), stored_at });
         // Entries removed out of band (expiry, invalidation) leave their keys in
         // the ring; rebuild it from the map when it grows to twice the bound.
         if inner.clock.len() > 2 * self.capacity.max(16) {
-            let Inner { map, clock } = &mut *inner;
+            let Inner { map, clock, .. } = &mut *inner;
             *clock = map.keys().cloned().collect();
         }
     }
 
     /// Drops `key` (e.g. on a revocation notice).
     fn remove(&self, key: &[u8]) {
-        self.inner.borrow_mut().map.remove(key);
+        self.inner.borrow_mut().drop_key(key);
+    }
+
+    fn remove_cert(&self, issuer: IssuerId, serial: &Serial) {
+        let mut inner = self.inner.borrow_mut();
+        for alg in HashAlg::ALL {
+            inner.drop_key(&key_of(&[CertId { issuer, alg, serial: *serial }]));
+        }
+        if let Some(keys) = inner.multi.remove(&(issuer, *serial)) {
+            for k in keys {
+                inner.drop_key(&k);
+            }
+        }
     }
 
     fn clear(&self) {
         let mut inner = self.inner.borrow_mut();
         inner.map.clear();
         inner.clock.clear();
+        inner.multi.clear();
     }
 
     /// Entries held now.
@@ -186,6 +240,33 @@ mod tests {
         c.put(b"k", r);
         assert_eq!(c.get(b"k", now + 1).unwrap().1, Freshness::Fresh);
         assert_eq!(c.get(b"k", now + 5).unwrap().1, Freshness::Unverified);
+    }
+
+    fn id(serial: u8, alg: HashAlg) -> CertId {
+        CertId { issuer: IssuerId(0), alg, serial: Serial::from_magnitude(&[serial]).unwrap() }
+    }
+
+    /// A multi-CertID entry used to survive a status change of one of its
+    /// certificates: only single-CertID keys were dropped.
+    #[test]
+    fn regression_a_change_drops_the_multi_certid_entries_naming_it() {
+        let c = L1Cache::new(16);
+        let (a, b, other) = (id(1, HashAlg::Sha1), id(2, HashAlg::Sha256), id(3, HashAlg::Sha1));
+        c.put(&key_of(&[a]), resp(100));
+        c.put(&key_of(&[a, b]), resp(100));
+        c.put(&key_of(&[b, a]), resp(100));
+        c.put(&key_of(&[b, other]), resp(100));
+        c.put(&key_of(&[id(1, HashAlg::Sha256)]), resp(100));
+        c.remove_cert(IssuerId(0), &a.serial);
+        assert!(c.get(&key_of(&[a]), 1).is_none());
+        assert!(c.get(&key_of(&[id(1, HashAlg::Sha256)]), 1).is_none(), "every hash algorithm");
+        assert!(c.get(&key_of(&[a, b]), 1).is_none());
+        assert!(c.get(&key_of(&[b, a]), 1).is_none());
+        assert!(c.get(&key_of(&[b, other]), 1).is_some(), "entries not naming it stay");
+        assert_eq!(c.len(), 1);
+        // The index forgets evicted and removed entries.
+        c.remove(&key_of(&[b, other]));
+        assert!(c.inner.borrow().multi.is_empty());
     }
 
     #[test]

@@ -9,6 +9,38 @@ pub mod l1;
 use std::rc::Rc;
 
 use crate::ocsp::response::Validity;
+use crate::ocsp::{CertId, IssuerId, Serial};
+
+/// The cache key of a list of CertIDs: per CertID, issuer (2 bytes), hash
+/// algorithm (1), serial length (1) and serial. Distinct lists give distinct
+/// keys; the same CertIDs from any client give the same key, so responses are
+/// shared whatever the request's nonce or encoding.
+pub fn key_of(ids: &[CertId]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(ids.len() * 24);
+    for id in ids {
+        k.extend_from_slice(&id.issuer.0.to_be_bytes());
+        k.push(id.alg as u8);
+        let s = id.serial.as_bytes();
+        k.push(s.len() as u8);
+        k.extend_from_slice(s);
+    }
+    k
+}
+
+/// The certificates a key names (issuer, serial), in order; an undecodable
+/// tail is ignored (keys are only ever made by [`key_of`]).
+pub fn certs_of_key(key: &[u8]) -> Vec<(IssuerId, Serial)> {
+    let mut out = Vec::new();
+    let mut rest = key;
+    while rest.len() >= 4 {
+        let issuer = IssuerId(u16::from_be_bytes([rest[0], rest[1]]));
+        let n = rest[3] as usize;
+        let Some(serial) = rest.get(4..4 + n).and_then(|b| Serial::from_der_content(b).ok()) else { break };
+        out.push((issuer, serial));
+        rest = &rest[4 + n..];
+    }
+    out
+}
 
 /// A signed OCSP response ready to send.
 #[derive(Debug)]
@@ -30,6 +62,14 @@ pub struct CachedResponse {
     pub statuses: Box<[crate::status::CertStatus]>,
     /// Highest status revision it was signed from (orders shared-cache writes).
     pub revision: u64,
+    /// The revision of each CertID's status, in CertID order (fences compare
+    /// them with the change feed's floors); empty = all [`Self::revision`].
+    pub revisions: Box<[u64]>,
+    /// The last time the database confirmed these statuses were current
+    /// (Unix seconds): the signing time, or a later re-check of a Redis copy.
+    /// A node that distrusts older copies (`Floors::trust_from`) re-checks a
+    /// copy vouched for before then.
+    pub vouched_at: u64,
     /// Where this copy was made: a fetched answer reports `MISS` when it was
     /// signed for it and `HIT-L2` when it came out of Redis (`X-Cache-Status`).
     pub origin: Origin,
@@ -140,8 +180,20 @@ impl CachedResponse {
             headers: headers.into(),
             statuses: Box::new([]),
             revision: 0,
+            revisions: Box::new([]),
+            vouched_at: validity.produced_at,
             origin,
         }
+    }
+
+    /// The status revision of CertID `i`.
+    pub fn revision_of(&self, i: usize) -> u64 {
+        self.revisions.get(i).copied().unwrap_or(self.revision)
+    }
+
+    /// Whether it may still be served at `now` (before its nextUpdate).
+    pub fn valid_at(&self, now: u64) -> bool {
+        now < self.validity.next_update
     }
 
     /// Freshness at `now` (Unix seconds).
@@ -166,6 +218,10 @@ pub trait ResponseCache {
     fn put(&self, key: &[u8], resp: Rc<CachedResponse>);
     /// Drops `key`.
     fn remove(&self, key: &[u8]);
+    /// Drops every entry that answers for this certificate: its
+    /// single-CertID entries (each hash algorithm) and every multi-CertID
+    /// entry that names it.
+    fn remove_cert(&self, issuer: IssuerId, serial: &Serial);
     /// Drops everything (e.g. when invalidations may have been missed).
     fn clear(&self);
     /// Entries held.

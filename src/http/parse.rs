@@ -52,8 +52,6 @@ pub struct Head {
     pub keep_alive: bool,
     /// `If-None-Match` value.
     pub if_none_match: Option<Range<usize>>,
-    /// `If-Modified-Since` value.
-    pub if_modified_since: Option<Range<usize>>,
     /// Bytes of the head including the final CRLFCRLF.
     pub head_len: usize,
 }
@@ -146,7 +144,6 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Parsed, HttpError> {
     let mut content_length = None;
     let mut keep_alive = minor_version == 1;
     let mut if_none_match = None;
-    let mut if_modified_since = None;
     for h in req.headers.iter() {
         let name = h.name;
         if name.eq_ignore_ascii_case("content-length") {
@@ -167,8 +164,6 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Parsed, HttpError> {
             }
         } else if name.eq_ignore_ascii_case("if-none-match") {
             if_none_match = Some(range_of(buf, h.value));
-        } else if name.eq_ignore_ascii_case("if-modified-since") {
-            if_modified_since = Some(range_of(buf, h.value));
         }
     }
     let content_length = match (method, content_length) {
@@ -183,7 +178,6 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Parsed, HttpError> {
         content_length,
         keep_alive,
         if_none_match,
-        if_modified_since,
         head_len,
     }))
 }
@@ -298,6 +292,5 @@ mod tests {
         let b = b"GET /x HTTP/1.1\r\nIf-None-Match: \"abc\"\r\nIf-Modified-Since: Sat, 28 Nov 2026 00:00:00 GMT\r\n\r\n";
         let h = complete(b);
         assert_eq!(&b[h.if_none_match.unwrap()], b"\"abc\"");
-        assert_eq!(&b[h.if_modified_since.unwrap()], b"Sat, 28 Nov 2026 00:00:00 GMT");
     }
 }

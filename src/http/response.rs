@@ -165,29 +165,21 @@ pub fn write_health(out: &mut Vec<u8>, date: &str, conn: ConnHeader, body: bool,
     }
 }
 
-/// Whether a conditional GET's validators match `r` (RFC 9110 §13.1.1–13.1.3):
-/// `If-None-Match` wins when present (weak comparison, `*` matches); otherwise
-/// `If-Modified-Since` at or after thisUpdate matches.
-pub fn not_modified(
-    r: &CachedResponse,
-    if_none_match: Option<&[u8]>,
-    if_modified_since: Option<&[u8]>,
-) -> bool {
-    if let Some(inm) = if_none_match {
-        return inm.split(|b| *b == b',').any(|t| {
-            let t = t.trim_ascii();
-            let t = t.strip_prefix(b"W/").unwrap_or(t);
-            t == b"*" || t == r.etag.as_bytes()
-        });
-    }
-    if let Some(ims) = if_modified_since {
-        if let Some(t) = std::str::from_utf8(ims).ok().and_then(|s| httpdate::parse_http_date(s.trim()).ok())
-        {
-            let ims_secs = t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-            return r.validity.this_update <= ims_secs;
-        }
-    }
-    false
+/// Whether a conditional GET may be answered 304: only when the client
+/// provably holds `r`, the response this node would send now: one of its
+/// `If-None-Match` entries is exactly `r`'s strong ETag (the SHA-256 of the
+/// body, so a match means those very bytes).
+///
+/// Dates never make a 304: thisUpdate is backdated and has a one-second
+/// grain, so a client's `If-Modified-Since` from a "good" response can be at
+/// or after the thisUpdate of the "revoked" one signed since (on another
+/// node, or in the same second), and a 304 would hide the revocation.
+/// `If-Modified-Since` is ignored (a 200 is always a valid answer to a
+/// conditional request), and so are `*` (it says nothing of which response
+/// the client holds) and weak tags (`no-transform` leaves no weakened copy
+/// to match).
+pub fn not_modified(r: &CachedResponse, if_none_match: Option<&[u8]>) -> bool {
+    if_none_match.is_some_and(|inm| inm.split(|b| *b == b',').any(|t| t.trim_ascii() == r.etag.as_bytes()))
 }
 
 #[cfg(test)]
@@ -236,16 +228,22 @@ mod tests {
     #[test]
     fn conditionals() {
         let r = resp();
-        assert!(not_modified(&r, Some(r.etag.as_bytes()), None));
-        assert!(not_modified(
-            &r,
-            Some(b"\"x\", W/".iter().chain(r.etag.as_bytes()).copied().collect::<Vec<_>>().as_slice()),
-            None
-        ));
-        assert!(not_modified(&r, Some(b"*"), None));
-        assert!(!not_modified(&r, Some(b"\"other\""), Some(b"Thu, 01 Jan 2099 00:00:00 GMT")));
-        assert!(not_modified(&r, None, Some(crate::cache::http_date(1000).as_bytes())));
-        assert!(!not_modified(&r, None, Some(crate::cache::http_date(999).as_bytes())));
-        assert!(!not_modified(&r, None, Some(b"garbage")));
+        assert!(not_modified(&r, Some(r.etag.as_bytes())));
+        let listed: Vec<u8> = b"\"x\", ".iter().chain(r.etag.as_bytes()).copied().collect();
+        assert!(not_modified(&r, Some(&listed)), "one of a list");
+        assert!(!not_modified(&r, Some(b"\"other\"")));
+        assert!(!not_modified(&r, None));
+    }
+
+    /// `*`, a weakened tag and dates used to give 304s: none of them proves
+    /// the client holds this response, and a date from a "good" response can
+    /// be at or after the (backdated, one-second) thisUpdate of the "revoked"
+    /// one signed since, so the 304 hid a revocation.
+    #[test]
+    fn regression_only_the_strong_etag_of_this_response_gives_a_304() {
+        let r = resp();
+        assert!(!not_modified(&r, Some(b"*")));
+        let weak: Vec<u8> = b"W/".iter().chain(r.etag.as_bytes()).copied().collect();
+        assert!(!not_modified(&r, Some(&weak)));
     }
 }

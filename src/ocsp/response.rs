@@ -196,6 +196,55 @@ pub fn assemble(tbs: &[u8], identity: &ResponderIdentity, signature: &[u8]) -> V
     out
 }
 
+/// Whether `der`, a successful `OCSPResponse`, says exactly this: one
+/// `SingleResponse` per CertID of `ids` (same hash algorithm, `issuer`'s
+/// hashes, serial) with `statuses`, and the times of `v`. A copy read back
+/// from a shared cache is checked with it before its header is believed (a
+/// damaged, hand-written or misfiled value is a miss, not an answer). The
+/// signature is not checked: that costs a verification per hit, and the
+/// bytes were signed by a node of this deployment.
+pub fn agrees(der: &[u8], issuer: &Issuer, ids: &[CertId], statuses: &[CertStatus], v: Validity) -> bool {
+    use der::Decode;
+    let secs = |t: &OcspGeneralizedTime| t.0.to_unix_duration().as_secs();
+    let check = || -> Option<bool> {
+        let resp = x509_ocsp::OcspResponse::from_der(der).ok()?;
+        if resp.response_status != x509_ocsp::OcspResponseStatus::Successful {
+            return Some(false);
+        }
+        let basic = x509_ocsp::BasicOcspResponse::from_der(resp.response_bytes?.response.as_bytes()).ok()?;
+        let tbs = &basic.tbs_response_data;
+        if secs(&tbs.produced_at) != v.produced_at
+            || tbs.responses.len() != ids.len()
+            || statuses.len() != ids.len()
+        {
+            return Some(false);
+        }
+        for ((single, id), status) in tbs.responses.iter().zip(ids).zip(statuses) {
+            let c = &single.cert_id;
+            let same_id = c.hash_algorithm.oid == id.alg.oid()
+                && c.issuer_name_hash.as_bytes() == issuer.name_hash(id.alg)
+                && c.issuer_key_hash.as_bytes() == issuer.key_hash(id.alg)
+                && c.serial_number.as_bytes() == id.serial.as_bytes();
+            let same_status = match (&single.cert_status, status) {
+                (x509_ocsp::CertStatus::Good(_), CertStatus::Good) => true,
+                (x509_ocsp::CertStatus::Revoked(info), CertStatus::Revoked { at, reason }) => {
+                    secs(&info.revocation_time) == *at
+                        && info.revocation_reason.map(|r| r as u8)
+                            == (*reason != RevocationReason::Unspecified).then_some(*reason as u8)
+                }
+                _ => false,
+            };
+            let same_times = secs(&single.this_update) == v.this_update
+                && single.next_update.as_ref().map(secs) == Some(v.next_update);
+            if !(same_id && same_status && same_times) {
+                return Some(false);
+            }
+        }
+        Some(true)
+    };
+    check().unwrap_or(false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -261,11 +261,7 @@ async fn answer_inner(
             let mut date = shard.date.borrow_mut();
             let cache_status = shard.cache_status_header.then(|| served.cache_status(&resp));
             let conditional = head.method != Method::Post
-                && response::not_modified(
-                    &resp,
-                    head.if_none_match.clone().map(|r| &req[r]),
-                    head.if_modified_since.clone().map(|r| &req[r]),
-                );
+                && response::not_modified(&resp, head.if_none_match.clone().map(|r| &req[r]));
             if conditional {
                 stats.not_modified.set(stats.not_modified.get() + 1);
                 response::write_not_modified(&mut b.output, &resp, now, date.get(now), conn, cache_status);

@@ -120,20 +120,6 @@ pub fn run(
 
     let fds = Arc::new(Mutex::new(fds.into_iter().enumerate().collect::<Vec<_>>()));
     let board = crate::metrics::board(cores);
-    let view = Arc::new(Mutex::new(Arc::new(crate::metrics::View::new(config, &parts))));
-    if let Some(admin) = config.admin {
-        let src = crate::metrics::Sources {
-            board: board.clone(),
-            pool: pool.clone(),
-            control: control.clone(),
-            view: view.clone(),
-        };
-        let bound =
-            crate::admin::serve(admin, src).map_err(|source| ServerError::Listen { addr: admin, source })?;
-        log::info!("admin (metrics, histograms, reload, revoke) on http://{bound}");
-    }
-    // Only now is every listener bound, the admin one too: say "ready".
-    on_ready(addr);
     let timers = match &config.redis {
         Some(_) => Some(
             crate::source::redis::TimerRuntime::start()
@@ -142,6 +128,28 @@ pub fn run(
         ),
         None => None,
     };
+    // The change feed reads the fence window before anything is answered
+    // (bounded by feed.start_timeout_ms), so no shard starts without the
+    // floors of recent changes.
+    let floors = Arc::new(crate::feed::Floors::new(config.feed.max_floors));
+    let feed = crate::feed::start(config, floors.clone(), control.clone(), timers.clone())
+        .map_err(ServerError::Start)?;
+    let view = Arc::new(Mutex::new(Arc::new(crate::metrics::View::new(config, &parts))));
+    if let Some(admin) = config.admin {
+        let src = crate::metrics::Sources {
+            board: board.clone(),
+            pool: pool.clone(),
+            control: control.clone(),
+            view: view.clone(),
+            feed: feed.as_ref().map(|f| f.stats.clone()),
+            floors: floors.clone(),
+        };
+        let bound =
+            crate::admin::serve(admin, src).map_err(|source| ServerError::Listen { addr: admin, source })?;
+        log::info!("admin (metrics, histograms, reload, revoke) on http://{bound}");
+    }
+    // Only now is every listener bound, the admin one too: say "ready".
+    on_ready(addr);
     let shared = Arc::new(shard::SharedParts {
         config: config.clone(),
         issuers: parts.issuers,
@@ -149,14 +157,20 @@ pub fn run(
         pool,
         timers,
         board,
+        floors: floors.clone(),
     });
     control.expect_shards(cores);
     if let Some(reload) = reload {
         // Only what outlives a generation: holding the first SharedParts here
         // would keep its issuers (HSM sessions) and status source (a MySQL
         // pool) alive for the life of the process.
-        let (running, pool, timers, board) =
-            (config.clone(), shared.pool.clone(), shared.timers.clone(), shared.board.clone());
+        let (running, pool, timers, board, floors) = (
+            config.clone(),
+            shared.pool.clone(),
+            shared.timers.clone(),
+            shared.board.clone(),
+            shared.floors.clone(),
+        );
         control.set_reloader(Box::new(move || {
             let (config, parts) = reload()?;
             restart_only(&running, &config)?;
@@ -173,6 +187,7 @@ pub fn run(
                 pool: pool.clone(),
                 timers: timers.clone(),
                 board: board.clone(),
+                floors: floors.clone(),
             };
             Ok((Arc::new(next) as Arc<dyn std::any::Any + Send + Sync>, summary))
         }));
@@ -209,6 +224,7 @@ pub fn run(
         }
     }
     drop(signer_threads);
+    drop(feed);
     log::info!("drained; exiting");
     Ok(())
 }
@@ -229,6 +245,11 @@ fn restart_only(running: &Config, next: &Config) -> Result<(), String> {
         ("signing", json(&running.signing) != json(&next.signing)),
         ("cache", json(&running.cache) != json(&next.cache)),
         ("redis (adding or removing it)", running.redis.is_some() != next.redis.is_some()),
+        (
+            "mysql (adding or removing it, or its primary url)",
+            running.mysql.as_ref().map(|m| &m.url) != next.mysql.as_ref().map(|m| &m.url),
+        ),
+        ("feed", json(&running.feed) != json(&next.feed)),
         ("limits.listen_backlog", l.0.listen_backlog != l.1.listen_backlog),
         ("limits.max_connections_per_shard", l.0.max_connections_per_shard != l.1.max_connections_per_shard),
         ("limits.drain_timeout_ms", l.0.drain_timeout_ms != l.1.drain_timeout_ms),

@@ -13,11 +13,11 @@ use glommio::sync::Semaphore;
 use crate::cache::l1::L1Cache;
 use crate::config::Config;
 use crate::control::{Command, Control};
+use crate::feed::Fence;
 use crate::http::parse::Limits;
 use crate::http::response::DateCache;
 use crate::issuer::Issuers;
 use crate::metrics::StageTimes;
-use crate::ocsp::{CertId, HashAlg};
 use crate::signer::SignPool;
 use crate::source::admission::Admission;
 use crate::source::cached::Cached;
@@ -40,6 +40,8 @@ pub struct SharedParts {
     pub timers: Option<tokio::runtime::Handle>,
     /// Where shards publish their metrics.
     pub board: crate::metrics::Board,
+    /// The node's revision floors, raised by the change feed.
+    pub floors: Arc<crate::feed::Floors>,
 }
 
 /// Per-shard request counters (plain cells: one thread).
@@ -108,6 +110,7 @@ impl Shard {
     fn build(shared: &SharedParts, prev: Option<&Shard>) -> Shard {
         let c = &shared.config;
         let stages = prev.map(|p| p.stages.clone()).unwrap_or_default();
+        let fence = Fence::new(shared.floors.clone(), &shared.issuers);
         let live = Rc::new(Live::new(
             shared.issuers.clone(),
             shared.status.clone(),
@@ -120,6 +123,7 @@ impl Shard {
                 sign_timeout: Duration::from_millis(c.signing.timeout_ms),
             },
             stages.clone(),
+            fence.clone(),
         ));
         let mut inner: Rc<dyn Source> = Rc::new(live);
         let mut redis_client = None;
@@ -131,6 +135,8 @@ impl Shard {
                         client.clone(),
                         inner,
                         shared.issuers.clone(),
+                        shared.status.clone(),
+                        fence.clone(),
                         rc.key_prefix.clone(),
                         stages.clone(),
                     ));
@@ -143,7 +149,7 @@ impl Shard {
         }
         let responder = match prev {
             Some(p) => {
-                p.responder.replace_inner(inner);
+                p.responder.replace_inner(inner, fence);
                 p.responder.clone()
             }
             None => {
@@ -155,6 +161,7 @@ impl Shard {
                 if c.cache.max_shard_lag_ms > 0 {
                     cached.set_admission(Admission::start(Duration::from_millis(c.cache.max_shard_lag_ms)));
                 }
+                cached.set_fence(fence);
                 cached
             }
         };
@@ -229,6 +236,9 @@ impl Shard {
                 ("redis_misses", r.stats.misses.get()),
                 ("redis_errors", r.stats.errors.get()),
                 ("redis_refused_writes", r.stats.refused_writes.get()),
+                ("redis_fenced", r.stats.fenced.get()),
+                ("redis_rejected", r.stats.rejected.get()),
+                ("redis_rechecked", r.stats.rechecked.get()),
             ]);
         }
         crate::metrics::ShardSnapshot {
@@ -298,7 +308,7 @@ async fn connect_and_track(
         let cached = cached.clone();
         let track = track.clone();
         move |id: Option<crate::ocsp::CertId>| match id {
-            Some(id) => cached.invalidate(&redis::l1_key(id)),
+            Some(id) => cached.invalidate_cert(id.issuer, &id.serial),
             None => {
                 cached.invalidate_all();
                 glommio::spawn_local(track()).detach();
@@ -361,13 +371,19 @@ impl Slot {
             },
             Command::Invalidate { issuer, serial } => {
                 let shard = self.current();
-                let id = shard.issuers.iter().find(|(_, i)| *i.name == *issuer).map(|(id, _)| id);
-                if let Some(issuer) = id {
-                    for alg in HashAlg::ALL {
-                        shard.responder.invalidate(&redis::l1_key(CertId { issuer, alg, serial }));
+                if let Some(issuer) = shard.issuers.by_name(&issuer) {
+                    shard.responder.invalidate_cert(issuer, &serial);
+                }
+            }
+            Command::InvalidateMany { issuer, serials } => {
+                let shard = self.current();
+                if let Some(issuer) = shard.issuers.by_name(&issuer) {
+                    for serial in serials.iter() {
+                        shard.responder.invalidate_cert(issuer, serial);
                     }
                 }
             }
+            Command::InvalidateAll => self.current().responder.invalidate_all(),
         }
     }
 }

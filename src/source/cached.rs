@@ -24,9 +24,11 @@ use futures::future::{FutureExt, Shared};
 use super::admission::Admission;
 use super::{Answer, Query, Source};
 use crate::cache::l1::L1Cache;
-use crate::cache::{CacheStatus, CachedResponse, Freshness, Origin, ResponseCache};
+use crate::cache::{key_of, CacheStatus, CachedResponse, Freshness, Origin, ResponseCache};
 use crate::clock::unix_now;
 use crate::error::OcspError;
+use crate::feed::Fence;
+use crate::ocsp::{CertId, HashAlg, IssuerId, Serial};
 
 /// Counters for this layer, per shard.
 #[derive(Default, Debug)]
@@ -96,6 +98,8 @@ struct State {
     /// Replaced on a reload ([`Cached::replace_inner`]); a fetch keeps the
     /// source it started with.
     inner: RefCell<Rc<dyn Source>>,
+    /// The node's revision floors as this generation's issuers see them.
+    fence: RefCell<Fence>,
     max_inflight: usize,
     stats: CacheStats,
     /// The shard's lag-based miss admission, if enabled.
@@ -123,6 +127,7 @@ impl Cached {
                 inflight: RefCell::new(HashMap::new()),
                 next_fetch: std::cell::Cell::new(0),
                 inner: RefCell::new(inner),
+                fence: RefCell::new(Fence::empty()),
                 max_inflight,
                 stats: CacheStats::default(),
                 admission: RefCell::new(None),
@@ -130,10 +135,30 @@ impl Cached {
         }
     }
 
+    /// Holds every answer to the node's revision floors from now on.
+    pub fn set_fence(&self, fence: Fence) {
+        *self.state.fence.borrow_mut() = fence;
+    }
+
+    /// Whether `r`, an answer for `q` obtained after an await, may be served
+    /// now: still before its nextUpdate, and no older than any change of its
+    /// certificates this node has seen since (the floors rise before a change
+    /// reaches this shard as an invalidation).
+    fn servable(&self, r: &CachedResponse, q: &Query) -> bool {
+        r.valid_at(unix_now()) && self.state.fence.borrow().holds(r, &q.ids)
+    }
+
     /// Answers `q` (the hot path; not boxed), saying how.
+    ///
+    /// A fresh or stale L1 hit is answered without awaiting (L1 holds
+    /// nothing older than a change this shard was told of). Everything else
+    /// awaits a fetch, so it is checked again right before it is served
+    /// ([`Cached::servable`]); a fetch overtaken by a change is replaced by
+    /// one fetch of this request's own, and if that is overtaken too the
+    /// answer is `tryLater`, never the older status.
     pub async fn answer(&self, q: Query) -> Result<(Rc<CachedResponse>, Served), OcspError> {
         let st = &self.state;
-        match st.l1.get(&q.key, unix_now()) {
+        let q = match st.l1.get(&q.key, unix_now()) {
             Some((r, Freshness::Fresh)) => {
                 bump(&st.stats.hits);
                 return Ok((r, Served::Hit));
@@ -142,16 +167,22 @@ impl Cached {
                 // Past its L1 max age: the status must be checked before it is
                 // served again (a re-signature only if the status changed).
                 bump(&st.stats.revalidations);
-                let check = self.join_or_start(Rc::new(q), Some(r.clone()))?;
-                return match check.await {
+                let q = Rc::new(q);
+                let check = self.join_or_start(q.clone(), Some(r.clone()))?;
+                match check.await {
                     // The same response back: its statuses still hold.
-                    Ok(fresh) if Rc::ptr_eq(&fresh, &r) => Ok((fresh, Served::Revalidated)),
-                    Ok(other) => Ok((other, Served::Fetched)),
+                    Ok(fresh) if self.servable(&fresh, &q) => {
+                        let how = if Rc::ptr_eq(&fresh, &r) { Served::Revalidated } else { Served::Fetched };
+                        return Ok((fresh, how));
+                    }
+                    // Overtaken by a change while it was checked: fetch anew.
+                    Ok(_) => q,
                     // The status source is down: no revocation can have been
-                    // recorded through it, and the response is still valid.
-                    Err(OcspError::Status(_)) => Ok((r, Served::Stale)),
-                    Err(e) => Err(e),
-                };
+                    // recorded through it, and the response is still valid
+                    // and no older than any change the feed has brought.
+                    Err(OcspError::Status(_)) if self.servable(&r, &q) => return Ok((r, Served::Stale)),
+                    Err(e) => return Err(e),
+                }
             }
             Some((r, _stale)) => {
                 bump(&st.stats.stale_hits);
@@ -169,8 +200,8 @@ impl Cached {
                 }
                 return Ok((r, Served::Stale));
             }
-            None => {}
-        }
+            None => Rc::new(q),
+        };
         // A new miss on a lagging shard is refused before any work; one that
         // can join a fetch already running costs nothing more and joins.
         if !st.inflight.borrow().contains_key(&q.key) {
@@ -181,8 +212,19 @@ impl Cached {
                 }
             }
         }
-        let fetch = self.join_or_start(Rc::new(q), None)?;
-        fetch.await.map(|r| (r, Served::Fetched))
+        let r = self.join_or_start(q.clone(), None)?.await?;
+        if self.servable(&r, &q) {
+            return Ok((r, Served::Fetched));
+        }
+        // The fetch began before a change this shard has now seen (or its
+        // answer expired while it ran): one fetch of this request's own.
+        st.inflight.borrow_mut().remove(&q.key);
+        let r = self.join_or_start(q.clone(), None)?.await?;
+        if self.servable(&r, &q) {
+            Ok((r, Served::Fetched))
+        } else {
+            Err(OcspError::NotCurrent)
+        }
     }
 
     /// Joins the fetch running for `q`'s key, or starts one; with `prev`, the
@@ -210,18 +252,22 @@ impl Cached {
         let fut: Answer = Box::pin(async move {
             let key = q.key.clone();
             let r = match prev {
-                Some(prev) => inner.revalidate(q, prev).await,
-                None => inner.fetch(q).await,
+                Some(prev) => inner.revalidate(q.clone(), prev).await,
+                None => inner.fetch(q.clone(), 0).await,
             };
             // Still the current fetch for the key? Then nothing invalidated it
-            // while it ran, and its answer may be cached. Otherwise a status
-            // change arrived meanwhile: answer the requests that were already
-            // waiting (they began before the change was known) but cache nothing.
+            // while it ran, and its answer may be cached if it is still no
+            // older than the floors (a change whose invalidation has not
+            // reached this shard yet has already raised them). Otherwise
+            // answer the requests that were already waiting (each checks
+            // the answer again before serving it) but cache nothing.
             let current = matches!(st2.inflight.borrow().get(&key), Some((cur, _)) if *cur == id);
             if current {
                 st2.inflight.borrow_mut().remove(&key);
                 if let Ok(resp) = &r {
-                    st2.l1.put(&key, resp.clone());
+                    if resp.valid_at(unix_now()) && st2.fence.borrow().holds(resp, &q.ids) {
+                        st2.l1.put(&key, resp.clone());
+                    }
                 }
             }
             r
@@ -244,6 +290,19 @@ impl Cached {
         self.state.inflight.borrow_mut().remove(key);
     }
 
+    /// A certificate's status changed: drops every L1 entry answering for it
+    /// (each hash algorithm, multi-CertID entries too) and detaches its
+    /// single-CertID fetches. A multi-CertID fetch in flight is not looked
+    /// for: its answer is checked against the floors before it is stored or
+    /// served.
+    pub fn invalidate_cert(&self, issuer: IssuerId, serial: &Serial) {
+        self.state.l1.remove_cert(issuer, serial);
+        let mut inflight = self.state.inflight.borrow_mut();
+        for alg in HashAlg::ALL {
+            inflight.remove(&key_of(&[CertId { issuer, alg, serial: *serial }])[..]);
+        }
+    }
+
     /// Drops every cached answer and detaches every running fetch.
     pub fn invalidate_all(&self) {
         self.state.l1.clear();
@@ -251,12 +310,14 @@ impl Cached {
     }
 
     /// A reload: later fetches go to `inner` (new issuers, status source or
-    /// Redis settings), and nothing cached or in flight under the old one is
-    /// served again: L1 is cleared and running fetches are detached, so their
-    /// answers reach only the requests already waiting for them. The counters
-    /// and the L1's allocation are kept.
-    pub fn replace_inner(&self, inner: Rc<dyn Source>) {
+    /// Redis settings) under `fence` (its issuers' view of the floors), and
+    /// nothing cached or in flight under the old one is served again: L1 is
+    /// cleared and running fetches are detached, so their answers reach only
+    /// the requests already waiting for them. The counters and the L1's
+    /// allocation are kept.
+    pub fn replace_inner(&self, inner: Rc<dyn Source>, fence: Fence) {
         *self.state.inner.borrow_mut() = inner;
+        self.set_fence(fence);
         self.invalidate_all();
     }
 
@@ -286,7 +347,7 @@ impl Cached {
 }
 
 impl Source for Cached {
-    fn fetch(&self, q: Rc<Query>) -> Answer {
+    fn fetch(&self, q: Rc<Query>, _at_least: u64) -> Answer {
         let me = self.clone();
         Box::pin(async move { me.answer((*q).clone()).await.map(|(r, _)| r) })
     }
@@ -308,7 +369,7 @@ mod tests {
     }
 
     impl Source for SlowCounting {
-        fn fetch(&self, _q: Rc<Query>) -> Answer {
+        fn fetch(&self, _q: Rc<Query>, _at_least: u64) -> Answer {
             self.calls.set(self.calls.get() + 1);
             let (v, r) = (self.validity, self.refresh_at);
             Box::pin(async move {
@@ -339,18 +400,75 @@ mod tests {
         (Cached::new(inner, 100, max_inflight), calls)
     }
 
+    /// A fetched answer used to be served however long its fetch took, even
+    /// past its nextUpdate; now every answer that was awaited is checked
+    /// again right before it is served.
     #[test]
-    fn a_response_at_or_past_next_update_is_never_served_from_l1() {
+    fn regression_an_answer_at_or_past_next_update_is_never_served() {
         on_executor(async {
             let now = unix_now();
-            // As if the clock jumped forward past nextUpdate after signing.
+            // As if the clock jumped forward past nextUpdate while signing.
             let v = Validity { produced_at: now - 10, this_update: now - 10, next_update: now };
             let (c, calls) = source(v, now - 5, 16);
-            assert!(c.answer(query(1)).await.is_ok());
-            let (_, served) = c.answer(query(1)).await.unwrap();
-            assert_eq!(served, Served::Fetched, "fetched again, not served from L1");
-            assert_eq!(calls.get(), 2);
+            assert_eq!(c.answer(query(1)).await.unwrap_err(), OcspError::NotCurrent, "tryLater, not expired");
+            assert_eq!(calls.get(), 2, "fetched once more before giving up");
+            assert_eq!(c.l1_len(), 0, "nothing expired is kept");
         });
+    }
+
+    /// An answer fetched while a change arrived (the floors rose under it) is
+    /// neither served nor kept: the request fetches again.
+    #[test]
+    fn an_answer_overtaken_by_a_change_is_fetched_again() {
+        on_executor(async {
+            let now = unix_now();
+            let v = Validity { produced_at: now, this_update: now, next_update: now + 1000 };
+            let f = std::sync::Arc::new(crate::feed::Floors::new(10));
+            let fence = Fence::for_ids(f.clone(), &["test"]);
+            let calls = Rc::new(Cell::new(0));
+            let inner: Rc<dyn Source> =
+                Rc::new(Revisioned { calls: calls.clone(), validity: v, floors: f.clone() });
+            let c = Cached::new(inner, 100, 16);
+            c.set_fence(fence);
+            let q = || Query {
+                issuer: crate::ocsp::IssuerId(0),
+                ids: vec![CertId {
+                    issuer: crate::ocsp::IssuerId(0),
+                    alg: HashAlg::Sha1,
+                    serial: Serial::from_hex("01").unwrap(),
+                }],
+                key: vec![1].into(),
+            };
+            let (r, _) = c.answer(q()).await.unwrap();
+            assert_eq!((r.revision, calls.get()), (2, 2), "the first answer (revision 1) was overtaken");
+            let (r, how) = c.answer(q()).await.unwrap();
+            assert_eq!((r.revision, how), (2, Served::Hit), "the current one was kept");
+        });
+    }
+
+    /// Answers revision n on its n-th fetch, raising the floor to n + 1 during
+    /// the first (a change the feed brings while it runs).
+    struct Revisioned {
+        calls: Rc<Cell<u32>>,
+        validity: Validity,
+        floors: std::sync::Arc<crate::feed::Floors>,
+    }
+
+    impl Source for Revisioned {
+        fn fetch(&self, _q: Rc<Query>, _at_least: u64) -> Answer {
+            self.calls.set(self.calls.get() + 1);
+            let n = u64::from(self.calls.get());
+            let (v, floors) = (self.validity, self.floors.clone());
+            Box::pin(async move {
+                glommio::timer::sleep(Duration::from_millis(5)).await;
+                if n == 1 {
+                    floors.raise(floors.issuer("test"), Serial::from_hex("01").unwrap(), 2, unix_now());
+                }
+                let mut r = CachedResponse::new(vec![1], v, v.next_update - 1, Origin::Signed);
+                r.revision = n;
+                Ok(Rc::new(r))
+            })
+        }
     }
 
     #[test]
@@ -367,11 +485,10 @@ mod tests {
             };
             glommio::timer::sleep(Duration::from_millis(10)).await;
             let new_calls = Rc::new(Cell::new(0));
-            c.replace_inner(Rc::new(SlowCounting {
-                calls: new_calls.clone(),
-                validity: v,
-                refresh_at: now + 500,
-            }));
+            c.replace_inner(
+                Rc::new(SlowCounting { calls: new_calls.clone(), validity: v, refresh_at: now + 500 }),
+                Fence::empty(),
+            );
             assert!(running.await.is_ok(), "a request already waiting still gets its answer");
             for k in [1, 2] {
                 let (_, served) = c.answer(query(k)).await.unwrap();
@@ -447,6 +564,9 @@ mod tests {
         }
         fn remove(&self, key: &[u8]) {
             self.0.remove(key)
+        }
+        fn remove_cert(&self, issuer: IssuerId, serial: &Serial) {
+            self.0.remove_cert(issuer, serial)
         }
         fn clear(&self) {
             self.0.clear()

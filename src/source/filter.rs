@@ -19,18 +19,7 @@ pub fn admit(der: &[u8], issuers: &Issuers, max_cert_ids: usize) -> Result<Query
     Ok(Query { issuer, ids, key })
 }
 
-/// Cache key for a list of CertIDs: per CertID, issuer (2 bytes), hash
-/// algorithm (1), serial length (1) and serial. Distinct lists give distinct
-/// keys; the same CertIDs from any client give the same key, so responses are
-/// shared whatever the request's nonce or encoding.
+/// Cache key for a list of CertIDs (see [`crate::cache::key_of`]).
 pub fn cache_key(ids: &[CertId]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(ids.len() * 24);
-    for id in ids {
-        k.extend_from_slice(&id.issuer.0.to_be_bytes());
-        k.push(id.alg as u8);
-        let s = id.serial.as_bytes();
-        k.push(s.len() as u8);
-        k.extend_from_slice(s);
-    }
-    k
+    crate::cache::key_of(ids)
 }

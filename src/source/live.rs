@@ -7,6 +7,14 @@
 //! `signing.timeout_ms`); a full signing queue is an immediate `tryLater`.
 //! Each status lookup's time, as the shard sees it (queueing in the lookup
 //! pool included), goes into the shard's `db` stage histogram.
+//!
+//! **Fences.** Nothing is signed from a status older than the newest revision
+//! this node knows for the certificate: the change feed's floor, what a layer
+//! above saw (a Redis tombstone or value: `at_least`), and the response being
+//! replaced. The status source reads a copy at least that new (a lagging
+//! replica's row is read again from the primary) or fails (`tryLater`); if a
+//! change arrives while the lookups run, they are made once more before
+//! signing.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -19,12 +27,13 @@ use crate::cache::{CachedResponse, Origin};
 use crate::clock::unix_now;
 use crate::config::ExpiredPolicy;
 use crate::error::OcspError;
+use crate::feed::Fence;
 use crate::issuer::Issuers;
 use crate::metrics::{Stage, StageTimes};
 use crate::ocsp::response::{self, Validity};
 use crate::ocsp::CertId;
 use crate::signer::{SignError, SignPool};
-use crate::status::{CertStatus, StatusSource};
+use crate::status::{CertStatus, StatusError, StatusSource};
 
 /// Validity and policy knobs of live signing.
 #[derive(Clone, Debug)]
@@ -49,67 +58,99 @@ pub struct Live {
     policy: LivePolicy,
     /// The shard's stage histograms (`db`).
     stages: Rc<StageTimes>,
+    /// The node's revision floors.
+    fence: Fence,
 }
 
 impl Live {
-    /// Builds the live source; lookups are timed into `stages`.
+    /// Builds the live source; lookups are timed into `stages` and held to
+    /// `fence`.
     pub fn new(
         issuers: Arc<Issuers>,
         status: Arc<dyn StatusSource>,
         pool: SignPool,
         policy: LivePolicy,
         stages: Rc<StageTimes>,
+        fence: Fence,
     ) -> Live {
-        Live { issuers, status, pool, policy, stages }
+        Live { issuers, status, pool, policy, stages, fence }
     }
 
-    /// Reads every CertID's status (applying the expired policy).
-    async fn statuses(&self, q: &Query, now: u64) -> Result<(Vec<(CertId, CertStatus)>, u64), OcspError> {
-        let mut answers = Vec::with_capacity(q.ids.len());
-        let mut revision = 0;
-        for id in &q.ids {
-            let asked = Instant::now();
-            let rec = self.status.lookup(id.issuer, id.serial).await;
-            self.stages.record(Stage::Db, asked.elapsed());
-            let rec = rec?.ok_or(OcspError::UnknownSerial)?;
-            if rec.not_after < now && self.policy.expired == ExpiredPolicy::Unauthorized {
-                return Err(OcspError::Expired);
+    /// Reads every CertID's status (applying the expired policy), each no
+    /// older than its fence (see the module docs); with the revision of each.
+    async fn statuses(
+        &self,
+        q: &Query,
+        now: u64,
+        at_least: u64,
+        prev: Option<&CachedResponse>,
+    ) -> Result<(Vec<(CertId, CertStatus)>, Vec<u64>), OcspError> {
+        // A source without revisions (an in-memory table) is the one copy:
+        // there is nothing older to fence off.
+        let fenced = self.status.has_revisions();
+        for _ in 0..2 {
+            let mut answers = Vec::with_capacity(q.ids.len());
+            let mut revisions = Vec::with_capacity(q.ids.len());
+            for (i, id) in q.ids.iter().enumerate() {
+                let need = if fenced {
+                    let above = if q.ids.len() == 1 { at_least } else { 0 };
+                    self.fence.floor(id).max(above).max(prev.map_or(0, |p| p.revision_of(i)))
+                } else {
+                    0
+                };
+                let asked = Instant::now();
+                let rec = self.status.lookup(id.issuer, id.serial, need).await;
+                self.stages.record(Stage::Db, asked.elapsed());
+                let rec = rec?.ok_or(OcspError::UnknownSerial)?;
+                if rec.revision < need {
+                    return Err(StatusError::Behind { found: rec.revision, need }.into());
+                }
+                if rec.not_after < now && self.policy.expired == ExpiredPolicy::Unauthorized {
+                    return Err(OcspError::Expired);
+                }
+                revisions.push(rec.revision);
+                answers.push((*id, rec.status));
             }
-            revision = revision.max(rec.revision);
-            answers.push((*id, rec.status));
+            // A change the feed brought while the lookups ran: read again
+            // rather than sign what is already older.
+            if !fenced || q.ids.iter().zip(&revisions).all(|(id, r)| *r >= self.fence.floor(id)) {
+                return Ok((answers, revisions));
+            }
         }
-        Ok((answers, revision))
+        Err(OcspError::NotCurrent)
     }
 
-    /// Re-checks the statuses behind `prev`: unchanged → `prev` again (no
-    /// signature); changed → a fresh response.
+    /// Re-checks the statuses behind `prev`: unchanged (same revisions and
+    /// statuses) → `prev` again (no signature); changed → a fresh response.
     pub async fn revalidate(
         &self,
         q: &Query,
         prev: Rc<CachedResponse>,
     ) -> Result<Rc<CachedResponse>, OcspError> {
         let now = unix_now();
-        let (answers, revision) = self.statuses(q, now).await?;
-        if answers.len() == prev.statuses.len()
+        let (answers, revisions) = self.statuses(q, now, 0, Some(&prev)).await?;
+        let same = answers.len() == prev.statuses.len()
             && answers.iter().zip(prev.statuses.iter()).all(|((_, a), b)| a == b)
-        {
+            && revisions.iter().enumerate().all(|(i, r)| *r == prev.revision_of(i));
+        if same {
             return Ok(prev);
         }
-        self.sign(q, answers, revision, now).await.map(Rc::new)
+        self.sign(q, answers, revisions, now).await.map(Rc::new)
     }
 
-    /// Looks up every CertID, signs one response for all of them.
-    pub async fn answer(&self, q: &Query) -> Result<CachedResponse, OcspError> {
+    /// Looks up every CertID (no older than `at_least` for a single one),
+    /// signs one response for all of them.
+    pub async fn answer(&self, q: &Query, at_least: u64) -> Result<CachedResponse, OcspError> {
         let now = unix_now();
-        let (answers, revision) = self.statuses(q, now).await?;
-        self.sign(q, answers, revision, now).await
+        let (answers, revisions) = self.statuses(q, now, at_least, None).await?;
+        self.sign(q, answers, revisions, now).await
     }
 
     async fn sign(
         &self,
         q: &Query,
         answers: Vec<(CertId, CertStatus)>,
-        revision: u64,
+        revisions: Vec<u64>,
         now: u64,
     ) -> Result<CachedResponse, OcspError> {
         let p = &self.policy;
@@ -133,15 +174,16 @@ impl Live {
         let der = response::assemble(&tbs, identity, &signature);
         let mut resp = CachedResponse::new(der, validity, refresh_at, Origin::Signed);
         resp.statuses = answers.iter().map(|(_, s)| *s).collect();
-        resp.revision = revision;
+        resp.revision = revisions.iter().copied().max().unwrap_or(0);
+        resp.revisions = revisions.into();
         Ok(resp)
     }
 }
 
 impl Source for Rc<Live> {
-    fn fetch(&self, q: Rc<Query>) -> Answer {
+    fn fetch(&self, q: Rc<Query>, at_least: u64) -> Answer {
         let me = self.clone();
-        Box::pin(async move { me.answer(&q).await.map(Rc::new) })
+        Box::pin(async move { me.answer(&q, at_least).await.map(Rc::new) })
     }
 
     fn revalidate(&self, q: Rc<Query>, prev: Rc<CachedResponse>) -> Answer {

@@ -40,14 +40,17 @@ pub type Answer = Pin<Box<dyn Future<Output = Result<Rc<CachedResponse>, OcspErr
 
 /// Something that can produce a signed response for a query.
 pub trait Source {
-    /// Produces the response for `q`.
-    fn fetch(&self, q: Rc<Query>) -> Answer;
+    /// Produces the response for `q`, made from statuses no older than
+    /// revision `at_least` (for a single-CertID query: what a layer above
+    /// already saw, a Redis tombstone or value; 0 = none). Every source also
+    /// holds to the node's revision floors ([`crate::feed::Fence`]).
+    fn fetch(&self, q: Rc<Query>, at_least: u64) -> Answer;
 
     /// Produces the response for `q` given a previous one that is still
     /// valid; a source that can check statuses cheaply answers `prev` again
-    /// when they have not changed. By default, fetches anew.
+    /// when they have not changed. By default, fetches anew, no older than
+    /// `prev`.
     fn revalidate(&self, q: Rc<Query>, prev: Rc<CachedResponse>) -> Answer {
-        let _ = prev;
-        self.fetch(q)
+        self.fetch(q, prev.revision)
     }
 }

@@ -159,9 +159,15 @@ impl StatusSource for IndexStatus {
         "index_txt"
     }
 
-    fn lookup(&self, issuer: IssuerId, serial: Serial) -> LookupFuture<'_> {
+    /// Revisions are 0 here and no change feed raises a fence, so
+    /// `at_least` is always 0: the table is the one copy.
+    fn lookup(&self, issuer: IssuerId, serial: Serial, _at_least: u64) -> LookupFuture<'_> {
         let r = self.get(issuer, &serial);
         Box::pin(std::future::ready(Ok(r)))
+    }
+
+    fn peek(&self, issuer: IssuerId, serial: &Serial) -> Option<Option<CertRecord>> {
+        Some(self.get(issuer, serial))
     }
 }
 

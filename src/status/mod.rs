@@ -49,6 +49,16 @@ pub enum StatusError {
     /// The lookup took longer than its timeout.
     #[error("status lookup timed out")]
     Timeout,
+    /// Even the primary's row is older than a change this node has already
+    /// seen (a database restored or failed over to a copy missing it):
+    /// nothing newer can be read now, and the older status is not served.
+    #[error("the database's row (revision {found}) is older than a change already seen (revision {need})")]
+    Behind {
+        /// The revision read.
+        found: u64,
+        /// The revision the node knows of.
+        need: u64,
+    },
 }
 
 /// A lookup in flight; runs on the calling shard (`!Send` is fine).
@@ -57,8 +67,31 @@ pub type LookupFuture<'a> = Pin<Box<dyn Future<Output = Result<Option<CertRecord
 /// Where statuses come from. `Ok(None)` means "never issued": the responder
 /// answers `unauthorized` and never "good" for it.
 pub trait StatusSource: Send + Sync + 'static {
-    /// Looks one certificate up.
-    fn lookup(&self, issuer: IssuerId, serial: Serial) -> LookupFuture<'_>;
+    /// Looks one certificate up. `at_least` is the newest revision of it this
+    /// node has seen (the change feed's floor, a Redis tombstone, the cached
+    /// response being replaced; 0 when none): a source with copies of
+    /// different ages (a read replica) answers from one at least that new,
+    /// or fails with [`StatusError::Behind`]; it never returns an older row.
+    fn lookup(&self, issuer: IssuerId, serial: Serial, at_least: u64) -> LookupFuture<'_>;
+
+    /// What the source holds for a certificate when it can say at once (an
+    /// in-memory table): shared-cache copies are checked against it before
+    /// they are served. `None` when that would need a query.
+    fn peek(&self, issuer: IssuerId, serial: &Serial) -> Option<Option<CertRecord>> {
+        let _ = (issuer, serial);
+        None
+    }
+
+    /// Whether rows carry revisions that the change feed fences (a
+    /// database); `false` for a table that is its own only copy.
+    fn has_revisions(&self) -> bool {
+        false
+    }
+
+    /// Source-specific gauges for `/metrics` (`ocsp_origin_status_{name}`).
+    fn gauges(&self) -> Vec<(&'static str, f64)> {
+        Vec::new()
+    }
 
     /// What kind of source this is (`index_txt`, `mysql`), for metrics.
     fn kind(&self) -> &'static str;

@@ -9,8 +9,18 @@
 //! instead of one per request. Every socket read, write and connect has a
 //! timeout; the shard also bounds its own wait. A full queue, a timeout or a
 //! database error is a `StatusError`, which the responder turns into
-//! `tryLater` — never a guess. Lookups may go to a read replica
-//! (`replica_url`).
+//! `tryLater` — never a guess.
+//!
+//! **Read replicas.** With `replica_url` lookups read the replica, but never
+//! an older row than the node knows of: each lookup carries the newest
+//! revision the change feed, a Redis tombstone or the response being replaced
+//! has shown for its certificate ([`StatusSource::lookup`]'s `at_least`), and
+//! a replica row below it (or missing while a change is known) is read again
+//! from the primary, all of a batch's in one query; a primary row still below
+//! it is [`StatusError::Behind`] (`tryLater`). A lag monitor measures how far
+//! the replica is behind (on the change feed both hold, no replication
+//! privileges needed); past `max_replica_lag_ms`, or while the replica cannot
+//! be read, lookups go to the primary.
 //!
 //! **Failure policy.** A failed batch marks the database down: from then on a
 //! lookup fails at once (the shard serves what L1 and Redis hold and answers
@@ -24,7 +34,7 @@
 //! [`crate::db`] for the writer side (import, revoke).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -62,6 +72,13 @@ pub struct MysqlConfig {
     /// probe, every [`PROBE_INTERVAL`], gets an answer. Default 1000.
     #[serde(default = "d_timeout")]
     pub timeout_ms: u64,
+    /// With `replica_url`: while the replica is further behind the primary
+    /// than this, ms (measured on the change feed: how long ago the primary
+    /// had what the replica has now), every lookup goes to the primary. A
+    /// row the replica returns older than a change the node knows of is
+    /// always read again from the primary, whatever the lag. Default 30000.
+    #[serde(default = "d_max_lag")]
+    pub max_replica_lag_ms: u64,
 }
 
 impl std::fmt::Debug for MysqlConfig {
@@ -73,6 +90,7 @@ impl std::fmt::Debug for MysqlConfig {
             .field("batch", &self.batch)
             .field("queue_depth", &self.queue_depth)
             .field("timeout_ms", &self.timeout_ms)
+            .field("max_replica_lag_ms", &self.max_replica_lag_ms)
             .finish()
     }
 }
@@ -88,6 +106,9 @@ fn d_queue() -> usize {
 }
 fn d_timeout() -> u64 {
     1000
+}
+fn d_max_lag() -> u64 {
+    30_000
 }
 
 impl MysqlConfig {
@@ -142,6 +163,8 @@ pub fn redact(text: &str) -> String {
 struct Lookup {
     issuer: IssuerId,
     serial: Serial,
+    /// The newest revision the node knows of (see [`StatusSource::lookup`]).
+    at_least: u64,
     reply: oneshot::Sender<Result<Option<CertRecord>, StatusError>>,
 }
 
@@ -149,6 +172,9 @@ struct Lookup {
 /// connect plus one `SELECT`, each bounded by `timeout_ms`; so after the
 /// database returns, lookups resume within about this plus one round trip.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(250);
+
+/// How often the replica's lag is measured.
+pub const LAG_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Whether the database answered the last time it was asked. Shared by the
 /// shards (which fail fast while it is down), the lookup threads (which trip
@@ -200,25 +226,55 @@ impl Health {
     }
 }
 
+/// How far the replica is behind, and what the fences cost: shared by the
+/// lag monitor (which writes the lag), the lookup threads (which route by it
+/// and count) and `/metrics`.
+#[derive(Default)]
+struct Replica {
+    /// Milliseconds the replica is behind the primary (`u64::MAX`: it
+    /// cannot be read); 0 without a replica.
+    lag_ms: AtomicU64,
+    /// Lookups read again from the primary because the replica's row was
+    /// older than a change the node knows of.
+    fenced_rereads: AtomicU64,
+    /// Lookups sent to the primary because the replica lagged too far.
+    routed_to_primary: AtomicU64,
+    /// Lookups that failed because even the primary's row was too old.
+    behind: AtomicU64,
+}
+
+/// Connection options of each side of a read-replica set-up.
+#[derive(Clone)]
+struct Sides {
+    primary: Opts,
+    /// `None`: lookups read the primary.
+    replica: Option<Opts>,
+    max_lag_ms: u64,
+}
+
 /// The MariaDB/MySQL status source.
 pub struct MysqlStatus {
     tx: flume::Sender<Lookup>,
     timeout: Duration,
     health: Arc<Health>,
+    replica: Arc<Replica>,
+    has_replica: bool,
 }
 
 impl MysqlStatus {
     /// Checks that the database can be reached and the schema is there (what
     /// `check-config` reports; `serve` starts without it, see [`MysqlStatus::start`]).
     pub fn check(cfg: &MysqlConfig) -> Result<(), String> {
-        let url = cfg.replica_url.as_deref().unwrap_or(&cfg.url);
-        let opts = cfg.opts(url, 1)?;
-        let mut conn = Conn::new(opts).map_err(|e| redact(&e.to_string()))?;
-        probe(&mut conn)
+        for url in std::iter::once(&cfg.url).chain(cfg.replica_url.as_ref()) {
+            let mut conn = Conn::new(cfg.opts(url, 1)?).map_err(|e| redact(&e.to_string()))?;
+            probe(&mut conn)?;
+        }
+        Ok(())
     }
 
-    /// Starts the lookup threads and the prober. `names` maps issuer ids to the
-    /// names stored in the `issuer` column.
+    /// Starts the lookup threads, the prober and (with a replica) the lag
+    /// monitor. `names` maps issuer ids to the names stored in the `issuer`
+    /// column.
     ///
     /// Does not need the database: connections are opened on first use, and
     /// a database that cannot be reached now is logged and treated like one
@@ -228,39 +284,63 @@ impl MysqlStatus {
     /// credentials, no such database or schema), a bad URL or a failure to
     /// start threads is an error.
     pub fn start(cfg: &MysqlConfig, names: HashMap<IssuerId, String>) -> Result<MysqlStatus, String> {
-        let url = cfg.replica_url.as_deref().unwrap_or(&cfg.url);
-        let opts = cfg.opts(url, 1)?;
+        let sides = Sides {
+            primary: cfg.opts(&cfg.url, 1)?,
+            replica: cfg.replica_url.as_deref().map(|u| cfg.opts(u, 1)).transpose()?,
+            max_lag_ms: cfg.max_replica_lag_ms,
+        };
         let (wake, woken) = flume::bounded(1);
         let health = Arc::new(Health { down: AtomicBool::new(false), since: Mutex::new(None), wake });
+        let replica = Arc::new(Replica::default());
         let (tx, rx) = flume::bounded::<Lookup>(cfg.queue_depth.max(1));
         let names = Arc::new(names);
         for i in 0..cfg.threads.max(1) {
-            let (rx, opts, names, health) = (rx.clone(), opts.clone(), names.clone(), health.clone());
+            let (rx, sides, names, health, replica) =
+                (rx.clone(), sides.clone(), names.clone(), health.clone(), replica.clone());
             let batch = cfg.batch.max(1);
             std::thread::Builder::new()
                 .name(format!("mysql-{i}"))
-                .spawn(move || lookup_thread(rx, opts, names, batch, health))
+                .spawn(move || lookup_thread(rx, sides, names, batch, health, replica))
                 .map_err(|e| e.to_string())?;
         }
+        // The prober tries what lookups try first.
+        let probe_opts = sides.replica.clone().unwrap_or_else(|| sides.primary.clone());
         let weak = Arc::downgrade(&health);
-        let probe_opts = opts.clone();
         std::thread::Builder::new()
             .name("mysql-probe".into())
             .spawn(move || prober(probe_opts, weak, woken))
             .map_err(|e| e.to_string())?;
+        if let Some(replica_opts) = sides.replica.clone() {
+            let (primary, weak) = (sides.primary.clone(), Arc::downgrade(&replica));
+            std::thread::Builder::new()
+                .name("mysql-lag".into())
+                .spawn(move || lag_monitor(primary, replica_opts, weak))
+                .map_err(|e| e.to_string())?;
+        }
         // Find out now whether it is reachable, so the log says so at start-up
         // and the first misses need not find out the slow way. A database
         // that answers "no" (wrong credentials, no such database or table)
         // is a config error, not an outage: start-up stops and says so.
-        let first = Conn::new(opts).and_then(|mut c| c.query_drop("SELECT 1 FROM ocsp_certificates LIMIT 1"));
-        match first {
-            Ok(()) => {}
-            Err(e) if refused_by_config(&e) => {
-                return Err(format!("{} (has `ocsp-origin db migrate` been run?)", redact(&e.to_string())))
+        for opts in std::iter::once(&sides.primary).chain(sides.replica.as_ref()) {
+            let first = Conn::new(opts.clone()).and_then(|mut c| c.query_drop(SCHEMA_PROBE));
+            match first {
+                Ok(()) => {}
+                Err(e) if refused_by_config(&e) => {
+                    return Err(format!(
+                        "{} (has `ocsp-origin db migrate` been run?)",
+                        redact(&e.to_string())
+                    ))
+                }
+                Err(e) => health.trip(&format!("at start-up: {}", redact(&e.to_string()))),
             }
-            Err(e) => health.trip(&format!("at start-up: {}", redact(&e.to_string()))),
         }
-        Ok(MysqlStatus { tx, timeout: Duration::from_millis(cfg.timeout_ms), health })
+        Ok(MysqlStatus {
+            tx,
+            timeout: Duration::from_millis(cfg.timeout_ms),
+            health,
+            replica,
+            has_replica: sides.replica.is_some(),
+        })
     }
 }
 
@@ -271,9 +351,12 @@ fn refused_by_config(e: &mysql::Error) -> bool {
     matches!(e, mysql::Error::MySqlError(me) if matches!(me.code, 1044 | 1045 | 1049 | 1146 | 1698))
 }
 
-/// One cheap query that needs the schema.
+/// One cheap query that needs the whole schema (version 2: the change feed
+/// too, without which nothing tells the nodes about changes).
+const SCHEMA_PROBE: &str = "SELECT 1 FROM ocsp_certificates, ocsp_changes LIMIT 1";
+
 fn probe(conn: &mut Conn) -> Result<(), String> {
-    conn.query_drop("SELECT 1 FROM ocsp_certificates LIMIT 1")
+    conn.query_drop(SCHEMA_PROBE)
         .map_err(|e| format!("{} (has `ocsp-origin db migrate` been run?)", redact(&e.to_string())))
 }
 
@@ -306,17 +389,80 @@ fn prober(opts: Opts, health: std::sync::Weak<Health>, woken: flume::Receiver<()
     }
 }
 
+/// Measures how far the replica is behind, every [`LAG_INTERVAL`], from the
+/// change feed both sides hold: the primary's newest seq is noted with the
+/// time it was first seen; the replica's lag is how long ago the primary had
+/// the first seq the replica still lacks. No replication privileges are
+/// needed, and it measures what lookups see (applied rows), not the I/O
+/// thread. Exits when the status source is dropped.
+fn lag_monitor(primary: Opts, replica: Opts, shared: std::sync::Weak<Replica>) {
+    let mut seen: std::collections::VecDeque<(u64, Instant)> = std::collections::VecDeque::new();
+    let (mut p, mut r): (Option<Conn>, Option<Conn>) = (None, None);
+    let max_of = |c: &mut Option<Conn>, opts: &Opts| -> Option<u64> {
+        let conn = match c {
+            Some(c) => c,
+            None => c.insert(Conn::new(opts.clone()).ok()?),
+        };
+        match conn.query_first::<Option<u64>, _>("SELECT MAX(seq) FROM ocsp_changes") {
+            Ok(v) => Some(v.flatten().unwrap_or(0)),
+            Err(_) => {
+                *c = None;
+                None
+            }
+        }
+    };
+    loop {
+        let Some(shared) = shared.upgrade() else { return };
+        if let Some(top) = max_of(&mut p, &primary) {
+            if seen.back().is_none_or(|(s, _)| *s < top) {
+                seen.push_back((top, Instant::now()));
+            }
+        }
+        let lag = match max_of(&mut r, &replica) {
+            None => u64::MAX,
+            Some(have) => {
+                // Observations the replica has caught up with are done.
+                while seen.len() > 1 && seen.get(1).is_some_and(|(s, _)| *s <= have) {
+                    seen.pop_front();
+                }
+                match seen.iter().find(|(s, _)| *s > have) {
+                    None => 0,
+                    Some((_, at)) => at.elapsed().as_millis() as u64,
+                }
+            }
+        };
+        if seen.len() > 10_000 {
+            seen.pop_front();
+        }
+        let before = shared.lag_ms.swap(lag, Ordering::Relaxed);
+        if lag == u64::MAX && before != u64::MAX {
+            log::warn!("read replica unreachable: status lookups go to the primary");
+        } else if lag != u64::MAX && before == u64::MAX {
+            log::warn!("read replica reachable again");
+        }
+        drop(shared);
+        std::thread::sleep(LAG_INTERVAL);
+    }
+}
+
+/// This thread's connections, opened on first use and dropped after any
+/// error: a connection whose query failed half-way (a read timeout) may still
+/// have the rest of that answer in flight, so it is never reused.
+#[derive(Default)]
+struct Conns {
+    primary: Option<Conn>,
+    replica: Option<Conn>,
+}
+
 fn lookup_thread(
     rx: flume::Receiver<Lookup>,
-    opts: Opts,
+    sides: Sides,
     names: Arc<HashMap<IssuerId, String>>,
     batch: usize,
     health: Arc<Health>,
+    replica: Arc<Replica>,
 ) {
-    // This thread's own connection, opened on first use and dropped after any
-    // error: a connection whose query failed half-way (a read timeout) may
-    // still have the rest of that answer in flight, so it is never reused.
-    let mut conn: Option<Conn> = None;
+    let mut conns = Conns::default();
     let mut jobs: Vec<Lookup> = Vec::with_capacity(batch);
     while let Ok(first) = rx.recv() {
         jobs.push(first);
@@ -338,14 +484,14 @@ fn lookup_thread(
             continue;
         }
         let started = Instant::now();
-        let result = answer_batch(&mut conn, &opts, &names, &jobs);
+        let result = serve_batch(&mut conns, &sides, &names, &jobs, &replica);
         if started.elapsed() > Duration::from_secs(1) {
             log::warn!("status lookup of {} serials took {:?}", jobs.len(), started.elapsed());
         }
         match result {
-            Ok(mut found) => {
-                for j in jobs.drain(..) {
-                    let _ = j.reply.send(Ok(found.remove(&(j.issuer, j.serial))));
+            Ok(answers) => {
+                for (j, a) in jobs.drain(..).zip(answers) {
+                    let _ = j.reply.send(a);
                 }
             }
             Err(e) => {
@@ -358,7 +504,79 @@ fn lookup_thread(
     }
 }
 
-/// Answers a batch on this thread's connection (opening one if it has none).
+/// What one batch needs from a side: (issuer, serial) pairs.
+type Found = HashMap<(IssuerId, Serial), CertRecord>;
+
+/// Answers a batch, in job order. Lookups read the replica while it is within
+/// `max_replica_lag_ms` (else the primary); a job whose replica row is older
+/// than its `at_least` (or missing while the node knows of a change) is read
+/// again from the primary, all such jobs in one query; a primary row still
+/// older fails that job with [`StatusError::Behind`]. The batch fails as a
+/// whole only when the side it needed cannot be read.
+fn serve_batch(
+    conns: &mut Conns,
+    sides: &Sides,
+    names: &HashMap<IssuerId, String>,
+    jobs: &[Lookup],
+    replica: &Replica,
+) -> Result<Vec<Result<Option<CertRecord>, StatusError>>, String> {
+    let keys: Vec<(IssuerId, Serial)> = jobs.iter().map(|j| (j.issuer, j.serial)).collect();
+    let lag = replica.lag_ms.load(Ordering::Relaxed);
+    let via_replica = match &sides.replica {
+        Some(_) if lag <= sides.max_lag_ms => true,
+        Some(_) => {
+            replica.routed_to_primary.fetch_add(jobs.len() as u64, Ordering::Relaxed);
+            false
+        }
+        None => false,
+    };
+    let first = match (&sides.replica, via_replica) {
+        (Some(opts), true) => match answer_batch(&mut conns.replica, opts, names, &keys) {
+            Ok(f) => Some(f),
+            // The replica failed: the primary answers this batch (the lag
+            // monitor moves later ones over within a second).
+            Err(e) => {
+                log::debug!("replica lookup failed ({e}); reading the primary");
+                None
+            }
+        },
+        _ => None,
+    };
+    let read_primary = first.is_none();
+    let mut found = match first {
+        Some(f) => f,
+        None => answer_batch(&mut conns.primary, &sides.primary, names, &keys)?,
+    };
+    let stale = |f: &Found, j: &Lookup| match f.get(&(j.issuer, j.serial)) {
+        Some(r) => r.revision < j.at_least,
+        None => j.at_least > 0,
+    };
+    if !read_primary {
+        let again: Vec<(IssuerId, Serial)> =
+            jobs.iter().filter(|j| stale(&found, j)).map(|j| (j.issuer, j.serial)).collect();
+        if !again.is_empty() {
+            replica.fenced_rereads.fetch_add(again.len() as u64, Ordering::Relaxed);
+            for k in &again {
+                found.remove(k);
+            }
+            found.extend(answer_batch(&mut conns.primary, &sides.primary, names, &again)?);
+        }
+    }
+    Ok(jobs
+        .iter()
+        .map(|j| match found.get(&(j.issuer, j.serial)) {
+            Some(r) if r.revision < j.at_least => {
+                replica.behind.fetch_add(1, Ordering::Relaxed);
+                Err(StatusError::Behind { found: r.revision, need: j.at_least })
+            }
+            // Absent on the primary: deleted or never issued. `unauthorized`
+            // is never a wrong "good".
+            other => Ok(other.copied()),
+        })
+        .collect())
+}
+
+/// Answers a batch on one side's connection (opening one if it has none).
 /// Any error drops the connection. A kept connection that turns out dead
 /// (the server restarted: EOF, reset) is replaced and the batch tried once
 /// more; a timeout is not retried (the database is slow or stopped, and the
@@ -367,11 +585,11 @@ fn answer_batch(
     conn: &mut Option<Conn>,
     opts: &Opts,
     names: &HashMap<IssuerId, String>,
-    jobs: &[Lookup],
-) -> Result<HashMap<(IssuerId, Serial), CertRecord>, String> {
+    keys: &[(IssuerId, Serial)],
+) -> Result<Found, String> {
     let reused = conn.is_some();
     let mut attempt = || {
-        let result = query_batch(conn, opts, names, jobs);
+        let result = query_batch(conn, opts, names, keys);
         if result.is_err() {
             *conn = None;
         }
@@ -410,11 +628,11 @@ fn query_batch(
     conn: &mut Option<Conn>,
     opts: &Opts,
     names: &HashMap<IssuerId, String>,
-    jobs: &[Lookup],
-) -> Result<HashMap<(IssuerId, Serial), CertRecord>, mysql::Error> {
+    keys: &[(IssuerId, Serial)],
+) -> Result<Found, mysql::Error> {
     let mut by_issuer: HashMap<IssuerId, Vec<Serial>> = HashMap::new();
-    for j in jobs {
-        by_issuer.entry(j.issuer).or_default().push(j.serial);
+    for (issuer, serial) in keys {
+        by_issuer.entry(*issuer).or_default().push(*serial);
     }
     let conn = match conn {
         Some(c) => c,
@@ -474,7 +692,28 @@ impl StatusSource for MysqlStatus {
         !self.health.is_down()
     }
 
-    fn lookup(&self, issuer: IssuerId, serial: Serial) -> LookupFuture<'_> {
+    fn has_revisions(&self) -> bool {
+        true
+    }
+
+    fn gauges(&self) -> Vec<(&'static str, f64)> {
+        let r = &self.replica;
+        let mut g = vec![
+            ("fenced_rereads_total", r.fenced_rereads.load(Ordering::Relaxed) as f64),
+            ("behind_total", r.behind.load(Ordering::Relaxed) as f64),
+        ];
+        if self.has_replica {
+            let lag = r.lag_ms.load(Ordering::Relaxed);
+            g.push((
+                "replica_lag_seconds",
+                if lag == u64::MAX { f64::INFINITY } else { lag as f64 / 1000.0 },
+            ));
+            g.push(("routed_to_primary_total", r.routed_to_primary.load(Ordering::Relaxed) as f64));
+        }
+        g
+    }
+
+    fn lookup(&self, issuer: IssuerId, serial: Serial, at_least: u64) -> LookupFuture<'_> {
         if self.health.is_down() {
             // Known down: no queueing, no waiting; the prober finds out when
             // it is back.
@@ -483,7 +722,7 @@ impl StatusSource for MysqlStatus {
             ))));
         }
         let (reply, rx) = oneshot::channel();
-        let sent = self.tx.try_send(Lookup { issuer, serial, reply });
+        let sent = self.tx.try_send(Lookup { issuer, serial, at_least, reply });
         let timeout = self.timeout;
         Box::pin(async move {
             if let Err(e) = sent {
@@ -551,7 +790,8 @@ mod tests {
         assert!(t.elapsed() < Duration::from_secs(2), "start-up waited {:?}", t.elapsed());
         for _ in 0..3 {
             let t = Instant::now();
-            let r = futures::executor::block_on(status.lookup(IssuerId(0), Serial::from_hex("01").unwrap()));
+            let r =
+                futures::executor::block_on(status.lookup(IssuerId(0), Serial::from_hex("01").unwrap(), 0));
             assert!(matches!(r, Err(StatusError::Unavailable(_))), "{r:?}");
             assert!(t.elapsed() < Duration::from_millis(50), "failed in {:?}", t.elapsed());
         }
