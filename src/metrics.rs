@@ -332,7 +332,8 @@ pub fn prometheus(src: &Sources) -> String {
         u8::from(view.status.is_up())
     );
     for (name, v) in view.status.gauges() {
-        let _ = writeln!(out, "# TYPE ocsp_origin_status_{name} gauge\nocsp_origin_status_{name} {v}");
+        let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
+        let _ = writeln!(out, "# TYPE ocsp_origin_status_{name} {kind}\nocsp_origin_status_{name} {v}");
     }
     feed_metrics(&mut out, src);
     let h = src.pool.snapshot();

@@ -342,7 +342,8 @@ fn step(
         let more = read.more;
         let changes = read.unseen(cur, unix_now());
         applied += changes.len() as u64;
-        apply(ctx, &changes);
+        // The start-up read of the window is not a measure of anything.
+        apply(ctx, &changes, !first);
         if !more {
             break;
         }
@@ -378,7 +379,7 @@ fn check_gap(ctx: &Ctx, c: &mut Conn, cur: &Cursor, away: Option<Duration>) -> R
 
 /// Applies changes in the guarantee's order: floors first, then every
 /// shard's L1 (acknowledged), then the statistics.
-fn apply(ctx: &Ctx, changes: &[Change]) {
+fn apply(ctx: &Ctx, changes: &[Change], timed: bool) {
     if changes.is_empty() {
         return;
     }
@@ -403,6 +404,9 @@ fn apply(ctx: &Ctx, changes: &[Change]) {
         }
     }
     ctx.stats.applied.fetch_add(changes.len() as u64, Ordering::Relaxed);
+    if !timed {
+        return;
+    }
     let done_us = now_ms() * 1000;
     if let Ok(mut h) = ctx.stats.apply_us.lock() {
         for c in changes {
