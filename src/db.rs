@@ -70,6 +70,9 @@ pub struct ImportSummary {
     pub changed: usize,
     /// Rows already identical.
     pub unchanged: usize,
+    /// Rows revoked in the database that the index.txt calls good, left
+    /// revoked (see [`import`]).
+    pub kept_revoked: usize,
 }
 
 /// Imports an `index.txt` for `issuer`, in transactions of `chunk` rows.
@@ -78,6 +81,16 @@ pub struct ImportSummary {
 /// revision is not bumped); a changed status bumps the revision. So an
 /// interrupted import is resumed by running it again. A malformed line stops
 /// the import before anything of its chunk is written, naming the line.
+///
+/// The database is authoritative, so an import never turns a revoked row
+/// good: a certificate revoked there (by `ocsp-origin revoke`, the admin
+/// listener or the CA's own SQL) after the index.txt was written would
+/// otherwise be un-revoked by re-importing a stale file, and a revocation is
+/// final (RFC 5280 §3.3; only a hold can be lifted, and only on purpose,
+/// with `ocsp-origin unrevoke`). Such a row is left as it is, counted in
+/// [`ImportSummary::kept_revoked`] and named on `progress` with its line.
+/// Good → revoked, another revocation time or reason, and a changed
+/// `not_after` are applied.
 pub fn import(
     pool: &Pool,
     issuer: &str,
@@ -91,13 +104,14 @@ pub fn import(
     let mut parsed = Vec::with_capacity(lines.len());
     for (n, line) in &lines {
         let (serial, rec) = parse_line(line).map_err(|e| format!("{}:{n}: {e}", index.display()))?;
-        parsed.push((serial, rec));
+        parsed.push((*n, serial, rec));
     }
     let mut conn = pool.get_conn().map_err(sql_err)?;
     let mut sum = ImportSummary { total: parsed.len(), ..Default::default() };
+    let mut kept = Vec::new();
     for (done, part) in parsed.chunks(chunk.max(1)).enumerate() {
         let mut tx = conn.start_transaction(TxOpts::default()).map_err(sql_err)?;
-        for (serial, rec) in part {
+        for (line, serial, rec) in part {
             let (status, at, reason) = match rec.status {
                 CertStatus::Good => (0u8, None, None),
                 CertStatus::Revoked { at, reason } => (1u8, Some(at), Some(reason as u8)),
@@ -109,20 +123,22 @@ pub fn import(
                 )
                 .map_err(sql_err)?;
             match existing {
+                // The triggers give inserted and changed rows their revision.
                 None => {
                     tx.exec_drop(
-                        "INSERT INTO ocsp_certificates (issuer, serial, status, revoked_at, reason, not_after, revision) \
-                         VALUES (?, ?, ?, ?, ?, ?, 1)",
+                        "INSERT INTO ocsp_certificates (issuer, serial, status, revoked_at, reason, not_after) \
+                         VALUES (?, ?, ?, ?, ?, ?)",
                         (issuer, serial.as_bytes(), status, at, reason, rec.not_after),
                     )
                     .map_err(sql_err)?;
                     sum.inserted += 1;
                 }
                 Some(row) if row == (status, at, reason, rec.not_after) => sum.unchanged += 1,
+                Some((1, ..)) if status == 0 => kept.push((*line, *serial)),
                 Some(_) => {
                     tx.exec_drop(
-                        "UPDATE ocsp_certificates SET status = ?, revoked_at = ?, reason = ?, not_after = ?, \
-                         revision = revision + 1 WHERE issuer = ? AND serial = ?",
+                        "UPDATE ocsp_certificates SET status = ?, revoked_at = ?, reason = ?, not_after = ? \
+                         WHERE issuer = ? AND serial = ?",
                         (status, at, reason, rec.not_after, issuer, serial.as_bytes()),
                     )
                     .map_err(sql_err)?;
@@ -131,6 +147,19 @@ pub fn import(
             }
         }
         tx.commit().map_err(sql_err)?;
+        if !kept.is_empty() {
+            // On a line of its own, after the progress line's `\r`.
+            let _ = writeln!(progress);
+            for (line, serial) in kept.drain(..) {
+                let _ = writeln!(
+                    progress,
+                    "{}:{line}: serial {serial} is revoked in the database; not made good \
+                     (only `ocsp-origin unrevoke` lifts certificateHold)",
+                    index.display()
+                );
+                sum.kept_revoked += 1;
+            }
+        }
         let n = ((done + 1) * chunk).min(sum.total);
         let _ = write!(
             progress,

@@ -183,8 +183,8 @@ fn run(cli: Cli) -> Result<(), String> {
             let pool = ocsp_origin::db::connect(&m)?;
             let s = ocsp_origin::db::import(&pool, &name, &index, chunk, &mut std::io::stderr())?;
             println!(
-                "imported {} certificates for issuer {name:?}: {} new, {} changed, {} unchanged",
-                s.total, s.inserted, s.changed, s.unchanged
+                "imported {} certificates for issuer {name:?}: {} new, {} changed, {} unchanged, {} kept revoked",
+                s.total, s.inserted, s.changed, s.unchanged, s.kept_revoked
             );
             Ok(())
         }

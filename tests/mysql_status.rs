@@ -306,3 +306,62 @@ fn a_node_starts_while_its_database_is_down_and_recovers() {
     }
     eprintln!("recovered {:?} after the database came up", up.elapsed());
 }
+
+/// `SELECT status, reason, revoked_at` of one serial of issuer "test".
+fn row_of(url: &str, serial: &str) -> Option<(u8, Option<u8>, Option<u64>)> {
+    use mysql::prelude::Queryable;
+    let serial = ocsp_origin::ocsp::Serial::from_hex(serial).unwrap();
+    mysql::Pool::new(url)
+        .unwrap()
+        .get_conn()
+        .unwrap()
+        .exec_first(
+            "SELECT status, reason, revoked_at FROM ocsp_certificates WHERE issuer = 'test' AND serial = ?",
+            (serial.as_bytes(),),
+        )
+        .unwrap()
+}
+
+/// The database is authoritative: re-importing an index.txt that still
+/// calls a certificate good does not undo its revocation (a hold included:
+/// only `unrevoke` lifts one), and says so line by line.
+#[test]
+fn import_never_turns_a_revoked_row_good() {
+    let Some((_dir, cfg, url)) = setup("keeprevoked", "") else { return };
+    migrate_and_import(&cfg);
+    let import = || {
+        ok(bin()
+            .args(["db", "import", "--config"])
+            .arg(&cfg)
+            .args(["--issuer", "test", "--index"])
+            .arg(data("index.txt")))
+    };
+    let line =
+        std::fs::read_to_string(data("index.txt")).unwrap().lines().position(|l| l.contains(GOOD)).unwrap()
+            + 1;
+    let kept = format!(
+        "index.txt:{line}: serial {GOOD} is revoked in the database; not made good \
+         (only `ocsp-origin unrevoke` lifts certificateHold)"
+    );
+    for reason in ["certificateHold", "keyCompromise"] {
+        if reason == "keyCompromise" {
+            ok(bin().args(["unrevoke", "--config"]).arg(&cfg).args(["--issuer", "test", "--serial", GOOD]));
+            assert!(import().contains("0 changed, 2 unchanged, 0 kept revoked"), "released: good again");
+        }
+        ok(bin().args(["revoke", "--config"]).arg(&cfg).args([
+            "--issuer",
+            "test",
+            "--serial",
+            GOOD,
+            "--reason",
+            reason,
+            "--at",
+            "2026-11-27T10:00:00Z",
+        ]));
+        let out = import();
+        assert!(out.contains(&kept), "{reason}: {out}");
+        assert!(out.contains("0 new, 0 changed, 1 unchanged, 1 kept revoked"), "{reason}: {out}");
+        let code = ocsp_origin::revoke::parse_reason(reason).unwrap() as u8;
+        assert_eq!(row_of(&url, GOOD), Some((1, Some(code), Some(1_795_773_600))), "{reason}: still revoked");
+    }
+}
