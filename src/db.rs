@@ -160,18 +160,132 @@ pub fn import(
                 sum.kept_revoked += 1;
             }
         }
-        let n = ((done + 1) * chunk).min(sum.total);
-        let _ = write!(
-            progress,
-            "\rimporting {}: {n}/{} ({}%)",
-            index.display(),
-            sum.total,
-            n * 100 / sum.total.max(1)
-        );
-        let _ = progress.flush();
+        show_progress(progress, "importing", index, ((done + 1) * chunk).min(sum.total), sum.total);
     }
     let _ = writeln!(progress);
     Ok(sum)
+}
+
+/// `\r{verb} {path}: n/N (p%)`, rewritten in place after each transaction.
+fn show_progress(progress: &mut dyn Write, verb: &str, path: &Path, n: usize, total: usize) {
+    let _ = write!(progress, "\r{verb} {}: {n}/{total} ({}%)", path.display(), n * 100 / total.max(1));
+    let _ = progress.flush();
+}
+
+/// One certificate to revoke (a line of `ocsp-origin revoke --serials`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Revocation {
+    /// Its serial.
+    pub serial: Serial,
+    /// Why.
+    pub reason: RevocationReason,
+    /// When, Unix seconds.
+    pub at: u64,
+}
+
+/// How many of the serials not in the database [`revoke_many`] names.
+pub const NOT_FOUND_NAMED: usize = 10;
+
+/// What a mass revocation did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RevokeManySummary {
+    /// Certificates asked for.
+    pub total: usize,
+    /// Revoked now (good before, or on hold and now revoked for another reason).
+    pub revoked: usize,
+    /// Already revoked (a re-run, or revoked by someone else): left as they are.
+    pub already_revoked: usize,
+    /// Not in the database for this issuer.
+    pub not_found: usize,
+    /// The first [`NOT_FOUND_NAMED`] of those, in input order.
+    pub not_found_serials: Vec<Serial>,
+}
+
+/// Revokes every certificate of `revocations` of `issuer`, `batch` rows per
+/// transaction, writing progress (`\rrevoking {label}: n/N (p%)`) after each.
+///
+/// One transaction per batch and one `UPDATE … WHERE serial IN (…)` per
+/// (reason, time) in it, so a million rows are a thousand commits rather than
+/// a million round trips; the triggers still give every row its own revision
+/// and change-feed entry, which is how the responders learn of them. Only
+/// good rows, and held rows revoked for another reason, are changed (what
+/// [`revoke`] allows), so an interrupted run is resumed by running it again:
+/// what it did already counts as already revoked. No row is created: a
+/// serial the database does not have is counted (the first few named), not
+/// an error. A database error stops the run; the batches committed before it
+/// stay done.
+pub fn revoke_many(
+    pool: &Pool,
+    issuer: &str,
+    revocations: &[Revocation],
+    batch: usize,
+    label: &Path,
+    progress: &mut dyn Write,
+) -> Result<RevokeManySummary, String> {
+    use std::collections::{BTreeMap, HashSet};
+    let mut conn = pool.get_conn().map_err(sql_err)?;
+    let mut sum = RevokeManySummary { total: revocations.len(), ..Default::default() };
+    let mut done = 0;
+    for part in revocations.chunks(batch.max(1)) {
+        let mut tx = conn.start_transaction(TxOpts::default()).map_err(sql_err)?;
+        let serials = part.iter().map(|r| r.serial.as_bytes().into());
+        let found: HashSet<Vec<u8>> = tx
+            .exec(
+                format!(
+                    "SELECT serial FROM ocsp_certificates WHERE issuer = ? AND serial IN ({})",
+                    placeholders(part.len())
+                ),
+                std::iter::once(issuer.into()).chain(serials).collect::<Vec<mysql::Value>>(),
+            )
+            .map_err(sql_err)?
+            .into_iter()
+            .collect();
+        let mut groups: BTreeMap<(u8, u64), Vec<&Serial>> = BTreeMap::new();
+        for r in part {
+            if found.contains(r.serial.as_bytes()) {
+                groups.entry((r.reason as u8, r.at)).or_default().push(&r.serial);
+            } else {
+                sum.not_found += 1;
+                if sum.not_found_serials.len() < NOT_FOUND_NAMED {
+                    sum.not_found_serials.push(r.serial);
+                }
+            }
+        }
+        let mut revoked = 0;
+        for (&(reason, at), serials) in &groups {
+            // Good rows; and held ones, unless this is another hold.
+            let hold = RevocationReason::CertificateHold as u8;
+            let which = if reason == hold {
+                "status = 0".to_string()
+            } else {
+                format!("(status = 0 OR reason <=> {hold})")
+            };
+            let mut params: Vec<mysql::Value> = vec![at.into(), reason.into(), issuer.into()];
+            params.extend(serials.iter().map(|s| s.as_bytes().into()));
+            tx.exec_drop(
+                format!(
+                    "UPDATE ocsp_certificates SET status = 1, revoked_at = ?, reason = ? \
+                     WHERE issuer = ? AND serial IN ({}) AND {which}",
+                    placeholders(serials.len())
+                ),
+                params,
+            )
+            .map_err(sql_err)?;
+            revoked += tx.affected_rows() as usize;
+        }
+        tx.commit().map_err(sql_err)?;
+        sum.revoked += revoked;
+        sum.already_revoked += groups.values().map(Vec::len).sum::<usize>() - revoked;
+        done += part.len();
+        show_progress(progress, "revoking", label, done, sum.total);
+    }
+    let _ = writeln!(progress);
+    Ok(sum)
+}
+
+/// `?, ?, …` (`n` of them).
+fn placeholders(n: usize) -> String {
+    vec!["?"; n].join(", ")
 }
 
 /// The row after a status change.
