@@ -57,12 +57,13 @@ mariadb_sql() { # PORT SQL: runs SQL as root over TCP
 }
 
 # start_mariadb: the primary, with a binary log for the replica (MIXED, the
-# format the change-feed triggers are written for: a statement whose triggers
-# write the AUTO_INCREMENT outbox is logged as rows). Exports
-# OCSP_TEST_MYSQL_URL.
+# format the change-feed triggers are written for: MariaDB logs a statement
+# whose triggers write the AUTO_INCREMENT outbox as rows, so the replica
+# copies the primary's revisions and outbox rows instead of re-running the
+# triggers). Tests connect as root, which may create triggers with binary
+# logging on (SUPER). Exports OCSP_TEST_MYSQL_URL.
 start_mariadb() {
-    start_mariadbd mariadb 1 --log-bin="$SERVICES_DIR/mariadb/data/mysql-bin" \
-        --binlog-format=MIXED --log-bin-trust-function-creators=1 || return 1
+    start_mariadbd mariadb 1 --log-bin="$SERVICES_DIR/mariadb/data/mysql-bin" --binlog-format=MIXED || return 1
     MARIADB_PRIMARY_PORT="$MARIADB_PORT"
     # The replica's account (a real deployment's is never root).
     mariadb_sql "$MARIADB_PRIMARY_PORT" "CREATE USER 'repl'@'127.0.0.1' IDENTIFIED BY 'repl';
@@ -86,7 +87,7 @@ start_mariadb_replica() {
         MASTER_USER='repl', MASTER_PASSWORD='repl', MASTER_CONNECT_RETRY=1, MASTER_USE_GTID=slave_pos;
         START SLAVE;" || return 1
     for i in $(seq 1 100); do
-        status="$(mariadb --no-defaults --protocol=tcp -h127.0.0.1 -P"$port" -uroot -e 'SHOW SLAVE STATUS\G' 2>/dev/null)"
+        status="$(mariadb --no-defaults --protocol=tcp -h127.0.0.1 -P"$port" -uroot -e 'SHOW SLAVE STATUS\G' 2>/dev/null)" || true
         if grep -q 'Slave_IO_Running: Yes' <<<"$status" && grep -q 'Slave_SQL_Running: Yes' <<<"$status"; then
             export OCSP_TEST_MYSQL_REPLICA_URL="mysql://root@127.0.0.1:$port/"
             echo "services: MariaDB replica on 127.0.0.1:$port of 127.0.0.1:$MARIADB_PRIMARY_PORT" >&2

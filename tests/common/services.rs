@@ -73,8 +73,7 @@ pub fn test_replica(db_url: &str) -> Option<String> {
     let name = database_of(db_url).to_string();
     let base = replica_base(&name)?;
     let _running = (!HOLDS_EXCLUSIVE.get()).then(shared_lock);
-    let replica = mysql::Pool::new(base.as_str()).expect("connect to the test MariaDB replica");
-    let mut conn = replica.get_conn().expect("connect to the test MariaDB replica");
+    let mut conn = small_pool(&base).get_conn().expect("connect to the test MariaDB replica");
     let present = wait_for(Duration::from_secs(10), || {
         let n: Option<u64> = conn
             .exec_first("SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?", (&name,))
@@ -83,6 +82,15 @@ pub fn test_replica(db_url: &str) -> Option<String> {
     });
     assert!(present, "database {name} did not reach the replica within 10 s: {}", slave_status(&mut conn));
     Some(format!("{base}{name}"))
+}
+
+/// A pool of at most two connections (`Pool::new` alone opens ten at once).
+fn small_pool(url: &str) -> mysql::Pool {
+    let opts = mysql::Opts::from_url(url).expect("a mysql:// URL");
+    let constraints = mysql::PoolConstraints::new(1, 2).expect("1 ≤ 2");
+    let opts = mysql::OptsBuilder::from_opts(opts)
+        .pool_opts(mysql::PoolOpts::default().with_constraints(constraints));
+    mysql::Pool::new(opts).expect("connect to the test MariaDB")
 }
 
 fn shared_lock() -> RwLockReadGuard<'static, ()> {
@@ -139,6 +147,7 @@ impl ReplicaControl {
     /// Exclusive control: waits for every other holder, then may stop and
     /// start the SQL thread. `None` (or a CI=true panic) without a replica.
     pub fn exclusive() -> Option<ReplicaControl> {
+        assert!(!HOLDS_EXCLUSIVE.get(), "this thread holds ReplicaControl::exclusive() already");
         let (primary, replica) = Self::pools()?;
         let held = Held::Exclusive(REPLICATION.write().unwrap_or_else(|e| e.into_inner()));
         HOLDS_EXCLUSIVE.set(true);
@@ -148,6 +157,7 @@ impl ReplicaControl {
     /// Shared hold, for a test that needs replication running throughout (it
     /// waits for a test that paused it, and keeps others from pausing it).
     pub fn shared() -> Option<ReplicaControl> {
+        assert!(!HOLDS_EXCLUSIVE.get(), "this thread holds ReplicaControl::exclusive(): use that one");
         let (primary, replica) = Self::pools()?;
         let held = Held::Shared(shared_lock());
         Some(ReplicaControl { primary, replica, held, sql_stopped: AtomicBool::new(false) })
@@ -157,8 +167,7 @@ impl ReplicaControl {
         let replica = replica_base("replica control")?;
         let primary = std::env::var("OCSP_TEST_MYSQL_URL")
             .expect("OCSP_TEST_MYSQL_REPLICA_URL is set but OCSP_TEST_MYSQL_URL is not");
-        let pool = |u: &str| mysql::Pool::new(server_of(u).as_str()).expect("connect to the test MariaDB");
-        Some((pool(&primary), pool(&replica)))
+        Some((small_pool(&server_of(&primary)), small_pool(&server_of(&replica))))
     }
 
     fn replica_sql(&self, sql: &str) {
@@ -285,7 +294,7 @@ struct Node {
 /// what did not happen.
 ///
 /// `cluster-node-timeout` is 2 s, so a killed master's replica also takes
-/// over by itself after about 4 s.
+/// over by itself a few seconds later (no test here relies on how long).
 pub struct OwnRedisCluster {
     dir: tempfile::TempDir,
     nodes: Vec<Node>,
