@@ -70,6 +70,9 @@ pub struct ImportSummary {
     pub changed: usize,
     /// Rows already identical.
     pub unchanged: usize,
+    /// Rows revoked in the database that the index.txt calls good, left
+    /// revoked (see [`import`]).
+    pub kept_revoked: usize,
 }
 
 /// Imports an `index.txt` for `issuer`, in transactions of `chunk` rows.
@@ -78,6 +81,16 @@ pub struct ImportSummary {
 /// revision is not bumped); a changed status bumps the revision. So an
 /// interrupted import is resumed by running it again. A malformed line stops
 /// the import before anything of its chunk is written, naming the line.
+///
+/// The database is authoritative, so an import never turns a revoked row
+/// good: a certificate revoked there (by `ocsp-origin revoke`, the admin
+/// listener or the CA's own SQL) after the index.txt was written would
+/// otherwise be un-revoked by re-importing a stale file, and a revocation is
+/// final (RFC 5280 §3.3; only a hold can be lifted, and only on purpose,
+/// with `ocsp-origin unrevoke`). Such a row is left as it is, counted in
+/// [`ImportSummary::kept_revoked`] and named on `progress` with its line.
+/// Good → revoked, another revocation time or reason, and a changed
+/// `not_after` are applied.
 pub fn import(
     pool: &Pool,
     issuer: &str,
@@ -91,13 +104,14 @@ pub fn import(
     let mut parsed = Vec::with_capacity(lines.len());
     for (n, line) in &lines {
         let (serial, rec) = parse_line(line).map_err(|e| format!("{}:{n}: {e}", index.display()))?;
-        parsed.push((serial, rec));
+        parsed.push((*n, serial, rec));
     }
     let mut conn = pool.get_conn().map_err(sql_err)?;
     let mut sum = ImportSummary { total: parsed.len(), ..Default::default() };
+    let mut kept = Vec::new();
     for (done, part) in parsed.chunks(chunk.max(1)).enumerate() {
         let mut tx = conn.start_transaction(TxOpts::default()).map_err(sql_err)?;
-        for (serial, rec) in part {
+        for (line, serial, rec) in part {
             let (status, at, reason) = match rec.status {
                 CertStatus::Good => (0u8, None, None),
                 CertStatus::Revoked { at, reason } => (1u8, Some(at), Some(reason as u8)),
@@ -109,20 +123,22 @@ pub fn import(
                 )
                 .map_err(sql_err)?;
             match existing {
+                // The triggers give inserted and changed rows their revision.
                 None => {
                     tx.exec_drop(
-                        "INSERT INTO ocsp_certificates (issuer, serial, status, revoked_at, reason, not_after, revision) \
-                         VALUES (?, ?, ?, ?, ?, ?, 1)",
+                        "INSERT INTO ocsp_certificates (issuer, serial, status, revoked_at, reason, not_after) \
+                         VALUES (?, ?, ?, ?, ?, ?)",
                         (issuer, serial.as_bytes(), status, at, reason, rec.not_after),
                     )
                     .map_err(sql_err)?;
                     sum.inserted += 1;
                 }
                 Some(row) if row == (status, at, reason, rec.not_after) => sum.unchanged += 1,
+                Some((1, ..)) if status == 0 => kept.push((*line, *serial)),
                 Some(_) => {
                     tx.exec_drop(
-                        "UPDATE ocsp_certificates SET status = ?, revoked_at = ?, reason = ?, not_after = ?, \
-                         revision = revision + 1 WHERE issuer = ? AND serial = ?",
+                        "UPDATE ocsp_certificates SET status = ?, revoked_at = ?, reason = ?, not_after = ? \
+                         WHERE issuer = ? AND serial = ?",
                         (status, at, reason, rec.not_after, issuer, serial.as_bytes()),
                     )
                     .map_err(sql_err)?;
@@ -131,18 +147,145 @@ pub fn import(
             }
         }
         tx.commit().map_err(sql_err)?;
-        let n = ((done + 1) * chunk).min(sum.total);
-        let _ = write!(
-            progress,
-            "\rimporting {}: {n}/{} ({}%)",
-            index.display(),
-            sum.total,
-            n * 100 / sum.total.max(1)
-        );
-        let _ = progress.flush();
+        if !kept.is_empty() {
+            // On a line of its own, after the progress line's `\r`.
+            let _ = writeln!(progress);
+            for (line, serial) in kept.drain(..) {
+                let _ = writeln!(
+                    progress,
+                    "{}:{line}: serial {serial} is revoked in the database; not made good \
+                     (only `ocsp-origin unrevoke` lifts certificateHold)",
+                    index.display()
+                );
+                sum.kept_revoked += 1;
+            }
+        }
+        show_progress(progress, "importing", index, ((done + 1) * chunk).min(sum.total), sum.total);
     }
     let _ = writeln!(progress);
     Ok(sum)
+}
+
+/// `\r{verb} {path}: n/N (p%)`, rewritten in place after each transaction.
+fn show_progress(progress: &mut dyn Write, verb: &str, path: &Path, n: usize, total: usize) {
+    let _ = write!(progress, "\r{verb} {}: {n}/{total} ({}%)", path.display(), n * 100 / total.max(1));
+    let _ = progress.flush();
+}
+
+/// One certificate to revoke (a line of `ocsp-origin revoke --serials`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Revocation {
+    /// Its serial.
+    pub serial: Serial,
+    /// Why.
+    pub reason: RevocationReason,
+    /// When, Unix seconds.
+    pub at: u64,
+}
+
+/// How many of the serials not in the database [`revoke_many`] names.
+pub const NOT_FOUND_NAMED: usize = 10;
+
+/// What a mass revocation did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RevokeManySummary {
+    /// Certificates asked for.
+    pub total: usize,
+    /// Revoked now (good before, or on hold and now revoked for another reason).
+    pub revoked: usize,
+    /// Already revoked (a re-run, or revoked by someone else): left as they are.
+    pub already_revoked: usize,
+    /// Not in the database for this issuer.
+    pub not_found: usize,
+    /// The first [`NOT_FOUND_NAMED`] of those, in input order.
+    pub not_found_serials: Vec<Serial>,
+}
+
+/// Revokes every certificate of `revocations` of `issuer`, `batch` rows per
+/// transaction, writing progress (`\rrevoking {label}: n/N (p%)`) after each.
+///
+/// One transaction per batch and one `UPDATE … WHERE serial IN (…)` per
+/// (reason, time) in it, so a million rows are a thousand commits rather than
+/// a million round trips; the triggers still give every row its own revision
+/// and change-feed entry, which is how the responders learn of them. Only
+/// good rows, and held rows revoked for another reason, are changed (what
+/// [`revoke`] allows), so an interrupted run is resumed by running it again:
+/// what it did already counts as already revoked. No row is created: a
+/// serial the database does not have is counted (the first few named), not
+/// an error. A database error stops the run; the batches committed before it
+/// stay done.
+pub fn revoke_many(
+    pool: &Pool,
+    issuer: &str,
+    revocations: &[Revocation],
+    batch: usize,
+    label: &Path,
+    progress: &mut dyn Write,
+) -> Result<RevokeManySummary, String> {
+    use std::collections::{BTreeMap, HashSet};
+    let mut conn = pool.get_conn().map_err(sql_err)?;
+    let mut sum = RevokeManySummary { total: revocations.len(), ..Default::default() };
+    let mut done = 0;
+    for part in revocations.chunks(batch.max(1)) {
+        let mut tx = conn.start_transaction(TxOpts::default()).map_err(sql_err)?;
+        let serials = part.iter().map(|r| r.serial.as_bytes().into());
+        let found: HashSet<Vec<u8>> = tx
+            .exec(
+                format!(
+                    "SELECT serial FROM ocsp_certificates WHERE issuer = ? AND serial IN ({})",
+                    placeholders(part.len())
+                ),
+                std::iter::once(issuer.into()).chain(serials).collect::<Vec<mysql::Value>>(),
+            )
+            .map_err(sql_err)?
+            .into_iter()
+            .collect();
+        let mut groups: BTreeMap<(u8, u64), Vec<&Serial>> = BTreeMap::new();
+        for r in part {
+            if found.contains(r.serial.as_bytes()) {
+                groups.entry((r.reason as u8, r.at)).or_default().push(&r.serial);
+            } else {
+                sum.not_found += 1;
+                if sum.not_found_serials.len() < NOT_FOUND_NAMED {
+                    sum.not_found_serials.push(r.serial);
+                }
+            }
+        }
+        let mut revoked = 0;
+        for (&(reason, at), serials) in &groups {
+            // Good rows; and held ones, unless this is another hold.
+            let hold = RevocationReason::CertificateHold as u8;
+            let which = if reason == hold {
+                "status = 0".to_string()
+            } else {
+                format!("(status = 0 OR reason <=> {hold})")
+            };
+            let mut params: Vec<mysql::Value> = vec![at.into(), reason.into(), issuer.into()];
+            params.extend(serials.iter().map(|s| s.as_bytes().into()));
+            tx.exec_drop(
+                format!(
+                    "UPDATE ocsp_certificates SET status = 1, revoked_at = ?, reason = ? \
+                     WHERE issuer = ? AND serial IN ({}) AND {which}",
+                    placeholders(serials.len())
+                ),
+                params,
+            )
+            .map_err(sql_err)?;
+            revoked += tx.affected_rows() as usize;
+        }
+        tx.commit().map_err(sql_err)?;
+        sum.revoked += revoked;
+        sum.already_revoked += groups.values().map(Vec::len).sum::<usize>() - revoked;
+        done += part.len();
+        show_progress(progress, "revoking", label, done, sum.total);
+    }
+    let _ = writeln!(progress);
+    Ok(sum)
+}
+
+/// `?, ?, …` (`n` of them).
+fn placeholders(n: usize) -> String {
+    vec!["?"; n].join(", ")
 }
 
 /// The row after a status change.

@@ -35,8 +35,8 @@
 //! connections), [`http`], [`source`] (filter → cached → redis → live),
 //! [`ocsp`] (request decoding, response encoding), [`status`] (index.txt,
 //! MySQL), [`signer`] (software, PKCS#11, the pool), [`cache`]; [`db`] is the
-//! writer side (migrations, import, revoke) and [`revoke`] pushes a change to
-//! the caches; [`admin`] is the admin listener (metrics from [`metrics`],
+//! writer side (migrations, import, revoke, mass revocation of a
+//! [`serials_file`]) and [`revoke`] pushes a change to the caches; [`admin`] is the admin listener (metrics from [`metrics`],
 //! reload, revoke; bearer-token access), [`control`] how it reaches the
 //! shards, and [`error`] holds the one mapping from failures to HTTP/OCSP
 //! answers.
@@ -59,6 +59,7 @@ pub mod issuer;
 pub mod metrics;
 pub mod ocsp;
 pub mod revoke;
+pub mod serials_file;
 pub mod server;
 pub mod signer;
 pub mod source;

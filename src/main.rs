@@ -64,28 +64,55 @@ enum Command {
         #[command(subcommand)]
         command: DbCommand,
     },
-    /// Revoke a certificate in the status database.
+    /// Revoke a certificate, or every certificate listed in a file (a mass
+    /// revocation), in the status database.
     Revoke {
         #[command(flatten)]
         cert: CertArgs,
+        #[command(flatten)]
+        targets: RevokeTargets,
         /// RFC 5280 reason: keyCompromise, cACompromise, affiliationChanged,
         /// superseded, cessationOfOperation, certificateHold, privilegeWithdrawn,
-        /// aACompromise, unspecified.
-        #[arg(long)]
-        reason: String,
+        /// aACompromise, unspecified. With --serials: the reason of lines that
+        /// give none (needed unless every line gives one).
+        #[arg(long, required_unless_present = "serials")]
+        reason: Option<String>,
         /// Revocation time: RFC 3339 (`2026-11-01T12:00:00Z`), OpenSSL
-        /// (`261101120000Z`) or Unix seconds. Default: now.
+        /// (`261101120000Z`) or Unix seconds. Default: now. With --serials:
+        /// the time of lines that give none.
         #[arg(long)]
         at: Option<String>,
+        /// With --serials: rows per transaction, 1 to 10000 [default: 1000].
+        #[arg(long, conflicts_with = "serial")]
+        batch: Option<usize>,
     },
     /// Release a certificate from hold (only certificateHold can be undone).
     Unrevoke {
         #[command(flatten)]
         cert: CertArgs,
+        /// Serial number, hex.
+        #[arg(long)]
+        serial: String,
     },
 }
 
-/// Which certificate a status change is about, and where its database is.
+/// What `revoke` revokes: one serial, or a file of them.
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct RevokeTargets {
+    /// Serial number, hex.
+    #[arg(long)]
+    serial: Option<String>,
+    /// A file of certificates to revoke, one a line: a hex serial, then
+    /// optionally a reason and a time (`0A1B keyCompromise
+    /// 2026-11-01T12:00:00Z`); blank lines and `#` comments are skipped.
+    /// Every line is checked before anything is written; re-running resumes
+    /// an interrupted run.
+    #[arg(long, value_name = "FILE")]
+    serials: Option<PathBuf>,
+}
+
+/// Where a status change goes: the database, and the caches told of it.
 #[derive(clap::Args)]
 struct CertArgs {
     /// Configuration file (its `[mysql]` table names the database, `[redis]` the cache).
@@ -94,9 +121,6 @@ struct CertArgs {
     /// Issuer name, as in the config.
     #[arg(long)]
     issuer: String,
-    /// Serial number, hex.
-    #[arg(long)]
-    serial: String,
     /// After the Redis tombstones, wait this long before returning so every
     /// tracking shard has applied the invalidation (it takes well under a
     /// millisecond on a healthy network).
@@ -183,21 +207,30 @@ fn run(cli: Cli) -> Result<(), String> {
             let pool = ocsp_origin::db::connect(&m)?;
             let s = ocsp_origin::db::import(&pool, &name, &index, chunk, &mut std::io::stderr())?;
             println!(
-                "imported {} certificates for issuer {name:?}: {} new, {} changed, {} unchanged",
-                s.total, s.inserted, s.changed, s.unchanged
+                "imported {} certificates for issuer {name:?}: {} new, {} changed, {} unchanged, {} kept revoked",
+                s.total, s.inserted, s.changed, s.unchanged, s.kept_revoked
             );
             Ok(())
         }
-        Command::Revoke { cert: CertArgs { config, issuer, serial, settle_ms }, reason, at } => {
+        Command::Revoke {
+            cert: CertArgs { config, issuer, settle_ms },
+            targets: RevokeTargets { serial, serials },
+            reason,
+            at,
+            batch,
+        } => {
             let (cfg, m) = mysql_of(&config)?;
             let name = issuer_name(&cfg, &issuer)?;
-            let serial = Serial::from_hex(&serial).map_err(|e| format!("--serial: {e}"))?;
-            let reason = ocsp_origin::revoke::parse_reason(&reason).map_err(|e| format!("--reason: {e}"))?;
-            let at = match at {
-                Some(t) => ocsp_origin::revoke::parse_time(&t)
-                    .ok_or_else(|| format!("--at: cannot read {t:?} as a time"))?,
-                None => ocsp_origin::clock::unix_now(),
+            let serial = match (serial, serials) {
+                (Some(s), _) => Serial::from_hex(&s).map_err(|e| format!("--serial: {e}"))?,
+                (None, Some(file)) => {
+                    return revoke_file(&m, &name, &file, reason, at, batch.unwrap_or(1000))
+                }
+                (None, None) => return Err("give --serial or --serials".into()),
             };
+            let reason = reason.ok_or("--reason is required with --serial")?;
+            let reason = ocsp_origin::revoke::parse_reason(&reason).map_err(|e| format!("--reason: {e}"))?;
+            let at = revocation_time(at)?;
             let pool = ocsp_origin::db::connect(&m)?;
             let c = ocsp_origin::db::revoke(&pool, &name, &serial, reason, at).map_err(|e| e.to_string())?;
             println!(
@@ -207,7 +240,7 @@ fn run(cli: Cli) -> Result<(), String> {
             );
             push_to_cache(&cfg, &name, &serial, c.revision, settle_ms)
         }
-        Command::Unrevoke { cert: CertArgs { config, issuer, serial, settle_ms } } => {
+        Command::Unrevoke { cert: CertArgs { config, issuer, settle_ms }, serial } => {
             let (cfg, m) = mysql_of(&config)?;
             let name = issuer_name(&cfg, &issuer)?;
             let serial = Serial::from_hex(&serial).map_err(|e| format!("--serial: {e}"))?;
@@ -253,6 +286,68 @@ fn run(cli: Cli) -> Result<(), String> {
             })
         }
     }
+}
+
+/// `--at`, or now.
+fn revocation_time(at: Option<String>) -> Result<u64, String> {
+    match at {
+        Some(t) => {
+            ocsp_origin::revoke::parse_time(&t).ok_or_else(|| format!("--at: cannot read {t:?} as a time"))
+        }
+        None => Ok(ocsp_origin::clock::unix_now()),
+    }
+}
+
+/// The least connect/read/write timeout of `revoke --serials`, ms.
+const MASS_REVOCATION_TIMEOUT_MS: u64 = 30_000;
+
+/// `revoke --serials FILE`: checks every line, then revokes in batches (see
+/// `db::revoke_many`). Nothing is pushed to Redis per serial: a million
+/// tombstones would flood the cache and every shard's invalidation stream,
+/// and the change feed already carries every committed change to every
+/// responder.
+fn revoke_file(
+    m: &MysqlConfig,
+    name: &str,
+    file: &std::path::Path,
+    reason: Option<String>,
+    at: Option<String>,
+    batch: usize,
+) -> Result<(), String> {
+    if !(1..=10_000).contains(&batch) {
+        return Err(format!("--batch: {batch} rows per transaction; use 1 to 10000"));
+    }
+    let reason = reason
+        .map(|r| ocsp_origin::revoke::parse_reason(&r).map_err(|e| format!("--reason: {e}")))
+        .transpose()?;
+    let at = revocation_time(at)?;
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let list = ocsp_origin::serials_file::parse(&text, &file.display().to_string(), reason, at)?;
+    // `[mysql] timeout_ms` bounds a lookup on the request path (1 s); one
+    // batch of a mass revocation on a busy primary may rightly take longer.
+    let mut m = m.clone();
+    m.timeout_ms = m.timeout_ms.max(MASS_REVOCATION_TIMEOUT_MS);
+    let pool = ocsp_origin::db::connect(&m)?;
+    let s = ocsp_origin::db::revoke_many(&pool, name, &list, batch, file, &mut std::io::stderr())?;
+    println!(
+        "{}: {} certificates of {name:?}: {} revoked, {} already revoked, {} not found",
+        file.display(),
+        s.total,
+        s.revoked,
+        s.already_revoked,
+        s.not_found
+    );
+    if s.not_found > 0 {
+        let named: Vec<String> = s.not_found_serials.iter().map(|x| x.to_string()).collect();
+        let more = s.not_found - named.len();
+        let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+        println!("not in the database: {}{more}", named.join(", "));
+    }
+    println!(
+        "cache: nothing pushed to Redis per serial; responders pick these changes up from the \
+         database's change feed (ocsp_changes) within the [feed] bound"
+    );
+    Ok(())
 }
 
 /// Reads and validates a config file after `overrides` (command-line flags)

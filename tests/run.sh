@@ -8,9 +8,12 @@
 #    PKCS#11 tests; each test initialises its own private token under its own
 #    SOFTHSM2_CONF, so nothing system-wide is touched).
 #    Likewise MariaDB (`mariadb-server`) and Redis (`redis-server`).
-# 2. Starts a private MariaDB (own datadir), a standalone Redis and a 3-node
-#    Redis Cluster, each on free loopback ports (tests/services.sh), points the
-#    tests at them, and stops them on exit.
+# 2. Starts, each on free loopback ports (tests/services.sh): a private MariaDB
+#    primary (own datadir, binary log) and a replica of it (GTID replication,
+#    so every test database also appears there), a standalone Redis and a
+#    Redis Cluster of 3 masters with one replica each; points the tests at
+#    them (OCSP_TEST_MYSQL_URL, OCSP_TEST_MYSQL_REPLICA_URL,
+#    OCSP_TEST_REDIS_URL, OCSP_TEST_REDIS_CLUSTER_URL) and stops them on exit.
 # 3. Runs every unit, integration, doc and bench-smoke test. Servers the tests
 #    start listen on ephemeral loopback ports and are killed when a test ends.
 #    The chaos suite (tests/chaos.rs, ~75 s) runs its own redis-server and
@@ -43,6 +46,7 @@ fi
 source tests/services.sh
 trap stop_services EXIT
 start_mariadb
+start_mariadb_replica
 start_redis
 start_redis_cluster
 
