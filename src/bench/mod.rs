@@ -20,7 +20,9 @@
 //! (bounded by `--warm-secs`) and the stages; a request waits at most
 //! `--timeout-ms`. Wrong answers fail the run (exit status 1).
 
+pub mod changes;
 pub mod client;
+pub mod follower;
 pub mod keyspace;
 pub mod report;
 pub mod request;

@@ -225,6 +225,63 @@ pub struct CapacityInputs {
     pub cdn_hit_ratio: f64,
 }
 
+/// From τ (the change follower saw a change) to the first answer from one
+/// target, to a request sent after τ, that carried the change's status.
+#[derive(Clone, Debug)]
+pub struct Propagation {
+    /// The target.
+    pub target: String,
+    /// One value per change the target showed, µs (an upper bound of how
+    /// long after τ the node answered with it: the bench asks for a serial
+    /// only so often).
+    pub shown_us: Histogram<u64>,
+    /// Changes the target was asked about after τ but never answered with.
+    pub not_shown: u64,
+}
+
+/// What change-aware verification saw (see `bench::changes`).
+#[derive(Clone, Debug)]
+pub struct ChangeReport {
+    /// `--change-poll-ms`.
+    pub poll_ms: u64,
+    /// `--change-bound-ms`: the bound under test.
+    pub bound_ms: u64,
+    /// Changes the follower read from `ocsp_changes` (placeholders excluded).
+    pub seen: u64,
+    /// Of them, about certificates the run asks about.
+    pub seen_in_keyspace: u64,
+    /// Changes that became visible after higher `seq`s did (each applied at
+    /// the instant it was seen).
+    pub late: u64,
+    /// Missing `seq`s no longer re-queried after 60 s.
+    pub gaps_given_up: u64,
+    /// Polls that failed.
+    pub poll_errors: u64,
+    /// Whether the final poll after the run succeeded (else answers that did
+    /// not fit are `unjudged`, not wrong).
+    pub final_poll: bool,
+    /// Certificates with at least one change.
+    pub entries_changed: u64,
+    /// Answers to requests sent after τ + bound of a change of their
+    /// certificate (judged against a change, not the status read at start).
+    pub judged_against_change: u64,
+    /// Answers with a status older than a change seen before the request was
+    /// sent, inside that change's bound (allowed).
+    pub older_in_window: u64,
+    /// Answers that did not fit what the bench knew when they arrived.
+    pub pending: u64,
+    /// Of them, those that fit after the run's final poll.
+    pub pending_resolved: u64,
+    /// Answers not judged because the pending queue was full (errors).
+    pub pending_overflow: u64,
+    /// Pending answers that still did not fit: wrong.
+    pub wrong: u64,
+    /// Pending answers not judged because the final poll failed.
+    pub unjudged: u64,
+    /// Per target: τ to the first answer with the new status.
+    pub propagation: Vec<Propagation>,
+}
+
 /// A whole run.
 #[derive(Clone, Debug)]
 pub struct RunReport {
