@@ -192,8 +192,14 @@ pub struct RunMeta {
     pub commit: String,
     /// Machine: `uname -srm`, CPU model and count.
     pub machine: String,
-    /// Target address.
+    /// Target addresses, comma-separated (as given to `--target`).
     pub target: String,
+    /// Target addresses; connection i went to target i mod n.
+    pub targets: Vec<String>,
+    /// How answers were checked against the status source: `off` (no
+    /// `[mysql]` or `--no-verify`), `unavailable` (no `ocsp_changes`: schema
+    /// v1, statuses as read at start), or `on` (the change follower ran).
+    pub change_feed: String,
     /// `open` (rate-driven) or `closed`.
     pub mode: String,
     /// Connections in total.
@@ -223,6 +229,27 @@ pub struct CapacityInputs {
     pub target_rps: f64,
     /// The CDN's normal hit ratio (0.98 → 2% of the target reaches the origin).
     pub cdn_hit_ratio: f64,
+}
+
+/// What one target (node) got over the measured stages.
+#[derive(Clone, Debug, Default)]
+pub struct TargetResult {
+    /// Its address.
+    pub target: String,
+    /// Requests sent to it.
+    pub sent: u64,
+    /// Answers (and unsent scheduled requests, as errors) per outcome, indexed
+    /// by [`Outcome::index`].
+    pub counts: [u64; OUTCOMES],
+    /// Wrong answers from it (also counted under `Error`).
+    pub wrong: u64,
+}
+
+impl TargetResult {
+    /// Correct answers, tryLater included (every outcome but `Error`).
+    pub fn answers(&self) -> u64 {
+        Outcome::ALL.iter().filter(|o| **o != Outcome::Error).map(|o| self.counts[o.index()]).sum()
+    }
 }
 
 /// From τ (the change follower saw a change) to the first answer from one
@@ -291,12 +318,24 @@ pub struct RunReport {
     pub stages: Vec<StageResult>,
     /// Capacity inputs.
     pub capacity: CapacityInputs,
+    /// Per target, over the measured stages.
+    pub targets: Vec<TargetResult>,
+    /// Wrong answers during the warm-up (they fail the run too).
+    pub warm_wrong: u64,
+    /// Change-aware verification, when the change follower ran.
+    pub changes: Option<ChangeReport>,
 }
 
 impl RunReport {
-    /// Wrong answers over all stages.
+    /// Wrong answers over the warm-up and all stages.
     pub fn wrong(&self) -> u64 {
-        self.stages.iter().map(|s| s.wrong).sum()
+        self.warm_wrong + self.stages.iter().map(|s| s.wrong).sum::<u64>()
+    }
+
+    /// Answers that could not be judged (the change feed was unreachable at
+    /// the end): they might be wrong, so they fail the run as well.
+    pub fn unjudged(&self) -> u64 {
+        self.changes.as_ref().map_or(0, |c| c.unjudged)
     }
 
     /// Answers with outcome `o` over all stages.
