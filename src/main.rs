@@ -172,9 +172,12 @@ fn run(cli: Cli) -> Result<(), String> {
             let (report, out) = ocsp_origin::bench::run(&args, line)?;
             print!("{}", ocsp_origin::bench::table(&report));
             println!("exports in {}", out.display());
-            match report.wrong() {
-                0 => Ok(()),
-                n => Err(format!("{n} wrong answers (see above): the run fails")),
+            match (report.wrong(), report.unjudged()) {
+                (0, 0) => Ok(()),
+                (0, n) => Err(format!(
+                    "{n} answers could not be judged (the change feed's final poll failed): the run fails"
+                )),
+                (n, _) => Err(format!("{n} wrong answers (see above): the run fails")),
             }
         }
         Command::CheckConfig { file } => {

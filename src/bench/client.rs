@@ -10,6 +10,16 @@
 //! charged for every request that should have been sent meanwhile
 //! (coordinated-omission correction, as wrk2 does). Closed loop: send as soon
 //! as the previous answer arrived; latency from the actual send.
+//!
+//! Several targets (nodes): connection i (over all threads) talks to target
+//! i mod n for its whole life, so every target gets an even share of the
+//! connections, and every thread reaches every target when each thread has
+//! at least n connections (`--connections` ≥ `--threads` × targets).
+//!
+//! With a change book (the config has `[mysql]` and the feed exists), every
+//! answer's status is judged against the certificate's history at the
+//! instant its request was sent ([`super::changes`]); otherwise against the
+//! status read at start.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -20,10 +30,11 @@ use std::time::{Duration, Instant};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
+use super::changes::{ChangeBook, Check};
 use super::keyspace::{Keyspace, Rng, StageKeys, Zipf};
 use super::request::{self, Mix};
-use super::results::{ByOutcome, Outcome};
-use super::verify::{Verdict, Verifier};
+use super::results::{ByOutcome, Outcome, OUTCOMES};
+use super::verify::{self, Examined, Verifier};
 use crate::clock::unix_now;
 
 /// One stage as the clients run it.
@@ -43,10 +54,10 @@ pub struct StagePlan {
 pub struct Plan {
     /// Certificates and issuers.
     pub keyspace: Arc<Keyspace>,
-    /// Server address.
-    pub addr: SocketAddr,
-    /// `Host` header value.
-    pub host: String,
+    /// Server addresses; connection i talks to `targets[i % targets.len()]`.
+    pub targets: Vec<SocketAddr>,
+    /// `Host` header value per target.
+    pub hosts: Vec<String>,
     /// Responder path prefix (`` or `/ocsp`).
     pub prefix: String,
     /// GET/POST and URL-quirk mix.
@@ -72,6 +83,20 @@ pub struct Plan {
     pub sequential: bool,
     /// Generator threads (sequential walks interleave by thread).
     pub threads: usize,
+    /// Histories of the certificates that changed during the run (when the
+    /// change follower runs).
+    pub changes: Option<Arc<ChangeBook>>,
+}
+
+/// What one target got from one thread over the measured stages.
+#[derive(Clone, Debug, Default)]
+pub struct TargetAcc {
+    /// Requests sent.
+    pub sent: u64,
+    /// Per outcome.
+    pub counts: [u64; OUTCOMES],
+    /// Wrong answers.
+    pub wrong: u64,
 }
 
 /// What one stage measured on one thread.
@@ -106,6 +131,8 @@ pub struct ThreadResult {
     pub error_samples: Vec<String>,
     /// Full signature verifications made.
     pub full_checks: u64,
+    /// Per target, over the measured stages.
+    pub targets: Vec<TargetAcc>,
 }
 
 /// Per-thread state the connection tasks share.
@@ -122,13 +149,16 @@ struct Local {
 }
 
 impl Local {
-    fn record(&self, stage: Option<usize>, o: Outcome, latency: Duration, received: Instant) {
+    fn record(&self, stage: Option<usize>, target: usize, o: Outcome, latency: Duration, received: Instant) {
         let us = latency.as_micros() as u64;
         let mut r = self.result.borrow_mut();
         match stage {
             None => r.warm.by_outcome.record(o, us),
             Some(s) => {
                 r.stages[s].by_outcome.record(o, us);
+                if let Some(t) = r.targets.get_mut(target) {
+                    t.counts[o.index()] += 1;
+                }
                 if let Some(t0) = self.start.get() {
                     let i = (received.saturating_duration_since(t0).as_secs_f64()
                         / self.plan.interval.as_secs_f64()) as usize;
@@ -149,6 +179,16 @@ impl Local {
         }
     }
 
+    /// A request sent to `target` in `stage`.
+    fn sent(&self, stage: Option<usize>, target: usize) {
+        self.acc(stage, |a| a.sent += 1);
+        if stage.is_some() {
+            if let Some(t) = self.result.borrow_mut().targets.get_mut(target) {
+                t.sent += 1;
+            }
+        }
+    }
+
     fn error(&self, why: impl FnOnce() -> String) -> Outcome {
         let mut r = self.result.borrow_mut();
         if r.error_samples.len() < 5 {
@@ -157,9 +197,14 @@ impl Local {
         Outcome::Error
     }
 
-    fn wrong(&self, stage: Option<usize>, why: String) {
+    fn wrong(&self, stage: Option<usize>, target: usize, why: String) {
         self.acc(stage, |a| a.wrong += 1);
         let mut r = self.result.borrow_mut();
+        if stage.is_some() {
+            if let Some(t) = r.targets.get_mut(target) {
+                t.wrong += 1;
+            }
+        }
         if r.wrong_samples.len() < 10 {
             r.wrong_samples.push(why);
         }
@@ -221,10 +266,11 @@ fn parse_answer(buf: &[u8]) -> Result<Option<HttpAnswer>, String> {
     }))
 }
 
-async fn connect(local: &Local, stage: Option<usize>) -> Option<Conn> {
+async fn connect(local: &Local, stage: Option<usize>, target: usize) -> Option<Conn> {
     let plan = &local.plan;
+    let addr = plan.targets[target];
     match glommio::timer::timeout(plan.timeout, async {
-        TcpStream::connect(plan.addr).await.map_err(|e| glommio::GlommioError::IoError(e.into()))
+        TcpStream::connect(addr).await.map_err(|e| glommio::GlommioError::IoError(e.into()))
     })
     .await
     {
@@ -241,11 +287,13 @@ async fn connect(local: &Local, stage: Option<usize>) -> Option<Conn> {
     }
 }
 
-/// Sends one request for entry `idx` and classifies the answer. Returns
-/// whether the connection can be reused.
+/// Sends one request for entry `idx` to `target` and classifies the answer.
+/// Returns whether the connection can be reused.
+#[allow(clippy::too_many_arguments)]
 async fn exchange(
     local: &Local,
     stage: Option<usize>,
+    target: usize,
     conn: &mut Conn,
     idx: u32,
     rng: &mut Rng,
@@ -258,7 +306,9 @@ async fn exchange(
     der.clear();
     request::ocsp_request(issuer, &entry.serial, der);
     out.clear();
-    request::http_request(&plan.host, &plan.prefix, der, plan.mix, rng, out);
+    request::http_request(&plan.hosts[target], &plan.prefix, der, plan.mix, rng, out);
+    // The request goes out after this instant: what the bound is measured to.
+    let sent = Instant::now();
     if let Err(e) = conn.stream.write_all(out).await {
         return (local.error(|| format!("send: {e}")), false);
     }
@@ -284,15 +334,37 @@ async fn exchange(
     if !plan.verify {
         return (answer.cache.unwrap_or(Outcome::Hit), reuse);
     }
-    let verdict = local.verifier.borrow_mut().check(idx, entry, &conn.buf[answer.body.clone()], unix_now());
-    let outcome = match verdict {
-        // Without the header (another responder), a good answer's provenance
-        // is unknown: counted as signed for it, the conservative reading.
-        Verdict::Good => answer.cache.unwrap_or(Outcome::Miss),
-        Verdict::TryLater => Outcome::TryLater,
-        Verdict::OcspError(code) => local.error(|| format!("OCSP responseStatus {code}")),
-        Verdict::Wrong(why) => {
-            local.wrong(stage, format!("serial {}: {why}", entry.serial));
+    let examined =
+        local.verifier.borrow_mut().examine(idx, entry, &conn.buf[answer.body.clone()], unix_now());
+    // Without the header (another responder), a good answer's provenance is
+    // unknown: counted as signed for it, the conservative reading.
+    let good = answer.cache.unwrap_or(Outcome::Miss);
+    let outcome = match examined {
+        Examined::Asserts(got) => match &plan.changes {
+            None => match verify::status_mismatch(entry, got, &entry.status) {
+                None => good,
+                Some(why) => {
+                    local.wrong(stage, target, format!("serial {}: {why}", entry.serial));
+                    Outcome::Error
+                }
+            },
+            // A pending answer counts under its cache outcome; if it turns
+            // out wrong after the run, it is counted wrong then.
+            Some(book) => match book.judge_answer(idx, target, stage, sent, Instant::now(), got) {
+                Check::Accepted | Check::Pending => good,
+                Check::Overflow => local.error(|| {
+                    format!(
+                        "more than {} answers wait for the change feed: serial {} ({got}) not judged",
+                        super::changes::MAX_PENDING,
+                        entry.serial
+                    )
+                }),
+            },
+        },
+        Examined::TryLater => Outcome::TryLater,
+        Examined::OcspError(code) => local.error(|| format!("OCSP responseStatus {code}")),
+        Examined::Wrong(why) => {
+            local.wrong(stage, target, format!("serial {}: {why}", entry.serial));
             Outcome::Error
         }
     };
@@ -308,6 +380,7 @@ async fn connection_task(
     go: futures::future::Shared<futures::channel::oneshot::Receiver<Instant>>,
 ) {
     let plan = local.plan.clone();
+    let target = global_index % plan.targets.len();
     let mut rng = Rng::seeded();
     let (mut out, mut der) = (Vec::with_capacity(512), Vec::with_capacity(128));
     let mut conn: Option<Conn> = None;
@@ -320,16 +393,16 @@ async fn connection_task(
         let Some(idx) = warm_queue.borrow_mut().next() else { break };
         let sent = Instant::now();
         if conn.is_none() {
-            conn = connect(&local, None).await;
+            conn = connect(&local, None, target).await;
         }
         let Some(c) = conn.as_mut() else {
-            local.record(None, Outcome::Error, sent.elapsed(), Instant::now());
+            local.record(None, target, Outcome::Error, sent.elapsed(), Instant::now());
             glommio::timer::sleep(Duration::from_millis(10)).await;
             continue;
         };
-        local.acc(None, |a| a.sent += 1);
-        let (o, reuse) = exchange(&local, None, c, idx, &mut rng, &mut out, &mut der).await;
-        local.record(None, o, sent.elapsed(), Instant::now());
+        local.sent(None, target);
+        let (o, reuse) = exchange(&local, None, target, c, idx, &mut rng, &mut out, &mut der).await;
+        local.record(None, target, o, sent.elapsed(), Instant::now());
         if !reuse {
             conn = None;
         }
@@ -361,7 +434,7 @@ async fn connection_task(
                 // of this connection's schedule counts as errors, unsent.
                 if Instant::now() > end + plan.timeout {
                     while intended < end {
-                        local.record(Some(si), Outcome::Error, intended.elapsed(), Instant::now());
+                        local.record(Some(si), target, Outcome::Error, intended.elapsed(), Instant::now());
                         intended += p;
                     }
                     break;
@@ -389,24 +462,25 @@ async fn connection_task(
             };
             let idx = stage.keys.ranked[pick];
             if conn.is_none() {
-                conn = connect(&local, Some(si)).await;
+                conn = connect(&local, Some(si), target).await;
             }
             match conn.as_mut() {
                 None => {
-                    local.record(Some(si), Outcome::Error, intended.elapsed(), Instant::now());
+                    local.record(Some(si), target, Outcome::Error, intended.elapsed(), Instant::now());
                     glommio::timer::sleep(Duration::from_millis(10)).await;
                 }
                 Some(c) => {
-                    local.acc(Some(si), |a| a.sent += 1);
+                    local.sent(Some(si), target);
                     let sent_at = Instant::now();
-                    let (o, reuse) = exchange(&local, Some(si), c, idx, &mut rng, &mut out, &mut der).await;
+                    let (o, reuse) =
+                        exchange(&local, Some(si), target, c, idx, &mut rng, &mut out, &mut der).await;
                     let received = Instant::now();
                     let service = received.saturating_duration_since(sent_at).as_micros() as u64;
                     local.acc(Some(si), |a| {
                         let h = a.service_us.get_or_insert_with(super::results::client_histogram);
                         let _ = h.record(service.clamp(1, h.high()));
                     });
-                    local.record(Some(si), o, received.saturating_duration_since(intended), received);
+                    local.record(Some(si), target, o, received.saturating_duration_since(intended), received);
                     if !reuse {
                         conn = None;
                     }
@@ -440,6 +514,7 @@ pub async fn run_thread(
         verifier: RefCell::new(Verifier::new(plan.keyspace.issuers.clone())),
         result: RefCell::new(ThreadResult {
             stages: vec![StageAcc::default(); stages],
+            targets: vec![TargetAcc::default(); plan.targets.len()],
             ..Default::default()
         }),
         start: std::cell::Cell::new(None),

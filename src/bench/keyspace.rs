@@ -62,14 +62,34 @@ pub struct Keyspace {
     pub issuers: std::sync::Arc<[ClientIssuer]>,
     /// Certificates, shuffled (so any prefix is a uniform sample).
     pub entries: Vec<Entry>,
+    /// Per entry, the row's `revision` when it was read (0 from `index.txt`):
+    /// where the status read at start sits among the changes the change
+    /// follower sees (see `super::changes`).
+    pub revisions: Vec<u64>,
     /// Certificates left out because they are expired (their answer depends on
     /// the server's `response.expired` policy, which is not what a load test
     /// is about).
     pub skipped_expired: usize,
 }
 
-/// A row of `ocsp_certificates`: serial, status, revoked_at, reason, not_after.
-type DbRow = (Vec<u8>, u8, Option<u64>, Option<u8>, u64);
+/// A row of `ocsp_certificates`: serial, status, revoked_at, reason,
+/// not_after, revision.
+type DbRow = (Vec<u8>, u8, Option<u64>, Option<u8>, u64, u64);
+
+/// The status the server answers for a row's `status`, `revoked_at` and
+/// `reason` columns (as `status::mysql` reads them: a missing time is 0, an
+/// unknown or missing reason unspecified).
+pub fn db_status(status: u8, revoked_at: Option<u64>, reason: Option<u8>) -> CertStatus {
+    match status {
+        0 => CertStatus::Good,
+        _ => CertStatus::Revoked {
+            at: revoked_at.unwrap_or(0),
+            reason: reason
+                .and_then(crate::status::mysql::reason_from_code)
+                .unwrap_or(RevocationReason::Unspecified),
+        },
+    }
+}
 
 /// Reads the keyspace of `config` (at most `max` certificates, a uniform
 /// sample when there are more).
@@ -81,11 +101,11 @@ pub fn load(config: &Config, max: usize) -> Result<Keyspace, String> {
     let now = unix_now();
     let mut entries = Vec::new();
     let mut skipped_expired = 0;
-    let mut keep = |issuer: u16, serial: Serial, status: CertStatus, not_after: u64| {
+    let mut keep = |issuer: u16, serial: Serial, status: CertStatus, not_after: u64, revision: u64| {
         if not_after <= now {
             skipped_expired += 1;
         } else {
-            entries.push(Entry { issuer, serial, status });
+            entries.push((Entry { issuer, serial, status }, revision));
         }
     };
     match &config.mysql {
@@ -99,7 +119,7 @@ pub fn load(config: &Config, max: usize) -> Result<Keyspace, String> {
                     }
                     let (serial, rec) = crate::status::index_txt::parse_line(line)
                         .map_err(|e| format!("{}:{}: {e}", path.display(), n + 1))?;
-                    keep(i as u16, serial, rec.status, rec.not_after);
+                    keep(i as u16, serial, rec.status, rec.not_after, 0);
                 }
             }
         }
@@ -110,24 +130,15 @@ pub fn load(config: &Config, max: usize) -> Result<Keyspace, String> {
             for (i, ic) in config.issuers.iter().enumerate() {
                 let rows: Vec<DbRow> = conn
                     .exec(
-                        "SELECT serial, status, revoked_at, reason, not_after FROM ocsp_certificates \
-                         WHERE issuer = ? LIMIT ?",
+                        "SELECT serial, status, revoked_at, reason, not_after, revision \
+                         FROM ocsp_certificates WHERE issuer = ? LIMIT ?",
                         (ic.name.as_str(), max as u64 * 2),
                     )
                     .map_err(|e| crate::status::mysql::redact(&e.to_string()))?;
-                for (serial, status, at, reason, not_after) in rows {
+                for (serial, status, at, reason, not_after, revision) in rows {
                     let serial =
                         Serial::from_der_content(&serial).map_err(|e| format!("serial in DB: {e}"))?;
-                    let status = match status {
-                        0 => CertStatus::Good,
-                        _ => CertStatus::Revoked {
-                            at: at.unwrap_or(0),
-                            reason: reason
-                                .and_then(crate::status::mysql::reason_from_code)
-                                .unwrap_or(RevocationReason::Unspecified),
-                        },
-                    };
-                    keep(i as u16, serial, status, not_after);
+                    keep(i as u16, serial, db_status(status, at, reason), not_after, revision);
                 }
             }
         }
@@ -138,7 +149,8 @@ pub fn load(config: &Config, max: usize) -> Result<Keyspace, String> {
     let mut rng = Rng::seeded();
     rng.shuffle(&mut entries);
     entries.truncate(max);
-    Ok(Keyspace { issuers: issuers.into(), entries, skipped_expired })
+    let (entries, revisions) = entries.into_iter().unzip();
+    Ok(Keyspace { issuers: issuers.into(), entries, revisions, skipped_expired })
 }
 
 /// A small, fast PRNG (xorshift64*), one per generator thread: the load

@@ -3,14 +3,20 @@
 //! capacity planning needs.
 //!
 //! ```text
+//! follower::open      with [mysql]: MAX(seq) of the change feed, before …
 //! keyspace::load      serials + expected statuses from the server's own config
 //!   plan_stages       warm set, then per stage: fraction f of the keyspace cold
+//! follower (thread)   polls ocsp_changes on the primary into the ChangeBook
 //! client::run_thread  one glommio executor per generator thread, C connections
+//!                     (connection i → target i mod n)
 //!   warm-up           closed loop over the warm set (not measured)
 //!   stages            open loop at f × --rate (CO-corrected) or closed loop
-//!   verify            every answer: signature, CertID, status, validity
+//!   verify            every answer: signature, CertID, validity, and its status
+//!                     against the certificate's history (changes::judge)
+//! final poll          pending answers judged again once every change is known
 //! report::write_all   .hgrm per stage × outcome, .hlog interval logs, plot.svg,
-//!                     summary.md / summary.json (capacity plan)
+//!                     summary.md / summary.json (capacity plan, per target,
+//!                     changes)
 //! ```
 //!
 //! A ratchet stage with fraction f models f of the CDN's traffic arriving at
@@ -19,8 +25,16 @@
 //! server must look up and sign). The run stops by itself after the warm-up
 //! (bounded by `--warm-secs`) and the stages; a request waits at most
 //! `--timeout-ms`. Wrong answers fail the run (exit status 1).
+//!
+//! When the config has `[mysql]`, the status source may change during the
+//! run: the change follower reads every committed change from the primary's
+//! `ocsp_changes`, and an answer is wrong only if it carries a status older
+//! than a change the bench saw at least `--change-bound-ms` before the
+//! request was sent (see [`changes`] for why that is sound).
 
+pub mod changes;
 pub mod client;
+pub mod follower;
 pub mod keyspace;
 pub mod report;
 pub mod request;
@@ -37,7 +51,7 @@ use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
 use self::client::{Plan, StagePlan, ThreadResult};
 use self::keyspace::{Rng, Zipf};
 use self::request::Mix;
-use self::results::{ByOutcome, CapacityInputs, Interval, RunMeta, RunReport, StageResult};
+use self::results::{ByOutcome, CapacityInputs, Interval, RunMeta, RunReport, StageResult, TargetResult};
 use crate::config::Config;
 
 /// `ocsp-origin bench` options.
@@ -48,9 +62,12 @@ pub struct BenchArgs {
     /// and expected statuses are read from, the listen address and prefix.
     #[arg(long)]
     pub config: PathBuf,
-    /// Server address (default: the config's `listen`).
-    #[arg(long)]
-    pub target: Option<SocketAddr>,
+    /// Server addresses, comma-separated, or the flag given more than once
+    /// (default: the config's `listen`). Connection i goes to target i mod n,
+    /// so every thread reaches every target when --connections is at least
+    /// --threads × targets.
+    #[arg(long, value_name = "ADDR[,ADDR...]")]
+    pub target: Vec<String>,
     /// Directory for the exports (default `bench-out/<unix time>`).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -129,6 +146,39 @@ pub struct BenchArgs {
     /// after the run (default: the config's `[admin] listen`, if any).
     #[arg(long)]
     pub admin: Option<SocketAddr>,
+    /// With `[mysql]`: how often the change follower reads `ocsp_changes`
+    /// on the primary, ms.
+    #[arg(long, default_value_t = 20)]
+    pub change_poll_ms: u64,
+    /// With `[mysql]`: the bound under test, ms. An answer to a request sent
+    /// this long after the follower saw a change must carry the change's
+    /// status (or a newer one); before that the old status is allowed.
+    #[arg(long, default_value_t = 1000)]
+    pub change_bound_ms: u64,
+}
+
+/// Parses the `--target` values (each a comma-separated list) into
+/// addresses; none given: `default`.
+pub fn parse_targets(values: &[String], default: SocketAddr) -> Result<Vec<SocketAddr>, String> {
+    let mut out: Vec<SocketAddr> = Vec::new();
+    for v in values {
+        for part in v.split(',').map(str::trim) {
+            if part.is_empty() {
+                return Err(format!("--target {v:?}: empty address in the list"));
+            }
+            let addr: SocketAddr = part
+                .parse()
+                .map_err(|_| format!("--target {v:?}: {part:?} is not IP:PORT (e.g. 127.0.0.1:8080)"))?;
+            if out.contains(&addr) {
+                return Err(format!("--target: {addr} is given twice"));
+            }
+            out.push(addr);
+        }
+    }
+    if out.is_empty() {
+        out.push(default);
+    }
+    Ok(out)
 }
 
 /// Parses `8-15`, `0,2,4-6`.
@@ -228,8 +278,42 @@ pub fn run(args: &BenchArgs, command_line: String) -> Result<(RunReport, PathBuf
         }
     };
     let ratchet = args.ratchet.is_some();
-    let addr = args.target.unwrap_or(config.listen);
-    let ks = keyspace::load(&config, args.max_serials)?;
+    let targets = parse_targets(&args.target, config.listen)?;
+    if args.connections < targets.len() {
+        return Err(format!(
+            "--connections {} is fewer than the {} targets: connection i goes to target i mod {}, so some \
+             would get none",
+            args.connections,
+            targets.len(),
+            targets.len()
+        ));
+    }
+    if args.change_poll_ms == 0 || args.change_poll_ms > 60_000 {
+        return Err("--change-poll-ms must be in [1, 60000]".into());
+    }
+    let target_names: Vec<String> = targets.iter().map(|t| t.to_string()).collect();
+    // The change follower records where the feed stands before the keyspace
+    // is read and polls from then on, so no change in between is missed.
+    let base = Instant::now();
+    let (mut follower, change_feed) = match &config.mysql {
+        Some(m) if !args.no_verify => match follower::open(m)? {
+            Some(opened) => {
+                let f =
+                    follower::Follower::spawn(opened, m.clone(), Duration::from_millis(args.change_poll_ms))?;
+                (Some(f), "on")
+            }
+            None => {
+                eprintln!(
+                    "bench: ocsp_changes does not exist (schema v1; `ocsp-origin db migrate` adds it): \
+                     answers are checked against the statuses read at start, so a change during the run \
+                     shows up as WRONG"
+                );
+                (None, "unavailable")
+            }
+        },
+        _ => (None, "off"),
+    };
+    let ks = Arc::new(keyspace::load(&config, args.max_serials)?);
     let cold_fractions: Vec<f64> = stages_spec.iter().map(|s| s.1).collect();
     let fit = keyspace::fitting_keyspace(ks.entries.len(), &cold_fractions);
     let k = args.keyspace.unwrap_or(fit.min(100_000));
@@ -243,12 +327,24 @@ pub fn run(args: &BenchArgs, command_line: String) -> Result<(RunReport, PathBuf
     let mut rng = Rng::seeded();
     let (warm, stage_keys) = keyspace::plan_stages(ks.entries.len(), k, &cold_fractions, &mut rng);
     eprintln!(
-        "bench: {} certificates ({} expired left out), {k} per stage, warm set {}, {} stage(s), target {addr}",
+        "bench: {} certificates ({} expired left out), {k} per stage, warm set {}, {} stage(s), target {}",
         ks.entries.len(),
         ks.skipped_expired,
         warm.len(),
-        stage_keys.len()
+        stage_keys.len(),
+        target_names.join(",")
     );
+    let bound = Duration::from_millis(args.change_bound_ms);
+    let book = follower.as_mut().map(|f| {
+        let used = warm.iter().chain(stage_keys.iter().flat_map(|s| s.ranked.iter())).copied();
+        let book = Arc::new(changes::ChangeBook::new(base, bound, ks.clone(), used, target_names.clone()));
+        f.attach(book.clone());
+        eprintln!(
+            "bench: following ocsp_changes on the primary every {} ms; bound under test {} ms",
+            args.change_poll_ms, args.change_bound_ms
+        );
+        book
+    });
 
     let dur = Duration::from_secs_f64(args.duration);
     let gap = Duration::from_millis(200);
@@ -263,9 +359,9 @@ pub fn run(args: &BenchArgs, command_line: String) -> Result<(RunReport, PathBuf
         })
         .collect();
     let plan = Arc::new(Plan {
-        keyspace: Arc::new(ks),
-        addr,
-        host: addr.to_string(),
+        keyspace: ks,
+        hosts: target_names.clone(),
+        targets: targets.clone(),
         prefix: config.path_prefix.clone(),
         mix: Mix { post_share: args.post_share, quirk_share: args.quirk_share },
         zipf: Arc::new(Zipf::new(k, args.zipf)),
@@ -278,6 +374,7 @@ pub fn run(args: &BenchArgs, command_line: String) -> Result<(RunReport, PathBuf
         interval: Duration::from_secs(1),
         sequential: args.sequential,
         threads: args.threads,
+        changes: book.clone(),
     });
 
     // Threads: connections and warm keys dealt out evenly.
@@ -343,6 +440,15 @@ pub fn run(args: &BenchArgs, command_line: String) -> Result<(RunReport, PathBuf
     for r in handles.join_all() {
         results.push(r.map_err(|e| format!("generator thread failed: {e}"))?);
     }
+    // Every answer is in: the follower's final poll, then the answers that
+    // waited for it.
+    let mut late_wrongs = Vec::new();
+    let mut change_report = None;
+    if let (Some(f), Some(book)) = (follower.take(), &book) {
+        let feed = f.finish();
+        late_wrongs = book.resolve(feed.final_poll);
+        change_report = Some(book.report(&feed, Duration::from_millis(args.change_poll_ms)));
+    }
 
     // Merge the threads.
     let interval_s = plan.interval.as_secs_f64();
@@ -359,16 +465,41 @@ pub fn run(args: &BenchArgs, command_line: String) -> Result<(RunReport, PathBuf
     let mut error_samples: Vec<String> = Vec::new();
     let mut warm_acc = client::StageAcc::default();
     let mut full_checks = 0;
+    let mut target_results: Vec<TargetResult> =
+        target_names.iter().map(|t| TargetResult { target: t.clone(), ..Default::default() }).collect();
     for r in &results {
         warm_acc.by_outcome.add(&r.warm.by_outcome);
         warm_acc.wrong += r.warm.wrong;
         wrong_samples.extend(r.wrong_samples.iter().cloned());
         error_samples.extend(r.error_samples.iter().cloned());
         full_checks += r.full_checks;
+        for (sum, t) in target_results.iter_mut().zip(&r.targets) {
+            sum.sent += t.sent;
+            sum.wrong += t.wrong;
+            for (a, b) in sum.counts.iter_mut().zip(t.counts) {
+                *a += b;
+            }
+        }
+    }
+    // Wrong answers found after the run count where their requests were sent.
+    let mut late_wrong_by_stage = vec![0u64; stages.len()];
+    for w in &late_wrongs {
+        match w.stage {
+            Some(s) => {
+                late_wrong_by_stage[s] += 1;
+                if let Some(t) = target_results.get_mut(w.target) {
+                    t.wrong += 1;
+                }
+            }
+            None => warm_acc.wrong += 1,
+        }
+        if wrong_samples.len() < 10 {
+            wrong_samples.push(w.message.clone());
+        }
     }
     let mut stage_results = Vec::new();
     for (i, sp) in stages.iter().enumerate() {
-        let mut acc = client::StageAcc::default();
+        let mut acc = client::StageAcc { wrong: late_wrong_by_stage[i], ..Default::default() };
         let mut service = results::client_histogram();
         for r in &results {
             if let Some(s) = r.stages.get(i) {
@@ -421,7 +552,9 @@ pub fn run(args: &BenchArgs, command_line: String) -> Result<(RunReport, PathBuf
             command: command_line,
             commit: commit(),
             machine: machine(),
-            target: addr.to_string(),
+            target: target_names.join(","),
+            targets: target_names.clone(),
+            change_feed: change_feed.to_string(),
             mode: if args.rate.is_some() { "open".into() } else { "closed".into() },
             connections: args.connections,
             threads,
@@ -438,6 +571,9 @@ pub fn run(args: &BenchArgs, command_line: String) -> Result<(RunReport, PathBuf
             target_rps: args.target_rps,
             cdn_hit_ratio: args.cdn_hit_ratio,
         },
+        targets: target_results,
+        warm_wrong: warm_acc.wrong,
+        changes: change_report,
     };
 
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("bench-out/{started_unix}")));
@@ -502,6 +638,81 @@ pub fn table(report: &RunReport) -> String {
             }
         ));
     }
+    if report.targets.len() > 1 {
+        s.push_str(&format!(
+            "{:<22} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6}\n",
+            "target", "sent", "answers", "hit", "hit_l2", "miss", "tryLater", "error", "wrong"
+        ));
+        for t in &report.targets {
+            let c = |o: Outcome| t.counts[o.index()];
+            s.push_str(&format!(
+                "{:<22} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6}\n",
+                t.target,
+                t.sent,
+                t.answers(),
+                c(Outcome::Hit),
+                c(Outcome::HitL2),
+                c(Outcome::Miss),
+                c(Outcome::TryLater),
+                c(Outcome::Error),
+                t.wrong
+            ));
+        }
+    }
+    if let Some(c) = &report.changes {
+        s.push_str(&changes_line(c));
+    }
+    s
+}
+
+/// The change-aware verification in a few lines: what was seen, how answers
+/// were judged, and per target how long after τ the new status showed.
+pub fn changes_line(c: &results::ChangeReport) -> String {
+    let mut s = format!(
+        "changes: {} seen ({} for {} certificates asked about, {} late), bound {} ms: {} answers judged \
+         against a change, {} with the older status inside the window (allowed), {} pending -> {} resolved, \
+         {} wrong{}{}\n",
+        c.seen,
+        c.seen_in_keyspace,
+        c.entries_changed,
+        c.late,
+        c.bound_ms,
+        c.judged_against_change,
+        c.older_in_window,
+        c.pending,
+        c.pending_resolved,
+        c.wrong,
+        if c.pending_overflow > 0 {
+            format!(", {} not judged (queue full)", c.pending_overflow)
+        } else {
+            String::new()
+        },
+        if c.unjudged > 0 {
+            format!(", {} not judged (final poll failed)", c.unjudged)
+        } else {
+            String::new()
+        },
+    );
+    for p in &c.propagation {
+        let h = &p.shown_us;
+        let ms = |v: u64| v as f64 / 1000.0;
+        if h.is_empty() {
+            s.push_str(&format!(
+                "  seen-to-first-new-answer {}: no change shown ({} asked about after τ)\n",
+                p.target, p.not_shown
+            ));
+        } else {
+            s.push_str(&format!(
+                "  seen-to-first-new-answer {}: {} changes, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {} not shown\n",
+                p.target,
+                h.len(),
+                ms(h.value_at_quantile(0.5)),
+                ms(h.value_at_quantile(0.99)),
+                ms(h.max()),
+                p.not_shown
+            ));
+        }
+    }
     s
 }
 
@@ -516,5 +727,21 @@ mod tests {
         assert!(parse_cpus("5-3").is_err());
         assert!(parse_cpus("x").is_err());
         assert!(parse_cpus("").is_err());
+    }
+
+    #[test]
+    fn target_lists() {
+        let d: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        assert_eq!(parse_targets(&[], d).unwrap(), vec![d]);
+        let t = parse_targets(&["127.0.0.1:1, 127.0.0.1:2".into(), "[::1]:3".into()], d).unwrap();
+        assert_eq!(t.iter().map(|a| a.port()).collect::<Vec<_>>(), vec![1, 2, 3]);
+        for (bad, want) in [
+            ("127.0.0.1:1,", "empty address"),
+            ("localhost", "is not IP:PORT"),
+            ("127.0.0.1:1,127.0.0.1:1", "given twice"),
+        ] {
+            let e = parse_targets(&[bad.into()], d).unwrap_err();
+            assert!(e.contains(want), "{bad}: {e}");
+        }
     }
 }

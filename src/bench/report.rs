@@ -21,7 +21,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use serde::Serialize;
 
-use super::results::{CapacityInputs, Outcome, RunMeta, RunReport, StageResult};
+use super::results::{CapacityInputs, ChangeReport, Outcome, RunMeta, RunReport, StageResult, TargetResult};
 use crate::metrics::hgrm;
 
 /// Histograms hold µs; every export speaks ms, the unit latency budgets use.
@@ -298,6 +298,18 @@ struct OutcomeCounts {
     error: u64,
 }
 
+impl OutcomeCounts {
+    fn of(count: impl Fn(Outcome) -> u64) -> OutcomeCounts {
+        OutcomeCounts {
+            hit: count(Outcome::Hit),
+            hit_l2: count(Outcome::HitL2),
+            miss: count(Outcome::Miss),
+            try_later: count(Outcome::TryLater),
+            error: count(Outcome::Error),
+        }
+    }
+}
+
 /// Latency per outcome; outcomes without values are left out.
 #[derive(Clone, Debug, Default, Serialize)]
 struct OutcomeLatency {
@@ -349,13 +361,7 @@ impl StageSummary {
             duration_s: s.duration_s,
             sent: s.sent,
             completed: s.completed(),
-            counts: OutcomeCounts {
-                hit: c(Outcome::Hit),
-                hit_l2: c(Outcome::HitL2),
-                miss: c(Outcome::Miss),
-                try_later: c(Outcome::TryLater),
-                error: c(Outcome::Error),
-            },
+            counts: OutcomeCounts::of(c),
             wrong: s.wrong,
             connect_errors: s.connect_errors,
             keyspace: s.keyspace,
@@ -369,6 +375,107 @@ impl StageSummary {
                 try_later: l(Outcome::TryLater),
                 error: l(Outcome::Error),
             },
+        }
+    }
+}
+
+/// One target (node) over the measured stages.
+#[derive(Clone, Debug, Serialize)]
+struct TargetSummary {
+    target: String,
+    sent: u64,
+    /// Correct answers, tryLater included.
+    answers: u64,
+    /// Error outcomes (wrong answers included).
+    errors: u64,
+    wrong: u64,
+    counts: OutcomeCounts,
+}
+
+impl TargetSummary {
+    fn new(t: &TargetResult) -> TargetSummary {
+        TargetSummary {
+            target: t.target.clone(),
+            sent: t.sent,
+            answers: t.answers(),
+            errors: t.counts[Outcome::Error.index()],
+            wrong: t.wrong,
+            counts: OutcomeCounts::of(|o| t.counts[o.index()]),
+        }
+    }
+}
+
+/// Per target: from τ to the first answer with a change's status.
+#[derive(Clone, Debug, Serialize)]
+struct PropagationSummary {
+    target: String,
+    /// Changes the target answered with (one value each).
+    changes: u64,
+    /// Changes asked about after τ that it never answered with.
+    not_shown: u64,
+    p50_ms: Option<f64>,
+    p99_ms: Option<f64>,
+    max_ms: Option<f64>,
+}
+
+/// Change-aware verification (see `ChangeReport` for each field).
+#[derive(Clone, Debug, Serialize)]
+struct ChangesSummary {
+    bound_ms: u64,
+    poll_ms: u64,
+    seen: u64,
+    seen_in_keyspace: u64,
+    late: u64,
+    gaps_given_up: u64,
+    poll_errors: u64,
+    final_poll: bool,
+    entries_changed: u64,
+    answers_judged_against_change: u64,
+    answers_older_in_window: u64,
+    pending: u64,
+    pending_resolved: u64,
+    pending_overflow: u64,
+    wrong: u64,
+    unjudged: u64,
+    /// τ (the follower saw the change) → receipt of the first answer, to a
+    /// request sent after τ, carrying the change's status; per target.
+    seen_to_first_new_answer_ms: Vec<PropagationSummary>,
+}
+
+impl ChangesSummary {
+    fn new(c: &ChangeReport) -> ChangesSummary {
+        ChangesSummary {
+            bound_ms: c.bound_ms,
+            poll_ms: c.poll_ms,
+            seen: c.seen,
+            seen_in_keyspace: c.seen_in_keyspace,
+            late: c.late,
+            gaps_given_up: c.gaps_given_up,
+            poll_errors: c.poll_errors,
+            final_poll: c.final_poll,
+            entries_changed: c.entries_changed,
+            answers_judged_against_change: c.judged_against_change,
+            answers_older_in_window: c.older_in_window,
+            pending: c.pending,
+            pending_resolved: c.pending_resolved,
+            pending_overflow: c.pending_overflow,
+            wrong: c.wrong,
+            unjudged: c.unjudged,
+            seen_to_first_new_answer_ms: c
+                .propagation
+                .iter()
+                .map(|p| {
+                    let l = LatencyMs::of(&p.shown_us);
+                    PropagationSummary {
+                        target: p.target.clone(),
+                        changes: p.shown_us.len(),
+                        not_shown: p.not_shown,
+                        p50_ms: l.as_ref().map(|l| l.p50),
+                        p99_ms: l.as_ref().map(|l| l.p99),
+                        max_ms: l.as_ref().map(|l| l.max),
+                    }
+                })
+                .collect(),
         }
     }
 }
@@ -435,6 +542,12 @@ struct Summary<'a> {
     meta: &'a RunMeta,
     capacity: &'a CapacityInputs,
     stages: Vec<StageSummary>,
+    /// Per target over the measured stages (their sums are the stages').
+    targets: Vec<TargetSummary>,
+    /// Wrong answers during the warm-up (not in any stage's count).
+    warm_up_wrong: u64,
+    /// Change-aware verification; `null` unless the change follower ran.
+    changes: Option<ChangesSummary>,
     derived: Derived,
     planning: Planning,
 }
@@ -533,6 +646,19 @@ impl Summary<'_> {
                 fail_reasons.push(format!("stage {}: {errors} error answers", s.name));
             }
         }
+        if report.warm_wrong > 0 {
+            fail_reasons.push(format!("warm-up: {} wrong answers", report.warm_wrong));
+        }
+        if let Some(c) = &report.changes {
+            if c.pending_overflow > 0 {
+                fail_reasons
+                    .push(format!("{} answers not judged: the pending queue was full", c.pending_overflow));
+            }
+            if c.unjudged > 0 {
+                fail_reasons
+                    .push(format!("{} answers not judged: the change feed's final poll failed", c.unjudged));
+            }
+        }
         if report.stages.iter().all(|s| s.completed() == 0) {
             fail_reasons.push("no answers were received".into());
         }
@@ -543,6 +669,9 @@ impl Summary<'_> {
             meta: &report.meta,
             capacity: cap,
             stages,
+            targets: report.targets.iter().map(TargetSummary::new).collect(),
+            warm_up_wrong: report.warm_wrong,
+            changes: report.changes.as_ref().map(ChangesSummary::new),
             derived,
             planning,
         }
@@ -621,6 +750,9 @@ impl Summary<'_> {
             );
         }
 
+        self.markdown_targets(&mut out);
+        self.markdown_changes(&mut out);
+
         let d = &self.derived;
         let p = &self.planning;
         let _ = writeln!(out, "\n## Capacity planning\n");
@@ -681,6 +813,93 @@ impl Summary<'_> {
             let _ = writeln!(out, "- {a}");
         }
         out
+    }
+}
+
+impl Summary<'_> {
+    fn markdown_targets(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "\n## Targets\n\nOver the measured stages; connection i went to target i mod {}.\n",
+            self.targets.len()
+        );
+        let _ = writeln!(out, "| target | sent | answers | hit | hit_l2 | miss | tryLater | error | wrong |");
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for t in &self.targets {
+            let k = &t.counts;
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                t.target, t.sent, t.answers, k.hit, k.hit_l2, k.miss, k.try_later, k.error, t.wrong
+            );
+        }
+        if self.warm_up_wrong > 0 {
+            let _ = writeln!(out, "\nWrong answers during the warm-up: {}.", self.warm_up_wrong);
+        }
+    }
+
+    fn markdown_changes(&self, out: &mut String) {
+        let Some(c) = &self.changes else {
+            let _ = writeln!(
+                out,
+                "\nChange feed: {} (answers checked against the statuses read at start).",
+                self.meta.change_feed
+            );
+            return;
+        };
+        let _ = writeln!(out, "\n## Changes during the run\n");
+        let _ = writeln!(
+            out,
+            "The change follower read `ocsp_changes` on the primary every {} ms. A change is seen at τ, when \
+             the poll that returned it came back (so it was committed by then); an answer to a request sent \
+             {} ms (the bound under test) or more after τ must carry the change's status or a newer one.\n",
+            c.poll_ms, c.bound_ms
+        );
+        let rows: [(&str, String); 12] = [
+            ("changes seen", c.seen.to_string()),
+            ("of them for certificates the run asks about", c.seen_in_keyspace.to_string()),
+            ("certificates changed", c.entries_changed.to_string()),
+            ("changes seen after higher seqs (late)", c.late.to_string()),
+            (
+                "answers judged against a change (sent after τ + bound)",
+                c.answers_judged_against_change.to_string(),
+            ),
+            (
+                "answers with the older status inside the window (allowed)",
+                c.answers_older_in_window.to_string(),
+            ),
+            ("answers pending for the feed", c.pending.to_string()),
+            ("of them resolved after the final poll", c.pending_resolved.to_string()),
+            ("wrong (after the final poll)", c.wrong.to_string()),
+            ("not judged (pending queue full)", c.pending_overflow.to_string()),
+            ("not judged (final poll failed)", c.unjudged.to_string()),
+            ("failed polls", c.poll_errors.to_string()),
+        ];
+        let _ = writeln!(out, "| | |\n|---|---:|");
+        for (k, v) in rows {
+            let _ = writeln!(out, "| {k} | {v} |");
+        }
+        let _ = writeln!(
+            out,
+            "\nSeen to first new answer: per change and target, from τ to the receipt of the first answer, \
+             to a request sent after τ, carrying the change's status. An upper bound of how long after τ the \
+             node showed the change, limited by how often the run asks for that serial.\n"
+        );
+        let _ = writeln!(out, "| target | changes shown | not shown | p50 ms | p99 ms | max ms |");
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
+        let ms = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:.1}"));
+        for p in &c.seen_to_first_new_answer_ms {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} |",
+                p.target,
+                p.changes,
+                p.not_shown,
+                ms(p.p50_ms),
+                ms(p.p99_ms),
+                ms(p.max_ms)
+            );
+        }
     }
 }
 
@@ -1005,6 +1224,7 @@ mod tests {
                 quirk_share: 0.05,
                 zipf_s: 1.1,
                 started_unix: STARTED,
+                ..Default::default()
             },
             stages: vec![
                 stage("1/4", "s1_1of4", 0.0, 2, Some(1000.0), &[(Hit, 1800, HIT_US), (Miss, 200, MISS_US)]),
@@ -1025,6 +1245,9 @@ mod tests {
                 target_rps: 1_000_000.0,
                 cdn_hit_ratio: 0.98,
             },
+            targets: Vec::new(),
+            warm_wrong: 0,
+            changes: None,
         }
     }
 
@@ -1165,6 +1388,69 @@ mod tests {
         let md = fs::read_to_string(dir.path().join("summary.md")).unwrap();
         assert!(md.starts_with("# ocsp-origin bench: FAIL\n"), "{md}");
         assert!(md.contains("stage 1/4: 2 wrong answers; stage 1: 1 error answers"), "{md}");
+    }
+
+    #[test]
+    fn targets_changes_and_warm_up_wrong_answers_are_in_the_summary() {
+        use crate::bench::results::{ChangeReport, Propagation, TargetResult};
+        let mut r = report();
+        let mut counts = [0; crate::bench::results::OUTCOMES];
+        counts[Outcome::Hit.index()] = 90;
+        counts[Outcome::Error.index()] = 3;
+        r.targets = vec![
+            TargetResult { target: "127.0.0.1:1".into(), sent: 93, counts, wrong: 2 },
+            TargetResult { target: "127.0.0.1:2".into(), ..Default::default() },
+        ];
+        r.warm_wrong = 1;
+        let mut shown = crate::bench::results::client_histogram();
+        for us in [10_000, 20_000, 300_000] {
+            shown.record(us).unwrap();
+        }
+        r.changes = Some(ChangeReport {
+            poll_ms: 20,
+            bound_ms: 1000,
+            seen: 4,
+            seen_in_keyspace: 3,
+            late: 1,
+            gaps_given_up: 0,
+            poll_errors: 0,
+            final_poll: true,
+            entries_changed: 2,
+            judged_against_change: 50,
+            older_in_window: 7,
+            pending: 5,
+            pending_resolved: 3,
+            pending_overflow: 0,
+            wrong: 2,
+            unjudged: 0,
+            propagation: vec![Propagation { target: "127.0.0.1:1".into(), shown_us: shown, not_shown: 1 }],
+        });
+        let dir = tempfile::tempdir().unwrap();
+        write_all(&r, dir.path()).unwrap();
+        let j = json(dir.path());
+        assert_eq!(j["targets"][0]["answers"], 90, "{}", j["targets"]);
+        assert_eq!(j["targets"][0]["errors"], 3);
+        assert_eq!(j["targets"][0]["wrong"], 2);
+        assert_eq!(j["targets"][1]["sent"], 0);
+        assert_eq!(j["warm_up_wrong"], 1);
+        assert_eq!(j["passed"], false);
+        let c = &j["changes"];
+        assert_eq!(c["answers_older_in_window"], 7, "{c}");
+        assert_eq!(c["answers_judged_against_change"], 50);
+        let p = &c["seen_to_first_new_answer_ms"][0];
+        assert_eq!(p["changes"], 3, "{p}");
+        assert!(
+            close(p["max_ms"].as_f64().unwrap(), 300.0)
+                || (p["max_ms"].as_f64().unwrap() - 300.0).abs() < 0.5
+        );
+        let md = fs::read_to_string(dir.path().join("summary.md")).unwrap();
+        assert!(md.contains("| 127.0.0.1:1 | 93 | 90 | 90 | 0 | 0 | 0 | 3 | 2 |"), "{md}");
+        assert!(md.contains("| answers with the older status inside the window (allowed) | 7 |"), "{md}");
+        assert!(md.contains("warm-up: 1 wrong answers"), "{md}");
+        // Without a follower the summary says how answers were checked.
+        let r = report();
+        write_all(&r, dir.path()).unwrap();
+        assert!(json(dir.path())["changes"].is_null());
     }
 
     #[test]

@@ -192,8 +192,14 @@ pub struct RunMeta {
     pub commit: String,
     /// Machine: `uname -srm`, CPU model and count.
     pub machine: String,
-    /// Target address.
+    /// Target addresses, comma-separated (as given to `--target`).
     pub target: String,
+    /// Target addresses; connection i went to target i mod n.
+    pub targets: Vec<String>,
+    /// How answers were checked against the status source: `off` (no
+    /// `[mysql]` or `--no-verify`), `unavailable` (no `ocsp_changes`: schema
+    /// v1, statuses as read at start), or `on` (the change follower ran).
+    pub change_feed: String,
     /// `open` (rate-driven) or `closed`.
     pub mode: String,
     /// Connections in total.
@@ -225,6 +231,84 @@ pub struct CapacityInputs {
     pub cdn_hit_ratio: f64,
 }
 
+/// What one target (node) got over the measured stages.
+#[derive(Clone, Debug, Default)]
+pub struct TargetResult {
+    /// Its address.
+    pub target: String,
+    /// Requests sent to it.
+    pub sent: u64,
+    /// Answers (and unsent scheduled requests, as errors) per outcome, indexed
+    /// by [`Outcome::index`].
+    pub counts: [u64; OUTCOMES],
+    /// Wrong answers from it (also counted under `Error`).
+    pub wrong: u64,
+}
+
+impl TargetResult {
+    /// Correct answers, tryLater included (every outcome but `Error`).
+    pub fn answers(&self) -> u64 {
+        Outcome::ALL.iter().filter(|o| **o != Outcome::Error).map(|o| self.counts[o.index()]).sum()
+    }
+}
+
+/// From τ (the change follower saw a change) to the first answer from one
+/// target, to a request sent after τ, that carried the change's status.
+#[derive(Clone, Debug)]
+pub struct Propagation {
+    /// The target.
+    pub target: String,
+    /// One value per change the target showed, µs (an upper bound of how
+    /// long after τ the node answered with it: the bench asks for a serial
+    /// only so often).
+    pub shown_us: Histogram<u64>,
+    /// Changes the target was asked about after τ but never answered with.
+    pub not_shown: u64,
+}
+
+/// What change-aware verification saw (see `bench::changes`).
+#[derive(Clone, Debug)]
+pub struct ChangeReport {
+    /// `--change-poll-ms`.
+    pub poll_ms: u64,
+    /// `--change-bound-ms`: the bound under test.
+    pub bound_ms: u64,
+    /// Changes the follower read from `ocsp_changes` (placeholders excluded).
+    pub seen: u64,
+    /// Of them, about certificates the run asks about.
+    pub seen_in_keyspace: u64,
+    /// Changes that became visible after higher `seq`s did (each applied at
+    /// the instant it was seen).
+    pub late: u64,
+    /// Missing `seq`s no longer re-queried after 60 s.
+    pub gaps_given_up: u64,
+    /// Polls that failed.
+    pub poll_errors: u64,
+    /// Whether the final poll after the run succeeded (else answers that did
+    /// not fit are `unjudged`, not wrong).
+    pub final_poll: bool,
+    /// Certificates with at least one change.
+    pub entries_changed: u64,
+    /// Answers to requests sent after τ + bound of a change of their
+    /// certificate (judged against a change, not the status read at start).
+    pub judged_against_change: u64,
+    /// Answers with a status older than a change seen before the request was
+    /// sent, inside that change's bound (allowed).
+    pub older_in_window: u64,
+    /// Answers that did not fit what the bench knew when they arrived.
+    pub pending: u64,
+    /// Of them, those that fit after the run's final poll.
+    pub pending_resolved: u64,
+    /// Answers not judged because the pending queue was full (errors).
+    pub pending_overflow: u64,
+    /// Pending answers that still did not fit: wrong.
+    pub wrong: u64,
+    /// Pending answers not judged because the final poll failed.
+    pub unjudged: u64,
+    /// Per target: τ to the first answer with the new status.
+    pub propagation: Vec<Propagation>,
+}
+
 /// A whole run.
 #[derive(Clone, Debug)]
 pub struct RunReport {
@@ -234,12 +318,24 @@ pub struct RunReport {
     pub stages: Vec<StageResult>,
     /// Capacity inputs.
     pub capacity: CapacityInputs,
+    /// Per target, over the measured stages.
+    pub targets: Vec<TargetResult>,
+    /// Wrong answers during the warm-up (they fail the run too).
+    pub warm_wrong: u64,
+    /// Change-aware verification, when the change follower ran.
+    pub changes: Option<ChangeReport>,
 }
 
 impl RunReport {
-    /// Wrong answers over all stages.
+    /// Wrong answers over the warm-up and all stages.
     pub fn wrong(&self) -> u64 {
-        self.stages.iter().map(|s| s.wrong).sum()
+        self.warm_wrong + self.stages.iter().map(|s| s.wrong).sum::<u64>()
+    }
+
+    /// Answers that could not be judged (the change feed was unreachable at
+    /// the end): they might be wrong, so they fail the run as well.
+    pub fn unjudged(&self) -> u64 {
+        self.changes.as_ref().map_or(0, |c| c.unjudged)
     }
 
     /// Answers with outcome `o` over all stages.

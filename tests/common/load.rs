@@ -114,8 +114,8 @@ pub fn bench_config(path: &Path, target: SocketAddr, index: &Path) {
     .unwrap();
 }
 
-/// A running `ocsp-origin bench` (open loop, one stage, half of its keyspace
-/// cold, uniform popularity, one warm-up pass), killed on drop.
+/// A running `ocsp-origin bench`, killed on drop; what it prints (stdout and
+/// stderr) is collected line by line as it comes.
 pub struct BenchRun {
     child: Option<Child>,
     lines: mpsc::Receiver<String>,
@@ -124,6 +124,8 @@ pub struct BenchRun {
 }
 
 impl BenchRun {
+    /// The fault suites' run: open loop, one stage, half of its keyspace
+    /// cold, uniform popularity, one warm-up pass.
     pub fn start(
         config: &Path,
         target: SocketAddr,
@@ -132,8 +134,8 @@ impl BenchRun {
         stage: Duration,
         out: PathBuf,
     ) -> BenchRun {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ocsp-origin"))
-            .arg("bench")
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ocsp-origin"));
+        cmd.arg("bench")
             .arg("--config")
             .arg(config)
             .args(["--target", &target.to_string()])
@@ -142,12 +144,21 @@ impl BenchRun {
             .args(["--connections", &connections.to_string(), "--timeout-ms", &BENCH_TIMEOUT_MS.to_string()])
             .arg("--out")
             .arg(&out)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .env("RUST_LOG", "warn");
+        BenchRun::spawn(cmd, out)
+    }
+
+    /// Starts `cmd`, a bench command line that writes its exports to `out`.
+    pub fn spawn(mut cmd: Command, out: PathBuf) -> BenchRun {
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         let (tx, lines) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        let tx2 = tx.clone();
+        std::thread::spawn(move || {
+            for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx2.send(l);
+            }
+        });
         let stderr = child.stderr.take().unwrap();
         std::thread::spawn(move || {
             for l in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -176,10 +187,10 @@ impl BenchRun {
         }
     }
 
-    /// Waits (at most `limit`) for the run to end and reads its results;
-    /// `t0` is what [`BenchRun::stage_start`] returned.
-    pub fn finish(mut self, t0: Instant, limit: Duration) -> RunResult {
-        let mut child = self.child.take().unwrap();
+    /// Waits (at most `limit`) for the run to end: its exit status and all
+    /// it printed.
+    pub fn wait(&mut self, limit: Duration) -> (std::process::ExitStatus, String) {
+        let mut child = self.child.take().expect("the run is waited for once");
         let deadline = Instant::now() + limit;
         let status = loop {
             if let Some(s) = child.try_wait().unwrap() {
@@ -192,11 +203,24 @@ impl BenchRun {
             }
             std::thread::sleep(Duration::from_millis(50));
         };
-        self.log.extend(self.lines.try_iter());
-        let log = std::mem::take(&mut self.log).join("\n");
+        // The readers end with the pipes, which end with the process.
+        self.log.extend(self.lines.iter());
+        (status, std::mem::take(&mut self.log).join("\n"))
+    }
+
+    /// The run's `summary.json` (`Null` if it wrote none).
+    pub fn summary(&self) -> serde_json::Value {
+        std::fs::read_to_string(self.out.join("summary.json"))
+            .map(|t| serde_json::from_str(&t).unwrap())
+            .unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Waits (at most `limit`) for the run to end and reads its results;
+    /// `t0` is what [`BenchRun::stage_start`] returned.
+    pub fn finish(mut self, t0: Instant, limit: Duration) -> RunResult {
+        let (status, log) = self.wait(limit);
         assert!(status.success(), "bench failed ({status}):\n{log}");
-        let text = std::fs::read_to_string(self.out.join("summary.json")).unwrap();
-        let summary: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let summary = self.summary();
         let out = &self.out;
         RunResult {
             stage: summary["stages"][0].clone(),
