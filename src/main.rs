@@ -227,7 +227,7 @@ fn run(cli: Cli) -> Result<(), String> {
             let serial = match (serial, serials) {
                 (Some(s), _) => Serial::from_hex(&s).map_err(|e| format!("--serial: {e}"))?,
                 (None, Some(file)) => {
-                    return revoke_file(&m, &name, &file, reason, at, batch.unwrap_or(1000))
+                    return revoke_file(&m, cfg.feed.bound_ms, &name, &file, reason, at, batch.unwrap_or(1000))
                 }
                 (None, None) => return Err("give --serial or --serials".into()),
             };
@@ -311,6 +311,7 @@ const MASS_REVOCATION_TIMEOUT_MS: u64 = 30_000;
 /// responder.
 fn revoke_file(
     m: &MysqlConfig,
+    bound_ms: u64,
     name: &str,
     file: &std::path::Path,
     reason: Option<String>,
@@ -347,8 +348,8 @@ fn revoke_file(
         println!("not in the database: {}{more}", named.join(", "));
     }
     println!(
-        "cache: nothing pushed to Redis per serial; responders pick these changes up from the \
-         database's change feed (ocsp_changes) within the [feed] bound"
+        "cache: nothing pushed to Redis per serial: every responder picks each change up from the \
+         database's change feed within feed.bound_ms ({bound_ms} ms) of its commit"
     );
     Ok(())
 }

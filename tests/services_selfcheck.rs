@@ -201,7 +201,8 @@ fn revoke_through(c: &OwnRedisCluster) -> Option<String> {
         .arg(&cfg)
         .args(["--issuer", "test", "--serial", &serials[0], "--reason", "keyCompromise"]));
     assert!(ok && out.contains("tombstoned in Redis"), "{out}");
-    let key = format!("{prefix}chg:test:{}", serials[0]);
+    let serial = ocsp_origin::ocsp::Serial::from_hex(&serials[0]).unwrap();
+    let key = ocsp_origin::source::redis::change_key(&prefix, "test", &serial);
     let owner = c.master_of_key(&key);
     assert_eq!(c.cli(owner, &["exists", &key]), "1", "{key} on its master");
     Some(key)
