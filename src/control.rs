@@ -118,6 +118,32 @@ impl Control {
         acks.iter().filter(|done| matches!(done.recv_deadline(until), Ok(()))).count()
     }
 
+    /// Sends every command of `commands` (each made once per shard) to every
+    /// shard, then waits up to `deadline` for all the acknowledgements:
+    /// shards work through the batch while the later commands are still
+    /// being queued. Returns how many shards acknowledged every command.
+    pub fn broadcast_all(&self, commands: &[&dyn Fn() -> Command], deadline: Duration) -> usize {
+        let senders = self.shards.lock().map(|s| s.clone()).unwrap_or_default();
+        let until = Instant::now() + deadline;
+        let mut acks: Vec<Vec<flume::Receiver<()>>> = vec![Vec::with_capacity(commands.len()); senders.len()];
+        let mut complete = vec![true; senders.len()];
+        for make in commands {
+            for (i, tx) in senders.iter().enumerate() {
+                let (ack, done) = flume::bounded(1);
+                match tx.send_deadline(Envelope { command: make(), ack }, until) {
+                    Ok(()) => acks[i].push(done),
+                    Err(_) => complete[i] = false,
+                }
+            }
+        }
+        acks.iter()
+            .zip(complete)
+            .filter(|(shard, sent)| {
+                *sent && shard.iter().all(|done| matches!(done.recv_deadline(until), Ok(())))
+            })
+            .count()
+    }
+
     /// Starts a graceful shutdown (idempotent): every shard stops accepting
     /// and winds down. Returns once every shard has the command queued (at
     /// once, unless a shard's command queue is full: then up to 5 s for it),

@@ -227,7 +227,15 @@ fn run(cli: Cli) -> Result<(), String> {
             let serial = match (serial, serials) {
                 (Some(s), _) => Serial::from_hex(&s).map_err(|e| format!("--serial: {e}"))?,
                 (None, Some(file)) => {
-                    return revoke_file(&m, cfg.feed.bound_ms, &name, &file, reason, at, batch.unwrap_or(1000))
+                    return revoke_file(
+                        &m,
+                        cfg.feed.bound_ms,
+                        &name,
+                        &file,
+                        reason,
+                        at,
+                        batch.unwrap_or(1000),
+                    )
                 }
                 (None, None) => return Err("give --serial or --serials".into()),
             };

@@ -7,11 +7,12 @@
 mod common;
 
 use std::io::{BufReader, Write};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::services::OwnRedis;
 use common::*;
 
 fn bin() -> Command {
@@ -150,33 +151,6 @@ fn revocations_reach_every_core_of_two_nodes_at_once() {
         log.len(),
         checked_after.iter().sum::<usize>()
     );
-}
-
-/// A private redis-server on `port`, killed on drop.
-struct OwnRedis(Child);
-
-impl OwnRedis {
-    fn start(port: u16) -> OwnRedis {
-        let c = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        OwnRedis(c)
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn redis_keys(port: u16, pattern: &str) -> usize {

@@ -338,12 +338,22 @@ fn step(
     };
     let mut applied = 0;
     loop {
+        let t = Instant::now();
         let read = outbox::read(c, cur, ctx.fc.batch).map_err(err)?;
+        let t_read = t.elapsed();
         let more = read.more;
         let changes = read.unseen(cur, unix_now());
         applied += changes.len() as u64;
         // The start-up read of the window is not a measure of anything.
         apply(ctx, &changes, !first);
+        if !changes.is_empty() {
+            log::debug!(
+                "change feed: {} changes: read {:?}, applied {:?}",
+                changes.len(),
+                t_read,
+                t.elapsed() - t_read
+            );
+        }
         if !more {
             break;
         }
@@ -366,12 +376,16 @@ fn check_gap(ctx: &Ctx, c: &mut Conn, cur: &Cursor, away: Option<Duration>) -> R
     let min = outbox::min_seq(c).map_err(|e| redact(&e.to_string()))?;
     if min > cur.low_water() + 1 {
         log::error!(
-            "change feed: away for {:.0} s, longer than feed.retention_secs ({retention} s): changes may have been \
-             pruned unseen; emptying every L1 and re-checking Redis copies before use",
+            "change feed: the outbox no longer holds the changes after position {} (it starts at {min}; this \
+             node could not read it for {:.0} s, feed.retention_secs is {retention}): they may have been pruned \
+             unseen; emptying every L1 and re-checking Redis copies before use",
+            cur.low_water(),
             away.as_secs_f64()
         );
         ctx.stats.lost.fetch_add(1, Ordering::Relaxed);
-        ctx.floors.lost_changes_before(unix_now());
+        // Copies are vouched for to the second: one vouched for in this
+        // second may predate the loss.
+        ctx.floors.lost_changes_before(unix_now() + 1);
         ctx.control.broadcast(|| Command::InvalidateAll, Duration::from_secs(1));
     }
     Ok(())
@@ -385,23 +399,37 @@ fn apply(ctx: &Ctx, changes: &[Change], timed: bool) {
     }
     let now = unix_now();
     let mut by_issuer: HashMap<&str, Vec<Serial>> = HashMap::new();
+    // Changes come in runs of one issuer: intern its name once per run.
+    let mut last: Option<(&str, FloorIssuer)> = None;
     for c in changes {
-        ctx.floors.raise(ctx.floors.issuer(&c.issuer), c.serial, c.revision, now);
+        let id = match last {
+            Some((name, id)) if name == c.issuer => id,
+            _ => {
+                let id = ctx.floors.issuer(&c.issuer);
+                last = Some((&c.issuer, id));
+                id
+            }
+        };
+        ctx.floors.raise(id, c.serial, c.revision, now);
         by_issuer.entry(c.issuer.as_str()).or_default().push(c.serial);
     }
-    let shards = ctx.control.shards();
-    for (issuer, serials) in by_issuer {
-        let issuer: Arc<str> = issuer.into();
-        for chunk in serials.chunks(INVALIDATE_CHUNK) {
-            let serials: Arc<[Serial]> = chunk.into();
-            let acked = ctx.control.broadcast(
-                || Command::InvalidateMany { issuer: issuer.clone(), serials: serials.clone() },
-                Duration::from_secs(1),
-            );
-            if acked < shards {
-                ctx.stats.unacknowledged.fetch_add(1, Ordering::Relaxed);
-            }
-        }
+    let batches: Vec<(Arc<str>, Arc<[Serial]>)> = by_issuer
+        .into_iter()
+        .flat_map(|(issuer, serials)| {
+            let issuer: Arc<str> = issuer.into();
+            serials.chunks(INVALIDATE_CHUNK).map(|c| (issuer.clone(), c.into())).collect::<Vec<_>>()
+        })
+        .collect();
+    let makers: Vec<Box<dyn Fn() -> Command>> = batches
+        .into_iter()
+        .map(|(issuer, serials)| {
+            Box::new(move || Command::InvalidateMany { issuer: issuer.clone(), serials: serials.clone() })
+                as Box<dyn Fn() -> Command>
+        })
+        .collect();
+    let refs: Vec<&dyn Fn() -> Command> = makers.iter().map(|m| m.as_ref()).collect();
+    if ctx.control.broadcast_all(&refs, Duration::from_secs(1)) < ctx.control.shards() {
+        ctx.stats.unacknowledged.fetch_add(1, Ordering::Relaxed);
     }
     ctx.stats.applied.fetch_add(changes.len() as u64, Ordering::Relaxed);
     if !timed {

@@ -24,11 +24,11 @@ use futures::future::{FutureExt, Shared};
 use super::admission::Admission;
 use super::{Answer, Query, Source};
 use crate::cache::l1::L1Cache;
-use crate::cache::{key_of, CacheStatus, CachedResponse, Freshness, Origin, ResponseCache};
+use crate::cache::{CacheStatus, CachedResponse, Freshness, Origin, ResponseCache};
 use crate::clock::unix_now;
 use crate::error::OcspError;
 use crate::feed::Fence;
-use crate::ocsp::{CertId, HashAlg, IssuerId, Serial};
+use crate::ocsp::{IssuerId, Serial};
 
 /// Counters for this layer, per shard.
 #[derive(Default, Debug)]
@@ -298,8 +298,10 @@ impl Cached {
     pub fn invalidate_cert(&self, issuer: IssuerId, serial: &Serial) {
         self.state.l1.remove_cert(issuer, serial);
         let mut inflight = self.state.inflight.borrow_mut();
-        for alg in HashAlg::ALL {
-            inflight.remove(&key_of(&[CertId { issuer, alg, serial: *serial }])[..]);
+        if !inflight.is_empty() {
+            crate::cache::l1::for_each_single_key(issuer, serial, |k| {
+                inflight.remove(k);
+            });
         }
     }
 
@@ -360,6 +362,7 @@ mod tests {
 
     use super::*;
     use crate::ocsp::response::Validity;
+    use crate::ocsp::{CertId, HashAlg};
 
     /// A source that takes 50 ms per fetch and counts calls.
     struct SlowCounting {

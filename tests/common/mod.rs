@@ -22,6 +22,15 @@ pub const GOOD: &str = "0A1B2C3D4E5F60718293";
 /// Serial of `leaf-revoked.pem` (revoked 2026-11-01 12:00:00Z, keyCompromise).
 pub const REVOKED: &str = "F1E2D3C4B5A6978877";
 
+/// The binary `Server` runs: this build's, or `OCSP_TEST_SERVER_BIN` (another
+/// build of the server, e.g. an earlier commit's, to show which guarantees it
+/// lacks: the tests and the bench stay this build's).
+pub fn server_bin() -> PathBuf {
+    std::env::var_os("OCSP_TEST_SERVER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or(env!("CARGO_BIN_EXE_ocsp-origin").into())
+}
+
 /// A running server; killed on drop.
 pub struct Server {
     child: Child,
@@ -100,7 +109,7 @@ impl Server {
         let cfg = dir.path().join("ocsp-origin.toml");
         let text = format!("listen = \"127.0.0.1:0\"\ncores = 2\n{top}\n{issuers}");
         std::fs::write(&cfg, text).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ocsp-origin"))
+        let mut child = Command::new(server_bin())
             .arg("serve")
             .arg("--config")
             .arg(&cfg)

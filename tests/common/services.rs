@@ -647,3 +647,43 @@ fn parse_cluster_nodes(text: &str) -> Vec<ClusterNode> {
         })
         .collect()
 }
+
+/// A private standalone redis-server on `port`, for tests that stop, kill or
+/// restart it (the shared one from tests/services.sh must stay up); killed
+/// on drop.
+pub struct OwnRedis(Child);
+
+impl OwnRedis {
+    /// Starts it and waits (up to 2 s) until it accepts connections.
+    pub fn start(port: u16) -> OwnRedis {
+        let c = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        OwnRedis(c)
+    }
+
+    /// Freezes it (SIGSTOP): connections stay open, nothing is answered.
+    pub fn stop(&self) {
+        signal(&self.0, libc::SIGSTOP);
+    }
+
+    /// Thaws it (SIGCONT).
+    pub fn cont(&self) {
+        signal(&self.0, libc::SIGCONT);
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
