@@ -303,8 +303,9 @@ impl MysqlStatus {
                 .spawn(move || lookup_thread(rx, sides, names, batch, health, replica))
                 .map_err(|e| e.to_string())?;
         }
-        // The prober tries what lookups try first.
-        let probe_opts = sides.replica.clone().unwrap_or_else(|| sides.primary.clone());
+        // The prober tries each side lookups may use: a batch that failed
+        // on both can go on as soon as either answers.
+        let probe_opts: Vec<Opts> = sides.replica.iter().cloned().chain([sides.primary.clone()]).collect();
         let weak = Arc::downgrade(&health);
         std::thread::Builder::new()
             .name("mysql-probe".into())
@@ -361,9 +362,9 @@ fn probe(conn: &mut Conn) -> Result<(), String> {
 }
 
 /// While the database is down, tries it every [`PROBE_INTERVAL`] with a fresh
-/// connection and clears `health` when it answers. Sleeps while it is up;
-/// exits when the status source is dropped.
-fn prober(opts: Opts, health: std::sync::Weak<Health>, woken: flume::Receiver<()>) {
+/// connection (the replica, then the primary) and clears `health` when one
+/// answers. Sleeps while it is up; exits when the status source is dropped.
+fn prober(sides: Vec<Opts>, health: std::sync::Weak<Health>, woken: flume::Receiver<()>) {
     loop {
         match woken.recv_timeout(Duration::from_secs(1)) {
             Ok(()) | Err(flume::RecvTimeoutError::Timeout) => {}
@@ -375,7 +376,15 @@ fn prober(opts: Opts, health: std::sync::Weak<Health>, woken: flume::Receiver<()
                 break;
             }
             drop(h);
-            let ok = Conn::new(opts.clone()).map_err(|e| e.to_string()).and_then(|mut c| probe(&mut c));
+            let try_one =
+                |o: &Opts| Conn::new(o.clone()).map_err(|e| e.to_string()).and_then(|mut c| probe(&mut c));
+            let mut ok = Err("no database to probe".to_string());
+            for o in &sides {
+                ok = try_one(o);
+                if ok.is_ok() {
+                    break;
+                }
+            }
             match (ok, health.upgrade()) {
                 (_, None) => return,
                 (Ok(()), Some(h)) => {
