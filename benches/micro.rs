@@ -142,5 +142,40 @@ fn cached_response(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, http, ocsp_decode, encode_and_sign, cached_response);
+/// What a Redis-served hit costs beyond the GET: decoding the value, and
+/// checking its DER against its header and the CertID asked for.
+fn redis_value(c: &mut Criterion) {
+    use ocsp_origin::source::redis::{decode, encode_response, Stored};
+    let issuers = test_issuers();
+    let issuer = issuers.get(IssuerId(0));
+    let q = filter::admit(&read("openssl-sha1.der"), &issuers, 8).unwrap();
+    let answers = [(q.ids[0], CertStatus::Good)];
+    let v = Validity { produced_at: 1_795_000_000, this_update: 1_794_996_400, next_update: 1_795_342_000 };
+    let tbs = response_data(issuer, &answers, v).unwrap();
+    let sig = issuer.responder.signer.sign(&tbs).unwrap();
+    let der = assemble(&tbs, &issuer.responder, &sig);
+    let mut r =
+        ocsp_origin::cache::CachedResponse::new(der, v, 1_795_100_000, ocsp_origin::cache::Origin::Signed);
+    r.statuses = vec![CertStatus::Good].into();
+    r.revision = 7;
+    let value = encode_response(&r, v.produced_at);
+    let mut g = c.benchmark_group("redis_value");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("decode", |b| b.iter(|| decode(black_box(&value)).unwrap()));
+    let Some(Stored::Response(d)) = decode(&value) else { panic!("decodes") };
+    g.bench_function("agrees", |b| {
+        b.iter(|| {
+            assert!(ocsp_origin::ocsp::response::agrees(
+                black_box(&d.der),
+                issuer,
+                &q.ids,
+                &d.statuses,
+                d.validity
+            ))
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, http, ocsp_decode, encode_and_sign, cached_response, redis_value);
 criterion_main!(benches);

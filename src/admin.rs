@@ -549,7 +549,11 @@ fn revoke(src: &Sources, query: &[u8], body: &[u8]) -> Reply {
     if cache == Ok(crate::revoke::CacheStep::Tombstoned) {
         std::thread::sleep(Duration::from_millis(crate::revoke::SETTLE_MS));
     }
-    // Even when Redis failed, this node's shards drop their copies now.
+    // This node's fence first (a lagging replica's older row is then read
+    // again from the primary), then its shards drop their copies, even when
+    // Redis failed; the change feed does both on every node within its bound.
+    let until = crate::clock::unix_now() + cfg.feed.fence_window_secs;
+    src.floors.raise(src.floors.issuer(issuer), serial, changed.revision, until);
     let confirmed = src.control.invalidate(issuer, serial);
     let bound = cfg.feed.bound_ms;
     let cache_text = match &cache {

@@ -18,7 +18,13 @@
 #    start listen on ephemeral loopback ports and are killed when a test ends.
 #    The chaos suite (tests/chaos.rs, ~75 s) runs its own redis-server and
 #    mariadbd, since it stops and kills them; tests/hsm_faults.rs (~40 s)
-#    injects HSM faults into an in-process server on a SoftHSM2 token.
+#    injects HSM faults into an in-process server on a SoftHSM2 token;
+#    tests/change_feed.rs (~45 s) runs two nodes per test against the primary,
+#    the replica (pausing its SQL thread) and Redis (its own when it stops it,
+#    its own Cluster when it fails it over), judged by the bench's
+#    change-aware verification. OCSP_TEST_SERVER_BIN=/path/to/ocsp-origin
+#    runs the servers of the integration tests from another build (an earlier
+#    commit's, to see which guarantees it lacks).
 #
 # A test that needs an external tool fails when it is missing. A database test
 # run by plain `cargo test` without OCSP_TEST_MYSQL_URL says so and passes

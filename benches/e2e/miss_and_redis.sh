@@ -563,9 +563,12 @@ if bad:
     sys.exit(f"{bad} of the hit paths did not answer a signed good")
 PY
 sleep 0.5   # the Redis writes are asynchronous to the answers
-RKEYS="$(rcli --scan --pattern 'ocsp:r:test:*:2B*' | grep -c . || true)"
+# Response keys: `ocsp:r:{test:<serial>}:<hash>` (a Cluster hash tag), or
+# `ocsp:r:test:<hash>:<serial>` from builds before the change feed (A/B runs).
+hit_keys() { { rcli --scan --pattern 'ocsp:r:{test:2B*}:*'; rcli --scan --pattern 'ocsp:r:test:*:2B*'; }; }
+RKEYS="$(hit_keys | grep -c . || true)"
 [[ "$RKEYS" -eq "$HITS" ]] || die "Redis holds $RKEYS of the $HITS hit serials"
-RKEY="$(rcli --scan --pattern 'ocsp:r:test:*:2B*' | awk 'NR == 1')"
+RKEY="$(hit_keys | awk 'NR == 1')"
 VAL_BYTES="$(rcli strlen "$RKEY")"
 [[ "$VAL_BYTES" =~ ^[0-9]+$ && "$VAL_BYTES" -gt 20 ]] || die "cannot read the Redis value size of $RKEY"
 log "Redis: $RKEYS hit keys, e.g. $RKEY = $VAL_BYTES bytes"

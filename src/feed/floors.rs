@@ -8,14 +8,18 @@
 //! seen a change, no core of this node serves or signs from anything older,
 //! whatever Redis, a lagging replica or an in-flight fetch still says.
 //!
-//! Floors are kept for `feed.fence_window_secs` (an hour by default), which
-//! must exceed any replication lag the node accepts from a replica (beyond
-//! `mysql.max_replica_lag_ms` lookups go to the primary) and any window in
-//! which a Redis failover can lose writes. Older changes are fenced by their
-//! Redis tombstones, so with `[redis]` a floor is only dropped once this
-//! node's tombstone writer has written past it. At most `feed.max_floors` are
-//! held; dropping one early instead raises [`Floors::trust_from`], so Redis
-//! copies made before it are checked against the database before use.
+//! A change's floor fences for `feed.fence_window_secs` (an hour by default)
+//! from when its statement ran, which must exceed any replication lag the
+//! node accepts from a replica (beyond `mysql.max_replica_lag_ms` lookups go
+//! to the primary) and any window in which a Redis failover can lose writes.
+//! Older changes are fenced by their Redis tombstones, so with `[redis]` a
+//! floor is only dropped once this node's tombstone writer has written past
+//! it. An insert fences only for the replica's lag bound (there is no older
+//! copy of a new certificate anywhere; the fence only sends a lookup the
+//! replica cannot answer yet to the primary): a CA issuing millions a day
+//! does not fill the floors with them. At most `feed.max_floors` are held;
+//! dropping one early instead raises [`Floors::trust_from`], so Redis copies
+//! made before it are checked against the database before use.
 //!
 //! Shared by every shard and the feed threads: striped mutexes, touched on
 //! the miss path and on Redis reads only, never on an L1 hit.
@@ -36,8 +40,8 @@ pub struct FloorIssuer(u32);
 #[derive(Clone, Copy, Debug)]
 struct Floor {
     revision: u64,
-    /// When the feed saw the change (Unix seconds), for expiry.
-    seen: u64,
+    /// Until when it fences (Unix seconds).
+    until: u64,
 }
 
 /// Lock stripes: shards on many cores look floors up at once.
@@ -94,21 +98,22 @@ impl Floors {
         *names.entry(name.into()).or_insert(next)
     }
 
-    /// Raises the floor of a certificate to `revision` (never lowers it);
-    /// `now` is when the change was seen. Returns whether it rose.
-    pub fn raise(&self, issuer: FloorIssuer, serial: Serial, revision: u64, now: u64) -> bool {
+    /// Raises the floor of a certificate to `revision` (never lowers it),
+    /// fencing until `until` (Unix seconds; a later raise may extend it).
+    /// Returns whether it rose.
+    pub fn raise(&self, issuer: FloorIssuer, serial: Serial, revision: u64, until: u64) -> bool {
         let mut s = lock(&self.stripes[stripe_of(&serial)]);
         match s.get_mut(&(issuer, serial)) {
             Some(f) if f.revision >= revision => {
-                f.seen = f.seen.max(now);
+                f.until = f.until.max(until);
                 false
             }
             Some(f) => {
-                *f = Floor { revision, seen: now };
+                *f = Floor { revision, until: f.until.max(until) };
                 true
             }
             None => {
-                s.insert((issuer, serial), Floor { revision, seen: now });
+                s.insert((issuer, serial), Floor { revision, until });
                 self.len.fetch_add(1, Ordering::Relaxed);
                 true
             }
@@ -166,43 +171,45 @@ impl Floors {
         self.update_trust();
     }
 
-    /// Drops floors seen before `older_than` (Unix seconds) whose revision is
-    /// at most `fenced_up_to` (their Redis tombstones are written; `u64::MAX`
-    /// without Redis). Then, past `max`, drops the oldest floors whatever
-    /// they are and distrusts copies made before the newest one dropped.
-    /// Returns how many were dropped.
-    pub fn expire(&self, older_than: u64, fenced_up_to: u64) -> usize {
+    /// Drops floors fencing until before `now` (Unix seconds) whose revision
+    /// is at most `fenced_up_to` (their Redis tombstones are written;
+    /// `u64::MAX` without Redis). Then, past `max`, drops the floors that
+    /// would end first, whatever they are, and distrusts copies made before
+    /// the latest of those would have ended. Returns how many were dropped.
+    pub fn expire(&self, now: u64, fenced_up_to: u64) -> usize {
         let mut dropped = 0;
         for s in self.stripes.iter() {
             let mut s = lock(s);
             let before = s.len();
-            s.retain(|_, f| f.seen >= older_than || f.revision > fenced_up_to);
+            s.retain(|_, f| f.until >= now || f.revision > fenced_up_to);
             dropped += before - s.len();
         }
         self.len.fetch_sub(dropped, Ordering::Relaxed);
         if self.len() > self.max {
-            let mut seen: Vec<u64> = Vec::with_capacity(self.len());
+            let mut until: Vec<u64> = Vec::with_capacity(self.len());
             for s in self.stripes.iter() {
-                seen.extend(lock(s).values().map(|f| f.seen));
+                until.extend(lock(s).values().map(|f| f.until));
             }
-            seen.sort_unstable();
-            // Keep the newest 90 %: room for the next batch without
-            // running this again at once.
-            let cut = seen[seen.len() - self.max * 9 / 10];
+            until.sort_unstable();
+            // Keep the 90 % that fence longest: room for the next batch
+            // without running this again at once.
+            let cut = until[until.len() - self.max * 9 / 10];
             let mut early = 0;
             for s in self.stripes.iter() {
                 let mut s = lock(s);
                 let before = s.len();
-                s.retain(|_, f| f.seen >= cut);
+                s.retain(|_, f| f.until >= cut);
                 early += before - s.len();
             }
             self.len.fetch_sub(early, Ordering::Relaxed);
             log::warn!(
-                "revision floors: {} held, over feed.max_floors ({}); dropped {early} seen before {cut} \
+                "revision floors: {} held, over feed.max_floors ({}); dropped {early} fencing until before {cut} \
                  and re-check Redis copies made before then",
                 self.len() + early,
                 self.max
             );
+            // A dropped floor's change is older than its end: distrusting
+            // copies up to that end covers it.
             self.lost_changes_before(cut);
             dropped += early;
         }
@@ -300,7 +307,7 @@ mod tests {
         f.raise(a, serial(1), 10, 100);
         f.raise(a, serial(2), 20, 100);
         f.raise(a, serial(3), 30, 500);
-        // Old enough: 1 and 2; but only revisions up to 15 are tombstoned.
+        // Ended: 1 and 2; but only revisions up to 15 are tombstoned.
         assert_eq!(f.expire(200, 15), 1);
         assert_eq!((f.get(a, &serial(1)), f.get(a, &serial(2)), f.get(a, &serial(3))), (0, 20, 30));
         assert_eq!(f.expire(200, u64::MAX), 1);
@@ -319,7 +326,7 @@ mod tests {
         assert_eq!(f.len(), 9);
         assert_eq!(f.get(a, &serial(19)), 119, "the newest are kept");
         assert_eq!(f.get(a, &serial(0)), 0);
-        assert_eq!(f.trust_from(), 1011, "copies made before the newest dropped floor are re-checked");
+        assert_eq!(f.trust_from(), 1011, "copies made before the latest dropped floor's end are re-checked");
     }
 
     #[test]

@@ -177,6 +177,7 @@ pub fn start(
         stats: stats.clone(),
         stop: stop.clone(),
         redis: config.redis.is_some(),
+        insert_fence_secs: m.max_replica_lag_ms.div_ceil(1000) + 10,
     };
     std::thread::Builder::new()
         .name("feed".into())
@@ -220,6 +221,8 @@ struct Ctx {
     stats: Arc<FeedStats>,
     stop: Arc<AtomicBool>,
     redis: bool,
+    /// How long an insert fences: the replica's lag bound and then some.
+    insert_fence_secs: u64,
 }
 
 /// The feed thread: read, apply, sleep, until stopped.
@@ -233,6 +236,7 @@ fn run(ctx: Ctx, ready: std::sync::mpsc::Sender<Result<u64, String>>) {
     let mut reported_down = false;
     let mut last_error = String::new();
     let mut next_chores = Instant::now();
+    let mut next_sweep = 0;
     let mut next_prune = Instant::now() + Duration::from_secs(60);
     let mut prune = ctx.fc.retention_secs > 0;
     while !ctx.stop.load(Ordering::Relaxed) {
@@ -280,10 +284,14 @@ fn run(ctx: Ctx, ready: std::sync::mpsc::Sender<Result<u64, String>>) {
                 ctx.stats.position.store(c.low_water(), Ordering::Relaxed);
             }
             // A floor can go once its change is older than the window and
-            // (with Redis) its tombstones are written.
-            let fenced_up_to =
-                if ctx.redis { ctx.stats.tombstone_position.load(Ordering::Relaxed) } else { u64::MAX };
-            ctx.floors.expire(now.saturating_sub(ctx.fc.fence_window_secs), fenced_up_to);
+            // (with Redis) its tombstones are written; a sweep is a pass over
+            // every floor, so not every second.
+            if now >= next_sweep {
+                next_sweep = now + 10;
+                let fenced_up_to =
+                    if ctx.redis { ctx.stats.tombstone_position.load(Ordering::Relaxed) } else { u64::MAX };
+                ctx.floors.expire(now, fenced_up_to);
+            }
         }
         if prune && Instant::now() >= next_prune {
             next_prune = Instant::now() + Duration::from_secs(60);
@@ -402,6 +410,10 @@ fn apply(ctx: &Ctx, changes: &[Change], timed: bool) {
     // Changes come in runs of one issuer: intern its name once per run.
     let mut last: Option<(&str, FloorIssuer)> = None;
     for c in changes {
+        // Fences from when its statement ran (the database clock; never
+        // later than now), for as long as its kind needs (see `floors`).
+        let keep = if c.op == outbox::Op::Insert { ctx.insert_fence_secs } else { ctx.fc.fence_window_secs };
+        let until = (c.changed_at_us / 1_000_000).min(now) + keep;
         let id = match last {
             Some((name, id)) if name == c.issuer => id,
             _ => {
@@ -410,7 +422,9 @@ fn apply(ctx: &Ctx, changes: &[Change], timed: bool) {
                 id
             }
         };
-        ctx.floors.raise(id, c.serial, c.revision, now);
+        if until >= now {
+            ctx.floors.raise(id, c.serial, c.revision, until);
+        }
         by_issuer.entry(c.issuer.as_str()).or_default().push(c.serial);
     }
     let batches: Vec<(Arc<str>, Arc<[Serial]>)> = by_issuer

@@ -465,7 +465,7 @@ mod tests {
             Box::pin(async move {
                 glommio::timer::sleep(Duration::from_millis(5)).await;
                 if n == 1 {
-                    floors.raise(floors.issuer("test"), Serial::from_hex("01").unwrap(), 2, unix_now());
+                    floors.raise(floors.issuer("test"), Serial::from_hex("01").unwrap(), 2, unix_now() + 60);
                 }
                 let mut r = CachedResponse::new(vec![1], v, v.next_update - 1, Origin::Signed);
                 r.revision = n;
