@@ -21,7 +21,8 @@
 //! which starts private services first) runs 1,000 changes and a
 //! 100,000-row update; `cargo test` runs it small as a smoke test. It needs
 //! `OCSP_TEST_MYSQL_URL` (tests/services.sh); without it it says so and
-//! exits 0, except under CI=true.
+//! exits 0, except under CI=true. `CHANGE_FEED_SIZE=CHANGES,ROWS` resizes a
+//! run; `FEED_POLL_MS` sets the nodes' `feed.poll_interval_ms`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -197,6 +198,11 @@ fn main() {
     }
     if let Some(r) = &redis {
         body.push_str(&format!("[redis]\nurl = \"{r}\"\nkey_prefix = \"{name}:\"\n"));
+    }
+    // FEED_POLL_MS sets feed.poll_interval_ms (tuning/README.md's sweep).
+    if let Ok(ms) = std::env::var("FEED_POLL_MS") {
+        let ms: u64 = ms.parse().expect("FEED_POLL_MS: milliseconds");
+        body.push_str(&format!("[feed]\npoll_interval_ms = {ms}\nbound_ms = {}\n", (2 * ms).max(1000)));
     }
     body.push_str(&format!(
         "[[issuer]]\nname = \"test\"\ncert = \"{}\"\nkey = \"{}\"\n",

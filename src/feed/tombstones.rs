@@ -236,12 +236,15 @@ async fn step(
         let first = results.into_iter().find_map(Result::err).map(|e| e.to_string()).unwrap_or_default();
         return Err(format!("{failed} tombstone write(s) failed: {first}"));
     }
+    let moved = next.low_water() != cursor.low_water();
     *cursor = next;
     let low = cursor.low_water();
-    l2::RAISE
-        .run(client, vec![l2::position_key(prefix)], vec![Value::from(low.to_string())])
-        .await
-        .map_err(|e| e.to_string())?;
-    s.stats.tombstone_position.store(low, Ordering::Relaxed);
+    if moved || s.stats.tombstone_position.load(Ordering::Relaxed) != low {
+        l2::RAISE
+            .run(client, vec![l2::position_key(prefix)], vec![Value::from(low.to_string())])
+            .await
+            .map_err(|e| e.to_string())?;
+        s.stats.tombstone_position.store(low, Ordering::Relaxed);
+    }
     Ok(more)
 }
