@@ -284,7 +284,14 @@ const SERIALS: Serials = Serials { base: 0x10_0000, bench: BENCH_SERIALS, probe:
 
 impl Suite {
     fn redis_has(&self, serial: &str) -> bool {
-        let key = format!("EXISTS {}r:test:sha1:{serial}", self.prefix);
+        let serial = ocsp_origin::ocsp::Serial::from_hex(serial).unwrap();
+        let key = ocsp_origin::source::redis::key_for(
+            &self.prefix,
+            "test",
+            ocsp_origin::ocsp::HashAlg::Sha1,
+            &serial,
+        );
+        let key = format!("EXISTS {key}");
         redis_command(self.redis.port, &key).as_deref() == Some(":1")
     }
 
