@@ -46,12 +46,40 @@ CREATE TABLE IF NOT EXISTS ocsp_changes (
 
 -- Revisions written before this migration were per-row counters: start the
 -- sequence above every one of them, so no change ever gets a lower revision
--- than a row already has.
+-- than a row already has. A placeholder row holds that position (readers
+-- skip 'P' rows, pruning keeps the newest): a server that recomputes
+-- AUTO_INCREMENT from the table at restart (MySQL 5.7, MariaDB < 10.2.4)
+-- cannot go below it even while no change has been written yet.
 SET @ocsp_next_revision = (SELECT COALESCE(MAX(revision), 0) + 1 FROM ocsp_certificates);
-SET @ocsp_alter = CONCAT('ALTER TABLE ocsp_changes AUTO_INCREMENT = ', @ocsp_next_revision);
-PREPARE ocsp_stmt FROM @ocsp_alter;
-EXECUTE ocsp_stmt;
-DEALLOCATE PREPARE ocsp_stmt;
+INSERT IGNORE INTO ocsp_changes (seq, issuer, serial, op) VALUES (@ocsp_next_revision, '', '', 'P');
+
+-- The AFTER triggers go first, and only ever fill in the placeholder their
+-- row change took: until the BEFORE triggers exist they change nothing. Stop
+-- the CA's writers while this runs (well under a second): a change between
+-- two of these statements may miss the feed, as changes before the migration
+-- do.
+DROP TRIGGER IF EXISTS ocsp_certificates_after_insert;
+CREATE TRIGGER ocsp_certificates_after_insert AFTER INSERT ON ocsp_certificates FOR EACH ROW
+  UPDATE ocsp_changes SET op = 'I', revision = NEW.revision, status = NEW.status, revoked_at = NEW.revoked_at,
+    reason = NEW.reason
+  WHERE seq = NEW.revision AND op = 'P' AND issuer = NEW.issuer AND serial = NEW.serial;
+
+DROP TRIGGER IF EXISTS ocsp_certificates_after_update;
+CREATE TRIGGER ocsp_certificates_after_update AFTER UPDATE ON ocsp_certificates FOR EACH ROW
+BEGIN
+  IF NEW.revision <> OLD.revision THEN
+    UPDATE ocsp_changes SET op = 'U', revision = NEW.revision, status = NEW.status, revoked_at = NEW.revoked_at,
+      reason = NEW.reason
+    WHERE seq = NEW.revision AND op = 'P' AND issuer = NEW.issuer AND serial = NEW.serial;
+    IF NOT (NEW.issuer <=> OLD.issuer AND NEW.serial <=> OLD.serial) THEN
+      INSERT INTO ocsp_changes (issuer, serial, op, revision) VALUES (OLD.issuer, OLD.serial, 'D', OLD.revision + 1);
+    END IF;
+  END IF;
+END;
+
+DROP TRIGGER IF EXISTS ocsp_certificates_after_delete;
+CREATE TRIGGER ocsp_certificates_after_delete AFTER DELETE ON ocsp_certificates FOR EACH ROW
+  INSERT INTO ocsp_changes (issuer, serial, op, revision) VALUES (OLD.issuer, OLD.serial, 'D', OLD.revision + 1);
 
 DROP TRIGGER IF EXISTS ocsp_certificates_before_insert;
 CREATE TRIGGER ocsp_certificates_before_insert BEFORE INSERT ON ocsp_certificates FOR EACH ROW
@@ -59,12 +87,6 @@ BEGIN
   INSERT INTO ocsp_changes (issuer, serial, op) VALUES (NEW.issuer, NEW.serial, 'P');
   SET NEW.revision = LAST_INSERT_ID();
 END;
-
-DROP TRIGGER IF EXISTS ocsp_certificates_after_insert;
-CREATE TRIGGER ocsp_certificates_after_insert AFTER INSERT ON ocsp_certificates FOR EACH ROW
-  UPDATE ocsp_changes SET op = 'I', revision = NEW.revision, status = NEW.status, revoked_at = NEW.revoked_at,
-    reason = NEW.reason
-  WHERE seq = NEW.revision;
 
 DROP TRIGGER IF EXISTS ocsp_certificates_before_update;
 CREATE TRIGGER ocsp_certificates_before_update BEFORE UPDATE ON ocsp_certificates FOR EACH ROW
@@ -78,20 +100,3 @@ BEGIN
     SET NEW.revision = LAST_INSERT_ID();
   END IF;
 END;
-
-DROP TRIGGER IF EXISTS ocsp_certificates_after_update;
-CREATE TRIGGER ocsp_certificates_after_update AFTER UPDATE ON ocsp_certificates FOR EACH ROW
-BEGIN
-  IF NEW.revision <> OLD.revision THEN
-    UPDATE ocsp_changes SET op = 'U', revision = NEW.revision, status = NEW.status, revoked_at = NEW.revoked_at,
-      reason = NEW.reason
-    WHERE seq = NEW.revision;
-    IF NOT (NEW.issuer <=> OLD.issuer AND NEW.serial <=> OLD.serial) THEN
-      INSERT INTO ocsp_changes (issuer, serial, op, revision) VALUES (OLD.issuer, OLD.serial, 'D', OLD.revision + 1);
-    END IF;
-  END IF;
-END;
-
-DROP TRIGGER IF EXISTS ocsp_certificates_after_delete;
-CREATE TRIGGER ocsp_certificates_after_delete AFTER DELETE ON ocsp_certificates FOR EACH ROW
-  INSERT INTO ocsp_changes (issuer, serial, op, revision) VALUES (OLD.issuer, OLD.serial, 'D', OLD.revision + 1);

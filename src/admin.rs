@@ -552,8 +552,15 @@ fn revoke(src: &Sources, query: &[u8], body: &[u8]) -> Reply {
     // This node's fence first (a lagging replica's older row is then read
     // again from the primary), then its shards drop their copies, even when
     // Redis failed; the change feed does both on every node within its bound.
-    let until = crate::clock::unix_now() + cfg.feed.fence_window_secs;
-    src.floors.raise(src.floors.issuer(issuer), serial, changed.revision, until);
+    let now = crate::clock::unix_now();
+    // Its seq is its revision (an update); the feed raises the same floor.
+    let r = crate::feed::floors::Raise {
+        revision: changed.revision,
+        seq: changed.revision,
+        at: now,
+        until: now + cfg.feed.fence_window_secs,
+    };
+    src.floors.raise(src.floors.issuer(issuer), serial, r);
     let confirmed = src.control.invalidate(issuer, serial);
     let bound = cfg.feed.bound_ms;
     let cache_text = match &cache {

@@ -565,6 +565,12 @@ impl Config {
             if fd.fence_window_secs < 60 {
                 return Err(err("feed.fence_window_secs", "must be at least 60"));
             }
+            if fd.max_floors < 1000 {
+                return Err(err("feed.max_floors", "must be at least 1000"));
+            }
+            if fd.hole_timeout_secs >= fd.fence_window_secs {
+                return Err(err("feed.hole_timeout_secs", "must be below feed.fence_window_secs"));
+            }
             if fd.retention_secs != 0 && fd.retention_secs < fd.fence_window_secs {
                 return Err(err(
                     "feed.retention_secs",

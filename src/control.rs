@@ -121,27 +121,51 @@ impl Control {
     /// Sends every command of `commands` (each made once per shard) to every
     /// shard, then waits up to `deadline` for all the acknowledgements:
     /// shards work through the batch while the later commands are still
-    /// being queued. Returns how many shards acknowledged every command.
-    pub fn broadcast_all(&self, commands: &[&dyn Fn() -> Command], deadline: Duration) -> usize {
+    /// being queued. Returns how many shards acknowledged every command, and
+    /// the shards that could not be sent one (their queue stayed full until
+    /// the deadline: a stalled shard), so the caller can make up for it.
+    pub fn broadcast_all(
+        &self,
+        commands: &[&dyn Fn() -> Command],
+        deadline: Duration,
+    ) -> (usize, Vec<usize>) {
         let senders = self.shards.lock().map(|s| s.clone()).unwrap_or_default();
         let until = Instant::now() + deadline;
         let mut acks: Vec<Vec<flume::Receiver<()>>> = vec![Vec::with_capacity(commands.len()); senders.len()];
         let mut complete = vec![true; senders.len()];
+        let mut missed = Vec::new();
         for make in commands {
             for (i, tx) in senders.iter().enumerate() {
                 let (ack, done) = flume::bounded(1);
                 match tx.send_deadline(Envelope { command: make(), ack }, until) {
                     Ok(()) => acks[i].push(done),
-                    Err(_) => complete[i] = false,
+                    Err(flume::SendTimeoutError::Timeout(_)) => {
+                        complete[i] = false;
+                        if !missed.contains(&i) {
+                            missed.push(i);
+                        }
+                    }
+                    // An exited shard: the command is moot there.
+                    Err(flume::SendTimeoutError::Disconnected(_)) => complete[i] = false,
                 }
             }
         }
-        acks.iter()
+        let acked = acks
+            .iter()
             .zip(complete)
             .filter(|(shard, sent)| {
                 *sent && shard.iter().all(|done| matches!(done.recv_deadline(until), Ok(())))
             })
-            .count()
+            .count();
+        (acked, missed)
+    }
+
+    /// Queues `command` for shard `shard` without waiting; true when it is
+    /// queued, or the shard is gone (nothing left to tell it).
+    pub fn send_to(&self, shard: usize, command: Command) -> bool {
+        let Some(tx) = self.shards.lock().ok().and_then(|s| s.get(shard).cloned()) else { return true };
+        let (ack, _) = flume::bounded(1);
+        !matches!(tx.try_send(Envelope { command, ack }), Err(flume::TrySendError::Full(_)))
     }
 
     /// Starts a graceful shutdown (idempotent): every shard stops accepting

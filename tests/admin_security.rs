@@ -436,7 +436,7 @@ fn revoke_with_the_token_records_it_in_the_database() {
     let form = format!("issuer=test&serial={GOOD}&reason=keyCompromise&at=2026-11-01T12%3A00%3A00Z");
     assert_401(&call(a.addr, None, "POST", "/revoke", "", &form), "revoke without the token");
     assert_401(&call(a.addr, None, "POST", "/revoke", &bearer("nope"), &form), "revoke, wrong token");
-    assert_eq!(row(&url, GOOD), (0, None, None, 1), "nothing written without the token");
+    assert_eq!(row(&url, GOOD), (0, None, None, 2), "nothing written without the token");
 
     // Input errors name the field; nothing is written.
     for (body, status, says) in [
@@ -452,19 +452,19 @@ fn revoke_with_the_token_records_it_in_the_database() {
         assert_eq!(r.status, status, "{body}: {}", text(&r));
         assert!(text(&r).contains(says), "{body}: {}", text(&r));
     }
-    assert_eq!(row(&url, GOOD), (0, None, None, 1));
+    assert_eq!(row(&url, GOOD), (0, None, None, 2));
 
     let r = call(a.addr, None, "POST", "/revoke", &bearer(&token), &form);
     let body = text(&r);
     assert!(
         body.starts_with(&format!(
-            "revoked {GOOD} of \"test\" (keyCompromise) in the database at revision 3; no shared cache"
+            "revoked {GOOD} of \"test\" (keyCompromise) in the database at revision 4; no shared cache"
         )),
         "{body}"
     );
     assert!(body.contains(" of 2 shards of this node dropped their cached copies"), "{body}");
     // Whether every shard confirmed is `revoke_drops_every_cached_copy_at_once`'s concern.
-    assert_eq!(row(&url, GOOD), (1, Some(1), Some(1_793_534_400), 3), "revision: the change feed position");
+    assert_eq!(row(&url, GOOD), (1, Some(1), Some(1_793_534_400), 4), "revision: the change feed position");
     // The query string works as well as a form body; revoking twice is a conflict.
     let r = call(
         a.addr,
@@ -476,7 +476,7 @@ fn revoke_with_the_token_records_it_in_the_database() {
     );
     assert_eq!(r.status, 409, "{}", text(&r));
     assert!(text(&r).contains("already revoked"), "{}", text(&r));
-    assert_eq!(row(&url, GOOD).3, 3, "no second change");
+    assert_eq!(row(&url, GOOD).3, 4, "no second change");
     // Every connection sees it at once (this node's shards were told).
     assert!((0..6).all(|_| status_of_good(&a.server) == "revoked"), "revoked everywhere");
 }
@@ -520,7 +520,7 @@ fn revoke_tombstones_the_shared_cache_for_other_nodes() {
     let form = format!("issuer=test&serial={GOOD}&reason=keyCompromise");
     let r = call(a.addr, None, "POST", "/revoke", &bearer(&token), &form);
     assert!(
-        text(&r).contains("revision 3; tombstoned in Redis, every tracking node drops its copy"),
+        text(&r).contains("revision 4; tombstoned in Redis, every tracking node drops its copy"),
         "{}",
         text(&r)
     );

@@ -155,8 +155,9 @@ fn server_answers_from_mysql_and_sees_revocations() {
         "--at",
         "2026-11-27T10:00:00Z",
     ]));
-    // Revisions are the change feed's positions: the import took 1 and 2.
-    assert!(out.contains("revoked 0A1B2C3D4E5F60718293") && out.contains("revision 3"), "{out}");
+    // Revisions are the change feed's positions: the migration's placeholder
+    // took 1, the import 2 and 3.
+    assert!(out.contains("revoked 0A1B2C3D4E5F60718293") && out.contains("revision 4"), "{out}");
     std::thread::sleep(Duration::from_millis(2100));
     for _ in 0..4 {
         let out = check("leaf-good.pem");
@@ -196,14 +197,15 @@ fn revoke_and_unrevoke_rules() {
     assert!(!okk && out.contains("is not revoked"), "{out}");
 
     // Hold, release, hold, then revoke for good (allowed from hold). Each
-    // change takes the next change-feed position (the import took 1 and 2).
+    // change takes the next change-feed position (the migration's placeholder
+    // took 1, the import 2 and 3).
     let (okk, out) = revoke(GOOD, "certificateHold");
-    assert!(okk && out.contains("revision 3"), "{out}");
-    let (okk, out) = unrevoke(GOOD);
     assert!(okk && out.contains("revision 4"), "{out}");
+    let (okk, out) = unrevoke(GOOD);
+    assert!(okk && out.contains("revision 5"), "{out}");
     assert!(revoke(GOOD, "certificateHold").0);
     let (okk, out) = revoke(GOOD, "keyCompromise");
-    assert!(okk && out.contains("revision 6"), "{out}");
+    assert!(okk && out.contains("revision 7"), "{out}");
     let (okk, out) = run(bin().args(["revoke", "--config"]).arg(&cfg).args([
         "--issuer",
         "nope",

@@ -37,12 +37,21 @@ use crate::ocsp::{CertId, Serial};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FloorIssuer(u32);
 
-#[derive(Clone, Copy, Debug)]
-struct Floor {
-    revision: u64,
+/// A change as the floors keep it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Raise {
+    /// The revision a copy must have to reflect it.
+    pub revision: u64,
+    /// Its feed position (a delete's revision is below its seq): the floor
+    /// may go once the tombstone writer is past it.
+    pub seq: u64,
+    /// When its statement ran (Unix seconds).
+    pub at: u64,
     /// Until when it fences (Unix seconds).
-    until: u64,
+    pub until: u64,
 }
+
+type Floor = Raise;
 
 /// Lock stripes: shards on many cores look floors up at once.
 const STRIPES: usize = 16;
@@ -98,22 +107,23 @@ impl Floors {
         *names.entry(name.into()).or_insert(next)
     }
 
-    /// Raises the floor of a certificate to `revision` (never lowers it),
-    /// fencing until `until` (Unix seconds; a later raise may extend it).
-    /// Returns whether it rose.
-    pub fn raise(&self, issuer: FloorIssuer, serial: Serial, revision: u64, until: u64) -> bool {
+    /// Raises the floor of a certificate to `r.revision` (never lowers it);
+    /// its seq, time and end only ever move later. Returns whether it rose.
+    pub fn raise(&self, issuer: FloorIssuer, serial: Serial, r: Raise) -> bool {
         let mut s = lock(&self.stripes[stripe_of(&serial)]);
         match s.get_mut(&(issuer, serial)) {
-            Some(f) if f.revision >= revision => {
-                f.until = f.until.max(until);
-                false
-            }
             Some(f) => {
-                *f = Floor { revision, until: f.until.max(until) };
-                true
+                let rose = r.revision > f.revision;
+                *f = Floor {
+                    revision: f.revision.max(r.revision),
+                    seq: f.seq.max(r.seq),
+                    at: f.at.max(r.at),
+                    until: f.until.max(r.until),
+                };
+                rose
             }
             None => {
-                s.insert((issuer, serial), Floor { revision, until });
+                s.insert((issuer, serial), r);
                 self.len.fetch_add(1, Ordering::Relaxed);
                 true
             }
@@ -171,17 +181,17 @@ impl Floors {
         self.update_trust();
     }
 
-    /// Drops floors fencing until before `now` (Unix seconds) whose revision
-    /// is at most `fenced_up_to` (their Redis tombstones are written;
-    /// `u64::MAX` without Redis). Then, past `max`, drops the floors that
-    /// would end first, whatever they are, and distrusts copies made before
-    /// the latest of those would have ended. Returns how many were dropped.
+    /// Drops floors fencing until before `now` (Unix seconds) whose change
+    /// is at or below feed position `fenced_up_to` (its Redis tombstones are
+    /// written; `u64::MAX` without Redis). Then, past `max`, drops the floors
+    /// that would end first, whatever they are, and distrusts copies made
+    /// before the latest of their changes. Returns how many were dropped.
     pub fn expire(&self, now: u64, fenced_up_to: u64) -> usize {
         let mut dropped = 0;
         for s in self.stripes.iter() {
             let mut s = lock(s);
             let before = s.len();
-            s.retain(|_, f| f.until >= now || f.revision > fenced_up_to);
+            s.retain(|_, f| f.until >= now || f.seq > fenced_up_to);
             dropped += before - s.len();
         }
         self.len.fetch_sub(dropped, Ordering::Relaxed);
@@ -193,24 +203,30 @@ impl Floors {
             until.sort_unstable();
             // Keep the 90 % that fence longest: room for the next batch
             // without running this again at once.
-            let cut = until[until.len() - self.max * 9 / 10];
-            let mut early = 0;
+            let cut = until[until.len() - (self.max * 9 / 10).max(1)];
+            let (mut early, mut latest) = (0, 0);
             for s in self.stripes.iter() {
                 let mut s = lock(s);
                 let before = s.len();
-                s.retain(|_, f| f.until >= cut);
+                s.retain(|_, f| {
+                    let keep = f.until >= cut;
+                    if !keep {
+                        latest = latest.max(f.at);
+                    }
+                    keep
+                });
                 early += before - s.len();
             }
             self.len.fetch_sub(early, Ordering::Relaxed);
             log::warn!(
-                "revision floors: {} held, over feed.max_floors ({}); dropped {early} fencing until before {cut} \
-                 and re-check Redis copies made before then",
+                "revision floors: {} held, over feed.max_floors ({}); dropped the {early} ending first and \
+                 re-check Redis copies made before their latest change",
                 self.len() + early,
                 self.max
             );
-            // A dropped floor's change is older than its end: distrusting
-            // copies up to that end covers it.
-            self.lost_changes_before(cut);
+            // A copy made after the latest dropped change (in its second or
+            // later) is fenced by what is left or by tombstones.
+            self.lost_changes_before(latest + 1);
             dropped += early;
         }
         dropped
@@ -284,6 +300,10 @@ mod tests {
         Serial::from_magnitude(&n.to_be_bytes()).unwrap()
     }
 
+    fn r(revision: u64, until: u64) -> Raise {
+        Raise { revision, seq: revision, at: until.saturating_sub(100), until }
+    }
+
     #[test]
     fn floors_only_rise() {
         let f = Floors::new(100);
@@ -291,10 +311,10 @@ mod tests {
         assert_eq!(f.issuer("a"), a, "interned");
         assert_ne!(f.issuer("b"), a);
         assert_eq!(f.get(a, &serial(1)), 0);
-        assert!(f.raise(a, serial(1), 7, 100));
-        assert!(!f.raise(a, serial(1), 5, 101), "never lowered");
+        assert!(f.raise(a, serial(1), r(7, 100)));
+        assert!(!f.raise(a, serial(1), r(5, 101)), "never lowered");
         assert_eq!(f.get(a, &serial(1)), 7);
-        assert!(f.raise(a, serial(1), 9, 102));
+        assert!(f.raise(a, serial(1), r(9, 102)));
         assert_eq!(f.get(a, &serial(1)), 9);
         assert_eq!(f.get(f.issuer("b"), &serial(1)), 0, "per issuer");
         assert_eq!(f.len(), 1);
@@ -304,10 +324,10 @@ mod tests {
     fn expiry_keeps_what_redis_has_not_fenced() {
         let f = Floors::new(100);
         let a = f.issuer("a");
-        f.raise(a, serial(1), 10, 100);
-        f.raise(a, serial(2), 20, 100);
-        f.raise(a, serial(3), 30, 500);
-        // Ended: 1 and 2; but only revisions up to 15 are tombstoned.
+        f.raise(a, serial(1), r(10, 100));
+        f.raise(a, serial(2), r(20, 100));
+        f.raise(a, serial(3), r(30, 500));
+        // Ended: 1 and 2; but only changes up to seq 15 are tombstoned.
         assert_eq!(f.expire(200, 15), 1);
         assert_eq!((f.get(a, &serial(1)), f.get(a, &serial(2)), f.get(a, &serial(3))), (0, 20, 30));
         assert_eq!(f.expire(200, u64::MAX), 1);
@@ -320,13 +340,38 @@ mod tests {
         let f = Floors::new(10);
         let a = f.issuer("a");
         for i in 0..20u32 {
-            f.raise(a, serial(i), 100 + u64::from(i), 1000 + u64::from(i));
+            f.raise(a, serial(i), r(100 + u64::from(i), 1000 + u64::from(i)));
         }
         f.expire(0, 0);
         assert_eq!(f.len(), 9);
         assert_eq!(f.get(a, &serial(19)), 119, "the newest are kept");
         assert_eq!(f.get(a, &serial(0)), 0);
-        assert_eq!(f.trust_from(), 1011, "copies made before the latest dropped floor's end are re-checked");
+        // The latest dropped change was at 1010 - 100: copies made up to
+        // then are re-checked; a floor's end never becomes a horizon in the
+        // future.
+        assert_eq!(f.trust_from(), 911);
+    }
+
+    /// A delete's revision (the deleted row's + 1) is far below its seq: its
+    /// floor must stay until the tombstone writer is past its seq.
+    #[test]
+    fn regression_expiry_compares_the_change_s_seq_with_the_tombstone_position() {
+        let f = Floors::new(10);
+        let a = f.issuer("a");
+        f.raise(a, serial(1), Raise { revision: 3, seq: 50, at: 0, until: 10 });
+        assert_eq!(f.expire(100, 20), 0, "tombstones only up to 20: kept");
+        assert_eq!(f.expire(100, 50), 1);
+    }
+
+    #[test]
+    fn a_bound_of_one_is_not_a_panic() {
+        let f = Floors::new(1);
+        let a = f.issuer("a");
+        for i in 0..5u32 {
+            f.raise(a, serial(i), r(u64::from(i) + 1, 10 + u64::from(i)));
+        }
+        f.expire(0, 0);
+        assert_eq!(f.len(), 1, "the one ending last is kept");
     }
 
     #[test]

@@ -165,7 +165,10 @@ pub fn start(
 ) -> Result<Option<Feed>, String> {
     let Some(m) = &config.mysql else { return Ok(None) };
     let fc = config.feed.clone();
-    let opts = m.opts(&m.url, 1)?;
+    // The window and pruning compare TIMESTAMPs with NOW(): in UTC, a
+    // daylight-saving fold of the server's zone cannot shift them.
+    let opts: mysql::Opts =
+        mysql::OptsBuilder::from_opts(m.opts(&m.url, 1)?).init(vec!["SET time_zone = '+00:00'"]).into();
     let stats = Arc::new(FeedStats::new(fc.bound_ms));
     let stop = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -178,6 +181,7 @@ pub fn start(
         stop: stop.clone(),
         redis: config.redis.is_some(),
         insert_fence_secs: m.max_replica_lag_ms.div_ceil(1000) + 10,
+        owed: Mutex::new(Vec::new()),
     };
     std::thread::Builder::new()
         .name("feed".into())
@@ -223,6 +227,31 @@ struct Ctx {
     redis: bool,
     /// How long an insert fences: the replica's lag bound and then some.
     insert_fence_secs: u64,
+    /// Shards that missed an invalidation (their queue was full): each owes
+    /// an [`Command::InvalidateAll`], retried every poll until taken.
+    owed: Mutex<Vec<usize>>,
+}
+
+impl Ctx {
+    fn owe(&self, shards: &[usize]) {
+        if shards.is_empty() {
+            return;
+        }
+        if let Ok(mut owed) = self.owed.lock() {
+            for s in shards {
+                if !owed.contains(s) {
+                    log::warn!("change feed: shard {s} missed invalidations (its commands queue stayed full); it empties its L1 when it takes commands again");
+                    owed.push(*s);
+                }
+            }
+        }
+    }
+
+    /// Delivers what stalled shards owe, without waiting on them.
+    fn settle_owed(&self) {
+        let Ok(mut owed) = self.owed.lock() else { return };
+        owed.retain(|s| !self.control.send_to(*s, Command::InvalidateAll));
+    }
 }
 
 /// The feed thread: read, apply, sleep, until stopped.
@@ -275,6 +304,7 @@ fn run(ctx: Ctx, ready: std::sync::mpsc::Sender<Result<u64, String>>) {
                 last_error = e;
             }
         }
+        ctx.settle_owed();
         if Instant::now() >= next_chores {
             next_chores = Instant::now() + Duration::from_secs(1);
             let now = unix_now();
@@ -308,7 +338,11 @@ fn run(ctx: Ctx, ready: std::sync::mpsc::Sender<Result<u64, String>>) {
                         );
                         prune = false;
                     }
-                    Err(e) => log::debug!("change feed: pruning: {}", redact(&e.to_string())),
+                    Err(e) => {
+                        // A timed-out statement may still answer later on it.
+                        log::debug!("change feed: pruning: {}", redact(&e.to_string()));
+                        conn = None;
+                    }
                 }
             }
         }
@@ -341,8 +375,12 @@ fn step(
             }
             cur
         }
-        None => cursor
-            .insert(Cursor::new(outbox::position_before_window(c, ctx.fc.fence_window_secs).map_err(err)?)),
+        // The fence window, and before it as long as a transaction may
+        // stay open: one that began then and has not committed yet is
+        // waited for as a hole, not stepped over.
+        None => cursor.insert(Cursor::new(
+            outbox::position_before(c, ctx.fc.fence_window_secs + ctx.fc.hole_timeout_secs).map_err(err)?,
+        )),
     };
     let mut applied = 0;
     loop {
@@ -354,6 +392,13 @@ fn step(
         applied += changes.len() as u64;
         // The start-up read of the window is not a measure of anything.
         apply(ctx, &changes, !first);
+        let given_up = cur.take_given_up();
+        if given_up > 0 {
+            lost(
+                ctx,
+                &format!("{given_up} seqs given up before their time (more gaps than the cursor keeps)"),
+            );
+        }
         if !changes.is_empty() {
             log::debug!(
                 "change feed: {} changes: read {:?}, applied {:?}",
@@ -383,20 +428,30 @@ fn check_gap(ctx: &Ctx, c: &mut Conn, cur: &Cursor, away: Option<Duration>) -> R
     }
     let min = outbox::min_seq(c).map_err(|e| redact(&e.to_string()))?;
     if min > cur.low_water() + 1 {
-        log::error!(
-            "change feed: the outbox no longer holds the changes after position {} (it starts at {min}; this \
-             node could not read it for {:.0} s, feed.retention_secs is {retention}): they may have been pruned \
-             unseen; emptying every L1 and re-checking Redis copies before use",
-            cur.low_water(),
-            away.as_secs_f64()
+        lost(
+            ctx,
+            &format!(
+                "the outbox no longer holds the changes after position {} (it starts at {min}; this node could \
+                 not read it for {:.0} s, feed.retention_secs is {retention}): they may have been pruned unseen",
+                cur.low_water(),
+                away.as_secs_f64()
+            ),
         );
-        ctx.stats.lost.fetch_add(1, Ordering::Relaxed);
-        // Copies are vouched for to the second: one vouched for in this
-        // second may predate the loss.
-        ctx.floors.lost_changes_before(unix_now() + 1);
-        ctx.control.broadcast(|| Command::InvalidateAll, Duration::from_secs(1));
     }
     Ok(())
+}
+
+/// Changes may have been committed that this node will never read: every
+/// shard empties its L1 and every Redis copy is re-checked against the
+/// database before use.
+fn lost(ctx: &Ctx, why: &str) {
+    log::error!("change feed: {why}; emptying every L1 and re-checking Redis copies before use");
+    ctx.stats.lost.fetch_add(1, Ordering::Relaxed);
+    // Copies are vouched for to the second: one vouched for in this second
+    // may predate the loss.
+    ctx.floors.lost_changes_before(unix_now() + 1);
+    let (_, missed) = ctx.control.broadcast_all(&[&|| Command::InvalidateAll], Duration::from_secs(1));
+    ctx.owe(&missed);
 }
 
 /// Applies changes in the guarantee's order: floors first, then every
@@ -411,9 +466,13 @@ fn apply(ctx: &Ctx, changes: &[Change], timed: bool) {
     let mut last: Option<(&str, FloorIssuer)> = None;
     for c in changes {
         // Fences from when its statement ran (the database clock; never
-        // later than now), for as long as its kind needs (see `floors`).
+        // later than now), for as long as its kind needs (see `floors`),
+        // and whatever its age at least the replica's lag bound from now (a
+        // change read late still has fetches in flight and replicas behind
+        // it).
         let keep = if c.op == outbox::Op::Insert { ctx.insert_fence_secs } else { ctx.fc.fence_window_secs };
-        let until = (c.changed_at_us / 1_000_000).min(now) + keep;
+        let at = (c.changed_at_us / 1_000_000).min(now);
+        let until = (at + keep).max(now + ctx.insert_fence_secs);
         let id = match last {
             Some((name, id)) if name == c.issuer => id,
             _ => {
@@ -422,9 +481,7 @@ fn apply(ctx: &Ctx, changes: &[Change], timed: bool) {
                 id
             }
         };
-        if until >= now {
-            ctx.floors.raise(id, c.serial, c.revision, until);
-        }
+        ctx.floors.raise(id, c.serial, floors::Raise { revision: c.revision, seq: c.seq, at, until });
         by_issuer.entry(c.issuer.as_str()).or_default().push(c.serial);
     }
     let batches: Vec<(Arc<str>, Arc<[Serial]>)> = by_issuer
@@ -442,9 +499,14 @@ fn apply(ctx: &Ctx, changes: &[Change], timed: bool) {
         })
         .collect();
     let refs: Vec<&dyn Fn() -> Command> = makers.iter().map(|m| m.as_ref()).collect();
-    if ctx.control.broadcast_all(&refs, Duration::from_secs(1)) < ctx.control.shards() {
+    let (acked, missed) = ctx.control.broadcast_all(&refs, Duration::from_secs(1));
+    if acked < ctx.control.shards() {
         ctx.stats.unacknowledged.fetch_add(1, Ordering::Relaxed);
     }
+    // A shard whose queue stayed full for the whole deadline (stalled) did
+    // not get these: it owes a full invalidation, delivered as soon as it
+    // takes commands again.
+    ctx.owe(&missed);
     ctx.stats.applied.fetch_add(changes.len() as u64, Ordering::Relaxed);
     if !timed {
         return;

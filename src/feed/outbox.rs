@@ -97,19 +97,30 @@ fn to_change(r: Row) -> Option<Change> {
     Some(Change { seq, issuer, serial, op, revision, status, changed_at_us })
 }
 
+/// Hole ranges asked for in one query.
+const RANGES_PER_QUERY: usize = 64;
+
+/// Hole queries per read: with more holes than these cover, each read asks
+/// for the next ones in turn, so every hole is asked for again within
+/// `holes / (RANGES_PER_QUERY × HOLE_QUERIES)` reads.
+const HOLE_QUERIES: usize = 16;
+
 /// Reads what `cursor` has not seen: up to `limit` rows after its high mark,
-/// and every row now present in its holes.
-pub fn read(conn: &mut Conn, cursor: &Cursor, limit: usize) -> Result<Read, mysql::Error> {
+/// and (up to `limit` rows each) the rows now present in a share of its holes
+/// (the next share on the next read).
+pub fn read(conn: &mut Conn, cursor: &mut Cursor, limit: usize) -> Result<Read, mysql::Error> {
     let mut rows: Vec<Row> =
         conn.exec(format!("{COLUMNS} WHERE seq > ? ORDER BY seq LIMIT ?"), (cursor.high, limit as u64))?;
-    let more = rows.len() >= limit;
-    // Holes, a bounded number of ranges per query.
-    let ranges: Vec<(u64, u64)> = cursor.holes().collect();
-    for chunk in ranges.chunks(64) {
+    let mut more = rows.len() >= limit;
+    for chunk in cursor.next_hole_share(RANGES_PER_QUERY * HOLE_QUERIES).chunks(RANGES_PER_QUERY) {
         let cond = vec!["seq BETWEEN ? AND ?"; chunk.len()].join(" OR ");
-        let params: Vec<mysql::Value> = chunk.iter().flat_map(|(a, b)| [(*a).into(), (*b).into()]).collect();
-        let mut late: Vec<Row> = conn.exec(format!("{COLUMNS} WHERE {cond} ORDER BY seq"), params)?;
-        rows.append(&mut late);
+        let mut params: Vec<mysql::Value> =
+            chunk.iter().flat_map(|(a, b)| [(*a).into(), (*b).into()]).collect();
+        params.push((limit as u64).into());
+        let late: Vec<Row> = conn.exec(format!("{COLUMNS} WHERE {cond} ORDER BY seq LIMIT ?"), params)?;
+        // A big transaction that committed inside a hole comes page by page.
+        more |= late.len() >= limit;
+        rows.extend(late);
     }
     rows.sort_by_key(|r| r.0);
     Ok(Read { rows: rows.into_iter().map(|r| (r.0, to_change(r))).collect(), more })
@@ -125,39 +136,46 @@ pub fn min_seq(conn: &mut Conn) -> Result<u64, mysql::Error> {
     Ok(conn.query_first::<Option<u64>, _>("SELECT MIN(seq) FROM ocsp_changes")?.flatten().unwrap_or(0))
 }
 
-/// The position just before the first change made in the last `secs`
-/// seconds (database clock): where a reader starts to see that window.
-pub fn position_before_window(conn: &mut Conn, secs: u64) -> Result<u64, mysql::Error> {
-    let first: Option<u64> = conn
+/// Where a reader starts to see every change whose statement began in the
+/// last `secs` seconds (database clock): the newest seq of a change older
+/// than that (0 when none is). Every seq after it is then either read or,
+/// not committed yet, waited for as a hole; a transaction still open at
+/// start is not stepped over, as long as it began within `secs`.
+pub fn position_before(conn: &mut Conn, secs: u64) -> Result<u64, mysql::Error> {
+    Ok(conn
         .exec_first::<Option<u64>, _, _>(
-            "SELECT MIN(seq) FROM ocsp_changes WHERE changed_at >= NOW(6) - INTERVAL ? SECOND",
+            "SELECT MAX(seq) FROM ocsp_changes WHERE changed_at < NOW(6) - INTERVAL ? SECOND",
             (secs,),
         )?
-        .flatten();
-    match first {
-        Some(s) => Ok(s - 1),
-        None => max_seq(conn),
-    }
+        .flatten()
+        .unwrap_or(0))
 }
 
-/// Deletes changes older than `secs` seconds, in chunks, never the newest
-/// row (the sequence must not restart below it on a server that does not
-/// persist AUTO_INCREMENT). Returns rows deleted.
+/// Deletes changes older than `secs` seconds, a thousand per statement (each
+/// well within the connection's timeout), never the newest row (the sequence
+/// must not restart below it on a server that does not persist
+/// AUTO_INCREMENT). Returns rows deleted.
 pub fn prune(conn: &mut Conn, secs: u64) -> Result<u64, mysql::Error> {
     let newest = max_seq(conn)?;
     let mut total = 0;
     loop {
         conn.exec_drop(
-            "DELETE FROM ocsp_changes WHERE changed_at < NOW(6) - INTERVAL ? SECOND AND seq < ? LIMIT 10000",
+            "DELETE FROM ocsp_changes WHERE changed_at < NOW(6) - INTERVAL ? SECOND AND seq < ? LIMIT 1000",
             (secs, newest),
         )?;
         let n = conn.affected_rows();
         total += n;
-        if n < 10_000 {
+        if n < 1000 {
             return Ok(total);
         }
     }
 }
+
+/// Most holes a cursor keeps. Each is a range (a transaction's seqs between
+/// two other writers' commits), so this is a million interleavings within
+/// `hole_timeout_secs`; past it the oldest is given up, which the reader
+/// must treat as changes lost ([`Cursor::take_given_up`]).
+const MAX_HOLES: usize = 1_000_000;
 
 /// Where a reader of the outbox is: the highest seq seen and the seqs below
 /// it not seen yet (see the module docs).
@@ -167,12 +185,35 @@ pub struct Cursor {
     /// Holes: first seq → (last seq, when first missed, Unix seconds).
     holes: BTreeMap<u64, (u64, u64)>,
     max_holes: usize,
+    /// Where the next share of holes to ask for starts.
+    next_share: u64,
+    /// Seqs given up before their time (too many holes), not yet reported.
+    given_up: u64,
 }
 
 impl Cursor {
     /// A cursor that has seen everything up to `position`.
     pub fn new(position: u64) -> Cursor {
-        Cursor { high: position, holes: BTreeMap::new(), max_holes: 1024 }
+        Cursor { high: position, holes: BTreeMap::new(), max_holes: MAX_HOLES, next_share: 0, given_up: 0 }
+    }
+
+    /// The next `n` holes to ask for, in turn: after the last share asked,
+    /// wrapping round.
+    fn next_hole_share(&mut self, n: usize) -> Vec<(u64, u64)> {
+        let mut share: Vec<(u64, u64)> =
+            self.holes.range(self.next_share..).take(n).map(|(a, (b, _))| (*a, *b)).collect();
+        if share.len() < n {
+            let more = n - share.len();
+            share.extend(self.holes.range(..self.next_share).take(more).map(|(a, (b, _))| (*a, *b)));
+        }
+        self.next_share = share.last().map_or(0, |(_, b)| b + 1);
+        share
+    }
+
+    /// Seqs given up before their time since the last call: changes that
+    /// may have been committed and will not be read.
+    pub fn take_given_up(&mut self) -> u64 {
+        std::mem::take(&mut self.given_up)
     }
 
     /// The highest seq seen.
@@ -202,12 +243,12 @@ impl Cursor {
             if seq > self.high + 1 {
                 self.holes.insert(self.high + 1, (seq - 1, now));
                 if self.holes.len() > self.max_holes {
-                    // Give up the oldest: a flood of rolled-back statements.
                     if let Some((a, (b, _))) = self.holes.pop_first() {
-                        log::warn!(
+                        log::error!(
                             "change feed: more than {} gaps; gave up waiting for seqs {a}..={b}",
                             self.max_holes
                         );
+                        self.given_up += b - a + 1;
                     }
                 }
             }
@@ -278,14 +319,32 @@ mod tests {
         assert_eq!(c.low_water(), 20);
     }
 
+    /// A big transaction interleaved with other writers' commits leaves a
+    /// hole between each two of them. Holes used to be given up silently
+    /// past 1024: the big transaction's changes were then never read.
     #[test]
-    fn too_many_holes_gives_up_the_oldest() {
+    fn regression_too_many_holes_is_reported_as_a_loss() {
         let mut c = Cursor::new(0);
         c.max_holes = 3;
         for s in [2, 4, 6, 8, 10] {
             c.see(s, u64::from(s as u8));
         }
         assert_eq!(c.holes().collect::<Vec<_>>(), vec![(5, 5), (7, 7), (9, 9)]);
+        assert_eq!(c.take_given_up(), 2, "seqs 1 and 3, given up early, are reported");
+        assert_eq!(c.take_given_up(), 0);
+    }
+
+    #[test]
+    fn holes_are_asked_for_in_turn() {
+        let mut c = Cursor::new(0);
+        for s in (2..=20).step_by(2) {
+            c.see(s, 1);
+        }
+        assert_eq!(c.holes().count(), 10);
+        let first = c.next_hole_share(4);
+        assert_eq!(first, vec![(1, 1), (3, 3), (5, 5), (7, 7)]);
+        assert_eq!(c.next_hole_share(4), vec![(9, 9), (11, 11), (13, 13), (15, 15)]);
+        assert_eq!(c.next_hole_share(4), vec![(17, 17), (19, 19), (1, 1), (3, 3)], "wraps round");
     }
 
     #[test]

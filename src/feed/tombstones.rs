@@ -113,6 +113,11 @@ async fn writer(s: Setup) {
         let result = match cursor.as_mut() {
             None => position(&s, &client, &mut db).await.map(|(c, up_to)| {
                 cursor = Some(c);
+                if up_to.is_none() {
+                    // Redis has every tombstone older than the window again
+                    // (after a reconnect, say): nothing to catch up on.
+                    s.floors.tombstones_caught_up();
+                }
                 catching_up = up_to;
                 true
             }),
@@ -167,8 +172,8 @@ async fn position(
     let sql = |e: mysql::Error| redact(&e.to_string());
     let conn = db_conn(db, &s.opts)?;
     let window = s.feed.fence_window_secs;
-    let window_start = outbox::position_before_window(conn, window).map_err(sql)?;
-    let recent = outbox::position_before_window(conn, REASSERT_SECS).map_err(sql)?;
+    let window_start = outbox::position_before(conn, window).map_err(sql)?;
+    let recent = outbox::position_before(conn, REASSERT_SECS + s.feed.hole_timeout_secs).map_err(sql)?;
     let oldest = outbox::min_seq(conn).map_err(sql)?;
     let now = unix_now();
     let older_than_window = now.saturating_sub(window);
@@ -222,6 +227,11 @@ async fn step(
     // copies got their tombstone from the delete): no write, no key kept.
     let changes: Vec<Change> =
         read.unseen(&mut next, unix_now()).into_iter().filter(|c| c.op != outbox::Op::Insert).collect();
+    if next.take_given_up() > 0 {
+        // Changes this writer will never tombstone: copies older than now
+        // may predate one (the feed thread fences this node's own reads).
+        s.floors.lost_changes_before(unix_now() + 1);
+    }
     next.expire(unix_now().saturating_sub(s.feed.hole_timeout_secs));
     let prefix = &s.redis.key_prefix;
     let results: Vec<Result<i64, Error>> = futures::stream::iter(changes.iter())

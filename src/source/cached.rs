@@ -143,9 +143,11 @@ impl Cached {
     /// Whether `r`, an answer for `q` obtained after an await, may be served
     /// now: still before its nextUpdate, and no older than any change of its
     /// certificates this node has seen since (the floors rise before a change
-    /// reaches this shard as an invalidation).
-    fn servable(&self, r: &CachedResponse, q: &Query) -> bool {
-        r.valid_at(unix_now()) && self.state.fence.borrow().holds(r, &q.ids)
+    /// reaches this shard as an invalidation). `fence` is the one of the
+    /// generation `q` was admitted under: a reload meanwhile renumbers
+    /// issuers, so the current one could read another issuer's floors.
+    fn servable(fence: &Fence, r: &CachedResponse, q: &Query) -> bool {
+        r.valid_at(unix_now()) && fence.holds(r, &q.ids)
     }
 
     /// Answers `q` (the hot path; not boxed), saying how.
@@ -158,6 +160,8 @@ impl Cached {
     /// answer is `tryLater`, never the older status.
     pub async fn answer(&self, q: Query) -> Result<(Rc<CachedResponse>, Served), OcspError> {
         let st = &self.state;
+        let fence = st.fence.borrow().clone();
+        let servable = |r: &CachedResponse, q: &Query| Cached::servable(&fence, r, q);
         let q = match st.l1.get(&q.key, unix_now()) {
             Some((r, Freshness::Fresh)) => {
                 bump(&st.stats.hits);
@@ -171,7 +175,7 @@ impl Cached {
                 let check = self.join_or_start(q.clone(), Some(r.clone()))?;
                 match check.await {
                     // The same response back: its statuses still hold.
-                    Ok(fresh) if self.servable(&fresh, &q) => {
+                    Ok(fresh) if servable(&fresh, &q) => {
                         let how = if Rc::ptr_eq(&fresh, &r) { Served::Revalidated } else { Served::Fetched };
                         return Ok((fresh, how));
                     }
@@ -180,7 +184,7 @@ impl Cached {
                     // The status source is down: no revocation can have been
                     // recorded through it, and the response is still valid
                     // and no older than any change the feed has brought.
-                    Err(OcspError::Status(_)) if self.servable(&r, &q) => return Ok((r, Served::Stale)),
+                    Err(OcspError::Status(_)) if servable(&r, &q) => return Ok((r, Served::Stale)),
                     Err(e) => return Err(e),
                 }
             }
@@ -213,14 +217,14 @@ impl Cached {
             }
         }
         let r = self.join_or_start(q.clone(), None)?.await?;
-        if self.servable(&r, &q) {
+        if servable(&r, &q) {
             return Ok((r, Served::Fetched));
         }
         // The fetch began before a change this shard has now seen (or its
         // answer expired while it ran): one fetch of this request's own.
         st.inflight.borrow_mut().remove(&q.key);
         let r = self.join_or_start(q.clone(), None)?.await?;
-        if self.servable(&r, &q) {
+        if servable(&r, &q) {
             Ok((r, Served::Fetched))
         } else {
             Err(OcspError::NotCurrent)
@@ -249,6 +253,8 @@ impl Cached {
         let id = st.next_fetch.get();
         st.next_fetch.set(id + 1);
         let inner = st.inner.borrow().clone();
+        // The generation this fetch belongs to (see `servable`).
+        let fence = st.fence.borrow().clone();
         let fut: Answer = Box::pin(async move {
             let key = q.key.clone();
             let r = match prev {
@@ -265,7 +271,7 @@ impl Cached {
             if current {
                 st2.inflight.borrow_mut().remove(&key);
                 if let Ok(resp) = &r {
-                    if resp.valid_at(unix_now()) && st2.fence.borrow().holds(resp, &q.ids) {
+                    if Cached::servable(&fence, resp, &q) {
                         st2.l1.put(&key, resp.clone());
                     }
                 }
@@ -465,7 +471,9 @@ mod tests {
             Box::pin(async move {
                 glommio::timer::sleep(Duration::from_millis(5)).await;
                 if n == 1 {
-                    floors.raise(floors.issuer("test"), Serial::from_hex("01").unwrap(), 2, unix_now() + 60);
+                    let now = unix_now();
+                    let r = crate::feed::floors::Raise { revision: 2, seq: 2, at: now, until: now + 60 };
+                    floors.raise(floors.issuer("test"), Serial::from_hex("01").unwrap(), r);
                 }
                 let mut r = CachedResponse::new(vec![1], v, v.next_update - 1, Origin::Signed);
                 r.revision = n;

@@ -33,7 +33,7 @@ use crate::metrics::{Stage, StageTimes};
 use crate::ocsp::response::{self, Validity};
 use crate::ocsp::CertId;
 use crate::signer::{SignError, SignPool};
-use crate::status::{CertStatus, StatusError, StatusSource};
+use crate::status::{CertStatus, Need, StatusError, StatusSource};
 
 /// Validity and policy knobs of live signing.
 #[derive(Clone, Debug)]
@@ -84,6 +84,7 @@ impl Live {
         now: u64,
         at_least: u64,
         prev: Option<&CachedResponse>,
+        primary: bool,
     ) -> Result<(Vec<(CertId, CertStatus)>, Vec<u64>), OcspError> {
         // A source without revisions (an in-memory table) is the one copy:
         // there is nothing older to fence off.
@@ -99,7 +100,7 @@ impl Live {
                     0
                 };
                 let asked = Instant::now();
-                let rec = self.status.lookup(id.issuer, id.serial, need).await;
+                let rec = self.status.lookup(id.issuer, id.serial, Need { at_least: need, primary }).await;
                 self.stages.record(Stage::Db, asked.elapsed());
                 let rec = rec?.ok_or(OcspError::UnknownSerial)?;
                 if rec.revision < need {
@@ -122,13 +123,16 @@ impl Live {
 
     /// Re-checks the statuses behind `prev`: unchanged (same revisions and
     /// statuses) → `prev` again (no signature); changed → a fresh response.
+    /// With `primary`, the statuses are read from the primary (a re-check
+    /// that vouches for a shared copy).
     pub async fn revalidate(
         &self,
         q: &Query,
         prev: Rc<CachedResponse>,
+        primary: bool,
     ) -> Result<Rc<CachedResponse>, OcspError> {
         let now = unix_now();
-        let (answers, revisions) = self.statuses(q, now, 0, Some(&prev)).await?;
+        let (answers, revisions) = self.statuses(q, now, 0, Some(&prev), primary).await?;
         let same = answers.len() == prev.statuses.len()
             && answers.iter().zip(prev.statuses.iter()).all(|((_, a), b)| a == b)
             && revisions.iter().enumerate().all(|(i, r)| *r == prev.revision_of(i));
@@ -142,7 +146,7 @@ impl Live {
     /// signs one response for all of them.
     pub async fn answer(&self, q: &Query, at_least: u64) -> Result<CachedResponse, OcspError> {
         let now = unix_now();
-        let (answers, revisions) = self.statuses(q, now, at_least, None).await?;
+        let (answers, revisions) = self.statuses(q, now, at_least, None, false).await?;
         self.sign(q, answers, revisions, now).await
     }
 
@@ -188,6 +192,11 @@ impl Source for Rc<Live> {
 
     fn revalidate(&self, q: Rc<Query>, prev: Rc<CachedResponse>) -> Answer {
         let me = self.clone();
-        Box::pin(async move { Live::revalidate(&me, &q, prev).await })
+        Box::pin(async move { Live::revalidate(&me, &q, prev, false).await })
+    }
+
+    fn recheck(&self, q: Rc<Query>, prev: Rc<CachedResponse>) -> Answer {
+        let me = self.clone();
+        Box::pin(async move { Live::revalidate(&me, &q, prev, true).await })
     }
 }

@@ -53,4 +53,12 @@ pub trait Source {
     fn revalidate(&self, q: Rc<Query>, prev: Rc<CachedResponse>) -> Answer {
         self.fetch(q, prev.revision)
     }
+
+    /// Like [`Source::revalidate`], from the authoritative copy: the check
+    /// behind vouching for a shared copy again (every node then trusts it),
+    /// where a replica could answer from before a change nobody fences any
+    /// more.
+    fn recheck(&self, q: Rc<Query>, prev: Rc<CachedResponse>) -> Answer {
+        self.revalidate(q, prev)
+    }
 }

@@ -532,13 +532,15 @@ impl RedisL2 {
                     if now < r.validity.next_update && self.believable(&r, id, floor) =>
                 {
                     let known = floor.max(r.revision);
-                    if now >= r.refresh_at {
-                        return (Found::Stale(r), known);
-                    }
-                    if r.vouched_at < self.fence.trust_from() {
-                        return (Found::Unvouched(r), known);
-                    }
-                    return (Found::Fresh(r), known);
+                    let vouched = r.vouched_at >= self.fence.trust_from();
+                    return match (now >= r.refresh_at, vouched) {
+                        (false, true) => (Found::Fresh(r), known),
+                        (false, false) => (Found::Unvouched(r), known),
+                        // Stale: re-signed, and served if that fails, but
+                        // only if nothing says it may predate a lost change.
+                        (true, true) => (Found::Stale(r), known),
+                        (true, false) => (Found::Nothing, known),
+                    };
                 }
                 Some(Stored::Tombstone(t)) => return (Found::Nothing, floor.max(t)),
                 _ => Found::Nothing,
@@ -605,8 +607,11 @@ impl Source for Rc<RedisL2> {
                     // it (then a new response is signed).
                     bump(&me.stats.rechecked);
                     let r = Rc::new(r);
-                    let checked = me.inner.revalidate(q.clone(), r.clone()).await?;
-                    me.write_back(key, &checked, unix_now());
+                    // Vouched for as of before the read, not after it.
+                    let asked = unix_now();
+                    let checked = me.inner.recheck(q.clone(), r.clone()).await?;
+                    let vouched = if Rc::ptr_eq(&checked, &r) { asked } else { checked.validity.produced_at };
+                    me.write_back(key, &checked, vouched);
                     return Ok(checked);
                 }
                 Found::Stale(r) => Some(r),

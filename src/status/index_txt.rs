@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use super::{CertRecord, CertStatus, LookupFuture, StatusSource};
+use super::{CertRecord, CertStatus, LookupFuture, Need, StatusSource};
 use crate::ocsp::{IssuerId, RevocationReason, Serial};
 
 /// Why an `index.txt` could not be loaded.
@@ -159,9 +159,8 @@ impl StatusSource for IndexStatus {
         "index_txt"
     }
 
-    /// Revisions are 0 here and no change feed raises a fence, so
-    /// `at_least` is always 0: the table is the one copy.
-    fn lookup(&self, issuer: IssuerId, serial: Serial, _at_least: u64) -> LookupFuture<'_> {
+    /// The table is the one copy: any [`Need`] is met.
+    fn lookup(&self, issuer: IssuerId, serial: Serial, _need: Need) -> LookupFuture<'_> {
         let r = self.get(issuer, &serial);
         Box::pin(std::future::ready(Ok(r)))
     }

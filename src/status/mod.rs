@@ -61,18 +61,36 @@ pub enum StatusError {
     },
 }
 
+/// How fresh a lookup's answer must be.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Need {
+    /// The newest revision of the certificate this node has seen (the change
+    /// feed's floor, a Redis tombstone, the cached response being replaced;
+    /// 0 when none): a source with copies of different ages (a read replica)
+    /// answers from one at least that new, or fails with
+    /// [`StatusError::Behind`]; it never returns an older row.
+    pub at_least: u64,
+    /// Read the authoritative copy (the primary) whatever the replica says:
+    /// for a re-check that vouches for a shared copy, where no floor may be
+    /// left to fence what the replica has not applied yet.
+    pub primary: bool,
+}
+
+impl Need {
+    /// No older than revision `r`.
+    pub fn at_least(r: u64) -> Need {
+        Need { at_least: r, primary: false }
+    }
+}
+
 /// A lookup in flight; runs on the calling shard (`!Send` is fine).
 pub type LookupFuture<'a> = Pin<Box<dyn Future<Output = Result<Option<CertRecord>, StatusError>> + 'a>>;
 
 /// Where statuses come from. `Ok(None)` means "never issued": the responder
 /// answers `unauthorized` and never "good" for it.
 pub trait StatusSource: Send + Sync + 'static {
-    /// Looks one certificate up. `at_least` is the newest revision of it this
-    /// node has seen (the change feed's floor, a Redis tombstone, the cached
-    /// response being replaced; 0 when none): a source with copies of
-    /// different ages (a read replica) answers from one at least that new,
-    /// or fails with [`StatusError::Behind`]; it never returns an older row.
-    fn lookup(&self, issuer: IssuerId, serial: Serial, at_least: u64) -> LookupFuture<'_>;
+    /// Looks one certificate up, no older than `need` says (see [`Need`]).
+    fn lookup(&self, issuer: IssuerId, serial: Serial, need: Need) -> LookupFuture<'_>;
 
     /// What the source holds for a certificate when it can say at once (an
     /// in-memory table): shared-cache copies are checked against it before

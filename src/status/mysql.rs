@@ -14,7 +14,7 @@
 //! **Read replicas.** With `replica_url` lookups read the replica, but never
 //! an older row than the node knows of: each lookup carries the newest
 //! revision the change feed, a Redis tombstone or the response being replaced
-//! has shown for its certificate ([`StatusSource::lookup`]'s `at_least`), and
+//! has shown for its certificate ([`Need::at_least`]), and
 //! a replica row below it (or missing while a change is known) is read again
 //! from the primary, all of a batch's in one query; a primary row still below
 //! it is [`StatusError::Behind`] (`tryLater`). A lag monitor measures how far
@@ -42,7 +42,7 @@ use futures::channel::oneshot;
 use mysql::prelude::Queryable;
 use mysql::{Conn, Opts, OptsBuilder, PoolConstraints, PoolOpts};
 
-use super::{CertRecord, CertStatus, LookupFuture, StatusError, StatusSource};
+use super::{CertRecord, CertStatus, LookupFuture, Need, StatusError, StatusSource};
 use crate::ocsp::{IssuerId, RevocationReason, Serial};
 
 /// `[mysql]` in the config. `Debug` shows the URLs with their passwords
@@ -163,8 +163,8 @@ pub fn redact(text: &str) -> String {
 struct Lookup {
     issuer: IssuerId,
     serial: Serial,
-    /// The newest revision the node knows of (see [`StatusSource::lookup`]).
-    at_least: u64,
+    /// How fresh the answer must be.
+    need: Need,
     reply: oneshot::Sender<Result<Option<CertRecord>, StatusError>>,
 }
 
@@ -518,10 +518,11 @@ type Found = HashMap<(IssuerId, Serial), CertRecord>;
 
 /// Answers a batch, in job order. Lookups read the replica while it is within
 /// `max_replica_lag_ms` (else the primary); a job whose replica row is older
-/// than its `at_least` (or missing while the node knows of a change) is read
-/// again from the primary, all such jobs in one query; a primary row still
-/// older fails that job with [`StatusError::Behind`]. The batch fails as a
-/// whole only when the side it needed cannot be read.
+/// than its `at_least` (or missing while the node knows of a change), or
+/// that asked for the primary, is read from the primary, all such jobs in one
+/// query; a primary row still older fails that job with
+/// [`StatusError::Behind`]. The batch fails as a whole only when the side it
+/// needed cannot be read.
 fn serve_batch(
     conns: &mut Conns,
     sides: &Sides,
@@ -529,7 +530,6 @@ fn serve_batch(
     jobs: &[Lookup],
     replica: &Replica,
 ) -> Result<Vec<Result<Option<CertRecord>, StatusError>>, String> {
-    let keys: Vec<(IssuerId, Serial)> = jobs.iter().map(|j| (j.issuer, j.serial)).collect();
     let lag = replica.lag_ms.load(Ordering::Relaxed);
     let via_replica = match &sides.replica {
         Some(_) if lag <= sides.max_lag_ms => true,
@@ -539,44 +539,47 @@ fn serve_batch(
         }
         None => false,
     };
-    let first = match (&sides.replica, via_replica) {
-        (Some(opts), true) => match answer_batch(&mut conns.replica, opts, names, &keys) {
-            Ok(f) => Some(f),
-            // The replica failed: the primary answers this batch (the lag
-            // monitor moves later ones over within a second).
-            Err(e) => {
-                log::debug!("replica lookup failed ({e}); reading the primary");
-                None
+    let key = |j: &Lookup| (j.issuer, j.serial);
+    let mut found = Found::new();
+    let mut to_primary: Vec<(IssuerId, Serial)> = jobs.iter().filter(|j| j.need.primary).map(key).collect();
+    let replica_jobs: Vec<&Lookup> = jobs.iter().filter(|j| !j.need.primary).collect();
+    match (&sides.replica, via_replica) {
+        (Some(opts), true) if !replica_jobs.is_empty() => {
+            let keys: Vec<(IssuerId, Serial)> = replica_jobs.iter().map(|j| key(j)).collect();
+            match answer_batch(&mut conns.replica, opts, names, &keys) {
+                Ok(f) => {
+                    found = f;
+                    let stale = |j: &Lookup| match found.get(&key(j)) {
+                        Some(r) => r.revision < j.need.at_least,
+                        None => j.need.at_least > 0,
+                    };
+                    let again: Vec<(IssuerId, Serial)> =
+                        replica_jobs.iter().filter(|j| stale(j)).map(|j| key(j)).collect();
+                    replica.fenced_rereads.fetch_add(again.len() as u64, Ordering::Relaxed);
+                    to_primary.extend(again);
+                }
+                // The replica failed: the primary answers this batch (the lag
+                // monitor moves later ones over within a second).
+                Err(e) => {
+                    log::debug!("replica lookup failed ({e}); reading the primary");
+                    to_primary.extend(keys);
+                }
             }
-        },
-        _ => None,
-    };
-    let read_primary = first.is_none();
-    let mut found = match first {
-        Some(f) => f,
-        None => answer_batch(&mut conns.primary, &sides.primary, names, &keys)?,
-    };
-    let stale = |f: &Found, j: &Lookup| match f.get(&(j.issuer, j.serial)) {
-        Some(r) => r.revision < j.at_least,
-        None => j.at_least > 0,
-    };
-    if !read_primary {
-        let again: Vec<(IssuerId, Serial)> =
-            jobs.iter().filter(|j| stale(&found, j)).map(|j| (j.issuer, j.serial)).collect();
-        if !again.is_empty() {
-            replica.fenced_rereads.fetch_add(again.len() as u64, Ordering::Relaxed);
-            for k in &again {
-                found.remove(k);
-            }
-            found.extend(answer_batch(&mut conns.primary, &sides.primary, names, &again)?);
         }
+        _ => to_primary.extend(replica_jobs.iter().map(|j| key(j))),
+    }
+    if !to_primary.is_empty() {
+        for k in &to_primary {
+            found.remove(k);
+        }
+        found.extend(answer_batch(&mut conns.primary, &sides.primary, names, &to_primary)?);
     }
     Ok(jobs
         .iter()
-        .map(|j| match found.get(&(j.issuer, j.serial)) {
-            Some(r) if r.revision < j.at_least => {
+        .map(|j| match found.get(&key(j)) {
+            Some(r) if r.revision < j.need.at_least => {
                 replica.behind.fetch_add(1, Ordering::Relaxed);
-                Err(StatusError::Behind { found: r.revision, need: j.at_least })
+                Err(StatusError::Behind { found: r.revision, need: j.need.at_least })
             }
             // Absent on the primary: deleted or never issued. `unauthorized`
             // is never a wrong "good".
@@ -722,7 +725,7 @@ impl StatusSource for MysqlStatus {
         g
     }
 
-    fn lookup(&self, issuer: IssuerId, serial: Serial, at_least: u64) -> LookupFuture<'_> {
+    fn lookup(&self, issuer: IssuerId, serial: Serial, need: Need) -> LookupFuture<'_> {
         if self.health.is_down() {
             // Known down: no queueing, no waiting; the prober finds out when
             // it is back.
@@ -731,7 +734,7 @@ impl StatusSource for MysqlStatus {
             ))));
         }
         let (reply, rx) = oneshot::channel();
-        let sent = self.tx.try_send(Lookup { issuer, serial, at_least, reply });
+        let sent = self.tx.try_send(Lookup { issuer, serial, need, reply });
         let timeout = self.timeout;
         Box::pin(async move {
             if let Err(e) = sent {
@@ -799,8 +802,11 @@ mod tests {
         assert!(t.elapsed() < Duration::from_secs(2), "start-up waited {:?}", t.elapsed());
         for _ in 0..3 {
             let t = Instant::now();
-            let r =
-                futures::executor::block_on(status.lookup(IssuerId(0), Serial::from_hex("01").unwrap(), 0));
+            let r = futures::executor::block_on(status.lookup(
+                IssuerId(0),
+                Serial::from_hex("01").unwrap(),
+                Need::default(),
+            ));
             assert!(matches!(r, Err(StatusError::Unavailable(_))), "{r:?}");
             assert!(t.elapsed() < Duration::from_millis(50), "failed in {:?}", t.elapsed());
         }
