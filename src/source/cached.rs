@@ -160,13 +160,17 @@ impl Cached {
     /// answer is `tryLater`, never the older status.
     pub async fn answer(&self, q: Query) -> Result<(Rc<CachedResponse>, Served), OcspError> {
         let st = &self.state;
-        let fence = st.fence.borrow().clone();
-        let servable = |r: &CachedResponse, q: &Query| Cached::servable(&fence, r, q);
-        let q = match st.l1.get(&q.key, unix_now()) {
+        let held = match st.l1.get(&q.key, unix_now()) {
             Some((r, Freshness::Fresh)) => {
                 bump(&st.stats.hits);
                 return Ok((r, Served::Hit));
             }
+            other => other,
+        };
+        // Past the hit path: the fence of this request's generation.
+        let fence = st.fence.borrow().clone();
+        let servable = |r: &CachedResponse, q: &Query| Cached::servable(&fence, r, q);
+        let q = match held {
             Some((r, Freshness::Unverified)) => {
                 // Past its L1 max age: the status must be checked before it is
                 // served again (a re-signature only if the status changed).
