@@ -16,11 +16,11 @@ use aws_lc_rs::signature::{
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ocsp_origin::http::get_path;
 use ocsp_origin::http::parse::{parse_head, Limits};
-use ocsp_origin::issuer::{parse_certificate, Issuer, Issuers, ResponderIdentity};
+use ocsp_origin::ocsp::issuer::{parse_certificate, Issuer, Issuers, ResponderIdentity};
 use ocsp_origin::ocsp::response::{assemble, response_data, Validity};
 use ocsp_origin::ocsp::IssuerId;
 use ocsp_origin::signer::{Signer, SoftwareSigner};
-use ocsp_origin::source::filter;
+use ocsp_origin::source::admission;
 use ocsp_origin::status::CertStatus;
 
 const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/client-requests/");
@@ -75,7 +75,7 @@ fn ocsp_decode(c: &mut Criterion) {
     for name in ["openssl-sha1.der", "openssl-sha1-nonce.der", "openssl-two-certids.der"] {
         let der = read(name);
         g.bench_function(name.trim_end_matches(".der"), |b| {
-            b.iter(|| filter::admit(black_box(&der), &issuers, 8).unwrap())
+            b.iter(|| admission::admit(black_box(&der), &issuers, 8).unwrap())
         });
     }
     g.finish();
@@ -102,7 +102,7 @@ fn signers() -> Vec<(&'static str, Arc<dyn Signer>)> {
 fn encode_and_sign(c: &mut Criterion) {
     let issuers = test_issuers();
     let issuer = issuers.get(IssuerId(0));
-    let q = filter::admit(&read("openssl-sha1.der"), &issuers, 8).unwrap();
+    let q = admission::admit(&read("openssl-sha1.der"), &issuers, 8).unwrap();
     let answers = [(q.ids[0], CertStatus::Good)];
     let v = Validity { produced_at: 1_795_000_000, this_update: 1_794_996_400, next_update: 1_795_342_000 };
     let mut g = c.benchmark_group("response_encode");
@@ -148,7 +148,7 @@ fn redis_value(c: &mut Criterion) {
     use ocsp_origin::source::redis::{decode, encode_response, Stored};
     let issuers = test_issuers();
     let issuer = issuers.get(IssuerId(0));
-    let q = filter::admit(&read("openssl-sha1.der"), &issuers, 8).unwrap();
+    let q = admission::admit(&read("openssl-sha1.der"), &issuers, 8).unwrap();
     let answers = [(q.ids[0], CertStatus::Good)];
     let v = Validity { produced_at: 1_795_000_000, this_update: 1_794_996_400, next_update: 1_795_342_000 };
     let tbs = response_data(issuer, &answers, v).unwrap();

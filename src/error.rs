@@ -160,6 +160,7 @@ mod tests {
         for e in [
             OcspError::Overloaded,
             OcspError::Sign(SignError::QueueFull),
+            OcspError::Sign(SignError::Shed),
             OcspError::Sign(SignError::Timeout),
         ] {
             let d = disposition(&Failure::Ocsp(e));

@@ -5,9 +5,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use ocsp_origin::config::MysqlConfig;
 use ocsp_origin::config::{Config, FileConfig};
 use ocsp_origin::ocsp::Serial;
-use ocsp_origin::status::mysql::MysqlConfig;
+use ocsp_origin::ops::change::{apply, Change};
+use ocsp_origin::ops::push::CacheStep;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -124,7 +126,7 @@ struct CertArgs {
     /// After the Redis tombstones, wait this long before returning so every
     /// tracking shard has applied the invalidation (it takes well under a
     /// millisecond on a healthy network).
-    #[arg(long, default_value_t = ocsp_origin::revoke::SETTLE_MS)]
+    #[arg(long, default_value_t = ocsp_origin::ops::push::SETTLE_MS)]
     settle_ms: u64,
 }
 
@@ -181,7 +183,7 @@ fn run(cli: Cli) -> Result<(), String> {
             }
         }
         Command::CheckConfig { file } => {
-            let config = Config::load(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let config = read_config(&file, |_| {})?;
             let parts =
                 ocsp_origin::app::load_parts(&config).map_err(|e| format!("{}: {e}", file.display()))?;
             println!(
@@ -195,8 +197,8 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Db { command: DbCommand::Migrate { config } } => {
             let (_, m) = mysql_of(&config)?;
-            let pool = ocsp_origin::db::connect(&m)?;
-            let applied = ocsp_origin::db::migrate(&pool)?;
+            let pool = ocsp_origin::ops::db::connect(&m)?;
+            let applied = ocsp_origin::ops::db::migrate(&pool)?;
             if applied.is_empty() {
                 println!("schema up to date");
             } else {
@@ -207,8 +209,8 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Db { command: DbCommand::Import { config, issuer, index, chunk } } => {
             let (cfg, m) = mysql_of(&config)?;
             let name = issuer_name(&cfg, &issuer)?;
-            let pool = ocsp_origin::db::connect(&m)?;
-            let s = ocsp_origin::db::import(&pool, &name, &index, chunk, &mut std::io::stderr())?;
+            let pool = ocsp_origin::ops::db::connect(&m)?;
+            let s = ocsp_origin::ops::db::import(&pool, &name, &index, chunk, &mut std::io::stderr())?;
             println!(
                 "imported {} certificates for issuer {name:?}: {} new, {} changed, {} unchanged, {} kept revoked",
                 s.total, s.inserted, s.changed, s.unchanged, s.kept_revoked
@@ -240,25 +242,28 @@ fn run(cli: Cli) -> Result<(), String> {
                 (None, None) => return Err("give --serial or --serials".into()),
             };
             let reason = reason.ok_or("--reason is required with --serial")?;
-            let reason = ocsp_origin::revoke::parse_reason(&reason).map_err(|e| format!("--reason: {e}"))?;
+            let reason =
+                ocsp_origin::ops::input::parse_reason(&reason).map_err(|e| format!("--reason: {e}"))?;
             let at = revocation_time(at)?;
-            let pool = ocsp_origin::db::connect(&m)?;
-            let c = ocsp_origin::db::revoke(&pool, &name, &serial, reason, at).map_err(|e| e.to_string())?;
+            let change = Change::Revoke { reason, at };
+            let done = apply(&cfg, &name, &serial, change, None, settle_ms).map_err(|e| e.to_string())?;
             println!(
                 "revoked {serial} of {name:?} ({}) in the database, revision {}",
                 reason.openssl_name(),
-                c.revision
+                done.revision
             );
-            push_to_cache(&cfg, &name, &serial, c.revision, settle_ms)
+            report_cache(&cfg, &done.cache);
+            Ok(())
         }
         Command::Unrevoke { cert: CertArgs { config, issuer, settle_ms }, serial } => {
-            let (cfg, m) = mysql_of(&config)?;
+            let (cfg, _) = mysql_of(&config)?;
             let name = issuer_name(&cfg, &issuer)?;
             let serial = Serial::from_hex(&serial).map_err(|e| format!("--serial: {e}"))?;
-            let pool = ocsp_origin::db::connect(&m)?;
-            let c = ocsp_origin::db::unrevoke(&pool, &name, &serial).map_err(|e| e.to_string())?;
-            println!("released {serial} of {name:?} from hold in the database, revision {}", c.revision);
-            push_to_cache(&cfg, &name, &serial, c.revision, settle_ms)
+            let done =
+                apply(&cfg, &name, &serial, Change::Release, None, settle_ms).map_err(|e| e.to_string())?;
+            println!("released {serial} of {name:?} from hold in the database, revision {}", done.revision);
+            report_cache(&cfg, &done.cache);
+            Ok(())
         }
         Command::Serve { config, cores } => {
             let load = move || {
@@ -269,7 +274,9 @@ fn run(cli: Cli) -> Result<(), String> {
                 })
             };
             let cfg = load()?;
-            serve(&cfg, Box::new(load), |addr| println!("ocsp-origin listening on http://{addr}"))
+            ocsp_origin::app::serve(&cfg, Box::new(load), |addr| {
+                println!("ocsp-origin listening on http://{addr}")
+            })
         }
         Command::Demo { listen, dir, certs, cores, no_pin } => {
             if certs < 5 {
@@ -292,7 +299,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 })
             };
             let cfg = load()?;
-            serve(&cfg, Box::new(load), |addr| {
+            ocsp_origin::app::serve(&cfg, Box::new(load), |addr| {
                 println!("{}", ocsp_origin::demo::instructions(&files, &format!("http://{addr}")));
             })
         }
@@ -302,9 +309,8 @@ fn run(cli: Cli) -> Result<(), String> {
 /// `--at`, or now.
 fn revocation_time(at: Option<String>) -> Result<u64, String> {
     match at {
-        Some(t) => {
-            ocsp_origin::revoke::parse_time(&t).ok_or_else(|| format!("--at: cannot read {t:?} as a time"))
-        }
+        Some(t) => ocsp_origin::ops::input::parse_time(&t)
+            .ok_or_else(|| format!("--at: cannot read {t:?} as a time")),
         None => Ok(ocsp_origin::clock::unix_now()),
     }
 }
@@ -330,17 +336,17 @@ fn revoke_file(
         return Err(format!("--batch: {batch} rows per transaction; use 1 to 10000"));
     }
     let reason = reason
-        .map(|r| ocsp_origin::revoke::parse_reason(&r).map_err(|e| format!("--reason: {e}")))
+        .map(|r| ocsp_origin::ops::input::parse_reason(&r).map_err(|e| format!("--reason: {e}")))
         .transpose()?;
     let at = revocation_time(at)?;
     let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
-    let list = ocsp_origin::serials_file::parse(&text, &file.display().to_string(), reason, at)?;
+    let list = ocsp_origin::ops::serials_file::parse(&text, &file.display().to_string(), reason, at)?;
     // `[mysql] timeout_ms` bounds a lookup on the request path (1 s); one
     // batch of a mass revocation on a busy primary may rightly take longer.
     let mut m = m.clone();
     m.timeout_ms = m.timeout_ms.max(MASS_REVOCATION_TIMEOUT_MS);
-    let pool = ocsp_origin::db::connect(&m)?;
-    let s = ocsp_origin::db::revoke_many(&pool, name, &list, batch, file, &mut std::io::stderr())?;
+    let pool = ocsp_origin::ops::db::connect(&m)?;
+    let s = ocsp_origin::ops::db::revoke_many(&pool, name, &list, batch, file, &mut std::io::stderr())?;
     println!(
         "{}: {} certificates of {name:?}: {} revoked, {} already revoked, {} not found",
         file.display(),
@@ -364,52 +370,33 @@ fn revoke_file(
 
 /// Reads and validates a config file after `overrides` (command-line flags)
 /// are applied; used at start and again by every reload.
-fn read_config(path: &std::path::Path, overrides: impl Fn(&mut FileConfig)) -> Result<Config, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut file: FileConfig =
-        toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message()))?;
-    overrides(&mut file);
-    let base = path.parent().unwrap_or(std::path::Path::new("."));
-    Config::validate(file, base).map_err(|e| format!("{}: {e}", path.display()))
+fn read_config(path: &std::path::Path, overrides: impl FnOnce(&mut FileConfig)) -> Result<Config, String> {
+    Config::load_with(path, overrides).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// After a status change: the fast path. Tombstones the certificate's Redis
-/// keys (every tracking shard of every node drops its copy at once), or says
-/// the change feed carries it. A Redis failure is a warning, not an error:
-/// the database has the change and the feed makes it every node's answer.
-fn push_to_cache(
-    cfg: &Config,
-    issuer: &str,
-    serial: &Serial,
-    revision: u64,
-    settle_ms: u64,
-) -> Result<(), String> {
-    use ocsp_origin::revoke::{push_to_redis, CacheStep};
-    match push_to_redis(cfg, issuer, serial, revision, 1 << 20) {
+/// What the fast path of a status change did (see `ops::change`): a Redis
+/// failure is a warning, not an error: the database has the change and the
+/// change feed makes it every node's answer.
+fn report_cache(cfg: &Config, cache: &Result<CacheStep, String>) {
+    match cache {
         Ok(CacheStep::NotShared { bound_ms }) => {
-            println!("no shared cache configured: every server sees it through the change feed within {bound_ms} ms");
-            Ok(())
+            println!("no shared cache configured: every server sees it through the change feed within {bound_ms} ms")
         }
         Ok(CacheStep::Tombstoned) => {
-            std::thread::sleep(std::time::Duration::from_millis(settle_ms));
-            println!("cache: tombstoned in Redis; every tracking server has dropped its copy");
-            Ok(())
+            println!("cache: tombstoned in Redis; every tracking server has dropped its copy")
         }
-        Err(e) => {
-            eprintln!(
-                "ocsp-origin: warning: the Redis fast path failed ({e}); the change is recorded in the database \
-                 and every server sees it through the change feed within feed.bound_ms ({} ms), which also \
-                 writes its Redis tombstones once Redis answers",
-                cfg.feed.bound_ms
-            );
-            Ok(())
-        }
+        Err(e) => eprintln!(
+            "ocsp-origin: warning: the Redis fast path failed ({e}); the change is recorded in the database \
+             and every server sees it through the change feed within feed.bound_ms ({} ms), which also \
+             writes its Redis tombstones once Redis answers",
+            cfg.feed.bound_ms
+        ),
     }
 }
 
 /// The validated config and its `[mysql]` table.
 fn mysql_of(path: &std::path::Path) -> Result<(Config, MysqlConfig), String> {
-    let cfg = Config::load(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let cfg = read_config(path, |_| {})?;
     let m = cfg
         .mysql
         .clone()
@@ -425,10 +412,12 @@ fn issuer_name(cfg: &Config, given: &str) -> Result<String, String> {
     let path = std::path::Path::new(given);
     if path.is_file() {
         let want = std::fs::read(path).map_err(|e| format!("{given}: {e}"))?;
-        let want = ocsp_origin::issuer::parse_certificate(&want).map_err(|e| format!("{given}: {e}"))?;
+        let want =
+            ocsp_origin::ocsp::issuer::parse_certificate(&want).map_err(|e| format!("{given}: {e}"))?;
         for i in &cfg.issuers {
-            let have =
-                std::fs::read(&i.cert).ok().and_then(|b| ocsp_origin::issuer::parse_certificate(&b).ok());
+            let have = std::fs::read(&i.cert)
+                .ok()
+                .and_then(|b| ocsp_origin::ocsp::issuer::parse_certificate(&b).ok());
             if have.as_ref() == Some(&want) {
                 return Ok(i.name.clone());
             }
@@ -436,24 +425,4 @@ fn issuer_name(cfg: &Config, given: &str) -> Result<String, String> {
         return Err(format!("--issuer: {given} is not the certificate of any configured issuer"));
     }
     Err(format!("--issuer: no issuer named {given:?} in the config"))
-}
-
-fn serve(
-    cfg: &Config,
-    load: Box<dyn Fn() -> Result<Config, String> + Send>,
-    on_ready: impl FnOnce(SocketAddr),
-) -> Result<(), String> {
-    // Serving starts without its status database (misses answer tryLater
-    // until it is reachable); a reload, like check-config, insists on it, so
-    // a config whose database can't be reached is refused and the running
-    // one keeps serving.
-    let parts = ocsp_origin::app::load_parts_for_serving(cfg).map_err(|e| e.to_string())?;
-    let reload: ocsp_origin::server::Reload = Box::new(move || {
-        let cfg = load()?;
-        let parts = ocsp_origin::app::load_parts(&cfg).map_err(|e| e.to_string())?;
-        Ok((cfg, parts))
-    });
-    let control = ocsp_origin::control::Control::new();
-    ocsp_origin::server::handle_signals(control.clone()).map_err(|e| format!("signal handlers: {e}"))?;
-    ocsp_origin::server::run(cfg, parts, control, Some(reload), on_ready).map_err(|e| e.to_string())
 }

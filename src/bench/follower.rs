@@ -146,7 +146,7 @@ fn sql_err(e: mysql::Error) -> String {
 }
 
 fn connect(cfg: &MysqlConfig) -> Result<mysql::Conn, String> {
-    mysql::Conn::new(cfg.opts(&cfg.url, 1)?)
+    mysql::Conn::new(crate::status::mysql::opts(cfg, &cfg.url, 1)?)
         .map_err(|e| format!("change follower: cannot connect: {}", sql_err(e)))
 }
 

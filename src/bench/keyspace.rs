@@ -33,12 +33,12 @@ impl ClientIssuer {
         use der::Encode;
         let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let cert =
-            crate::issuer::parse_certificate(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+            crate::ocsp::issuer::parse_certificate(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
         let tbs = &cert.tbs_certificate;
         let subject_der = tbs.subject.to_der().map_err(|e| format!("{}: {e}", path.display()))?;
         let spki_der =
             tbs.subject_public_key_info.to_der().map_err(|e| format!("{}: {e}", path.display()))?;
-        let (name_hash_sha1, key_hash_sha1) = crate::issuer::cert_id_hashes(&cert, HashAlg::Sha1)
+        let (name_hash_sha1, key_hash_sha1) = crate::ocsp::issuer::cert_id_hashes(&cert, HashAlg::Sha1)
             .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(ClientIssuer { name: name.to_string(), name_hash_sha1, key_hash_sha1, subject_der, spki_der })
     }
@@ -85,7 +85,7 @@ pub fn db_status(status: u8, revoked_at: Option<u64>, reason: Option<u8>) -> Cer
         _ => CertStatus::Revoked {
             at: revoked_at.unwrap_or(0),
             reason: reason
-                .and_then(crate::status::mysql::reason_from_code)
+                .and_then(crate::ocsp::RevocationReason::from_code)
                 .unwrap_or(RevocationReason::Unspecified),
         },
     }
@@ -125,8 +125,8 @@ pub fn load(config: &Config, max: usize) -> Result<Keyspace, String> {
         }
         Some(m) => {
             use mysql::prelude::Queryable;
-            let pool = crate::db::connect(m)?;
-            let mut conn = pool.get_conn().map_err(|e| crate::status::mysql::redact(&e.to_string()))?;
+            let pool = crate::ops::db::connect(m)?;
+            let mut conn = pool.get_conn().map_err(|e| crate::config::redact(&e.to_string()))?;
             for (i, ic) in config.issuers.iter().enumerate() {
                 let rows: Vec<DbRow> = conn
                     .exec(
@@ -134,7 +134,7 @@ pub fn load(config: &Config, max: usize) -> Result<Keyspace, String> {
                          FROM ocsp_certificates WHERE issuer = ? LIMIT ?",
                         (ic.name.as_str(), max as u64 * 2),
                     )
-                    .map_err(|e| crate::status::mysql::redact(&e.to_string()))?;
+                    .map_err(|e| crate::config::redact(&e.to_string()))?;
                 for (serial, status, at, reason, not_after, revision) in rows {
                     let serial =
                         Serial::from_der_content(&serial).map_err(|e| format!("serial in DB: {e}"))?;

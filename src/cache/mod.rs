@@ -4,8 +4,6 @@
 //! depend on it (Content-Length, Last-Modified, Expires, ETag), rendered once
 //! at signing time so a cache hit only formats Date and max-age.
 
-pub mod l1;
-
 use std::rc::Rc;
 
 use crate::ocsp::response::Validity;
@@ -59,7 +57,7 @@ pub struct CachedResponse {
     /// The statuses it asserts, in CertID order: a cached response whose
     /// statuses still match the status source can be served again without
     /// re-signing (see `source::cached`, max-age revalidation).
-    pub statuses: Box<[crate::status::CertStatus]>,
+    pub statuses: Box<[crate::ocsp::CertStatus]>,
     /// Highest status revision it was signed from (orders shared-cache writes).
     pub revision: u64,
     /// The revision of each CertID's status, in CertID order (fences compare

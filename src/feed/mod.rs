@@ -39,7 +39,6 @@
 //! changes (`retention_secs`), it cannot know what it missed: it empties
 //! every L1 and re-checks every Redis copy against the database before use.
 
-pub mod floors;
 pub mod outbox;
 pub mod tombstones;
 
@@ -50,14 +49,14 @@ use std::time::{Duration, Instant};
 
 use mysql::Conn;
 
-pub use floors::{Fence, FloorIssuer, Floors};
+use crate::source::floors::{FloorIssuer, Floors};
 use outbox::{Change, Cursor};
 
 use crate::clock::unix_now;
+use crate::config::redact;
 use crate::config::{Config, FeedConfig};
 use crate::control::{Command, Control};
 use crate::ocsp::Serial;
-use crate::status::mysql::redact;
 
 /// Serials per invalidation command: a shard applies one between two
 /// requests, so a mass revocation never holds a shard for long.
@@ -167,8 +166,9 @@ pub fn start(
     let fc = config.feed.clone();
     // The window and pruning compare TIMESTAMPs with NOW(): in UTC, a
     // daylight-saving fold of the server's zone cannot shift them.
-    let opts: mysql::Opts =
-        mysql::OptsBuilder::from_opts(m.opts(&m.url, 1)?).init(vec!["SET time_zone = '+00:00'"]).into();
+    let opts: mysql::Opts = mysql::OptsBuilder::from_opts(crate::status::mysql::opts(m, &m.url, 1)?)
+        .init(vec!["SET time_zone = '+00:00'"])
+        .into();
     let stats = Arc::new(FeedStats::new(fc.bound_ms));
     let stop = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -481,7 +481,11 @@ fn apply(ctx: &Ctx, changes: &[Change], timed: bool) {
                 id
             }
         };
-        ctx.floors.raise(id, c.serial, floors::Raise { revision: c.revision, seq: c.seq, at, until });
+        ctx.floors.raise(
+            id,
+            c.serial,
+            crate::source::floors::Raise { revision: c.revision, seq: c.seq, at, until },
+        );
         by_issuer.entry(c.issuer.as_str()).or_default().push(c.serial);
     }
     let batches: Vec<(Arc<str>, Arc<[Serial]>)> = by_issuer

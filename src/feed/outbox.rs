@@ -16,8 +16,8 @@ use mysql::prelude::Queryable;
 use mysql::Conn;
 
 use crate::ocsp::Serial;
-use crate::status::mysql::reason_from_code;
-use crate::status::CertStatus;
+
+use crate::ocsp::CertStatus;
 
 /// What a change did to its row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,7 +91,9 @@ fn to_change(r: Row) -> Option<Change> {
         (_, Some(0)) => Some(CertStatus::Good),
         (_, Some(_)) => Some(CertStatus::Revoked {
             at: revoked_at.unwrap_or(0),
-            reason: reason.and_then(reason_from_code).unwrap_or(crate::ocsp::RevocationReason::Unspecified),
+            reason: reason
+                .and_then(crate::ocsp::RevocationReason::from_code)
+                .unwrap_or(crate::ocsp::RevocationReason::Unspecified),
         }),
     };
     Some(Change { seq, issuer, serial, op, revision, status, changed_at_us })

@@ -29,11 +29,12 @@ use futures::StreamExt;
 use mysql::Conn;
 
 use super::outbox::{self, Change, Cursor};
-use super::{FeedStats, Floors};
+use super::FeedStats;
 use crate::clock::unix_now;
+use crate::config::redact;
 use crate::config::FeedConfig;
+use crate::source::floors::Floors;
 use crate::source::redis::{self as l2, RedisConfig};
-use crate::status::mysql::redact;
 
 /// Tombstone writes in flight at once (fred pipelines them).
 const IN_FLIGHT: usize = 128;
@@ -87,7 +88,7 @@ async fn writer(s: Setup) {
             return;
         }
     };
-    let _conn_task = client.connect();
+    let _conn_task = crate::source::redis::client::connect(&client).await;
     // Reconnects are noted by a task of their own; the loop looks at the flag.
     let reconnected = std::rc::Rc::new(std::cell::Cell::new(false));
     {

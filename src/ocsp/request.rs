@@ -19,13 +19,8 @@
 use der::{Decode, Header, Reader, SliceReader, Tag, TagNumber};
 use x509_ocsp::OcspRequest;
 
+use super::issuer::Issuers;
 use super::types::{CertId, HashAlg, Serial, SerialError};
-use crate::issuer::Issuers;
-
-/// Default upper bound on CertIDs in one request. OpenSSL sends one per `-cert`;
-/// browsers send one. Each CertID costs a status lookup and a share of a
-/// signature, so the bound keeps one request's work small.
-pub const DEFAULT_MAX_CERT_IDS: usize = 8;
 
 /// Why a request gets no status answer.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

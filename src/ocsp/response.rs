@@ -28,8 +28,9 @@ use x509_cert::serial_number::SerialNumber;
 use x509_ocsp::{OcspGeneralizedTime, ResponderId, ResponseData, RevokedInfo, SingleResponse, Version};
 
 use super::types::{CertId, RevocationReason};
-use crate::issuer::{Issuer, ResponderIdentity};
-use crate::status::CertStatus;
+pub use crate::asn1::der_tlv;
+use crate::ocsp::issuer::{Issuer, ResponderIdentity};
+use crate::ocsp::CertStatus;
 
 /// `OCSPResponseStatus` (RFC 6960 §4.2.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,21 +57,6 @@ pub fn error_body(status: ResponseStatus) -> [u8; 5] {
 
 /// id-pkix-ocsp-basic, DER `OBJECT IDENTIFIER` TLV.
 const OID_OCSP_BASIC: &[u8] = &[0x06, 0x09, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01, 0x01];
-
-/// Appends a DER TLV with a one-byte tag.
-pub fn der_tlv(tag: u8, content: &[u8], out: &mut Vec<u8>) {
-    out.push(tag);
-    let len = content.len();
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let bytes = (len as u64).to_be_bytes();
-        let skip = bytes.iter().position(|b| *b != 0).unwrap_or(7);
-        out.push(0x80 | (8 - skip) as u8);
-        out.extend_from_slice(&bytes[skip..]);
-    }
-    out.extend_from_slice(content);
-}
 
 /// Validity of a response, in seconds since the Unix epoch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -392,7 +378,8 @@ mod tests {
     fn agrees_walks_the_der_as_a_full_decode_reads_it() {
         use crate::ocsp::{HashAlg, IssuerId, Serial};
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/client-requests/");
-        let cert = crate::issuer::parse_certificate(&std::fs::read(format!("{dir}ca.pem")).unwrap()).unwrap();
+        let cert =
+            crate::ocsp::issuer::parse_certificate(&std::fs::read(format!("{dir}ca.pem")).unwrap()).unwrap();
         let key = std::fs::read_to_string(format!("{dir}ca.key")).unwrap();
         let signer: std::sync::Arc<dyn crate::signer::Signer> =
             std::sync::Arc::new(crate::signer::SoftwareSigner::from_pem(&key).unwrap());

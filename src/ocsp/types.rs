@@ -270,40 +270,64 @@ pub enum RevocationReason {
 }
 
 impl RevocationReason {
+    /// Every reason, with its RFC 5280 code and the name OpenSSL writes into
+    /// `index.txt`: the one list the parsers, the CLI and the database use.
+    pub const ALL: [(RevocationReason, &'static str); 10] = {
+        use RevocationReason::*;
+        [
+            (Unspecified, "unspecified"),
+            (KeyCompromise, "keyCompromise"),
+            (CaCompromise, "CACompromise"),
+            (AffiliationChanged, "affiliationChanged"),
+            (Superseded, "superseded"),
+            (CessationOfOperation, "cessationOfOperation"),
+            (CertificateHold, "certificateHold"),
+            (RemoveFromCrl, "removeFromCRL"),
+            (PrivilegeWithdrawn, "privilegeWithdrawn"),
+            (AaCompromise, "AACompromise"),
+        ]
+    };
+
     /// Parses the names OpenSSL writes into `index.txt` (case-insensitive).
     pub fn from_openssl_name(name: &str) -> Option<RevocationReason> {
-        use RevocationReason::*;
-        Some(match name.to_ascii_lowercase().as_str() {
-            "unspecified" => Unspecified,
-            "keycompromise" => KeyCompromise,
-            "cacompromise" => CaCompromise,
-            "affiliationchanged" => AffiliationChanged,
-            "superseded" => Superseded,
-            "cessationofoperation" => CessationOfOperation,
-            "certificatehold" => CertificateHold,
-            "removefromcrl" => RemoveFromCrl,
-            "privilegewithdrawn" => PrivilegeWithdrawn,
-            "aacompromise" => AaCompromise,
-            _ => return None,
-        })
+        Self::ALL.iter().find(|(_, n)| n.eq_ignore_ascii_case(name)).map(|(r, _)| *r)
     }
 
     /// The name OpenSSL uses.
     pub fn openssl_name(self) -> &'static str {
-        use RevocationReason::*;
-        match self {
-            Unspecified => "unspecified",
-            KeyCompromise => "keyCompromise",
-            CaCompromise => "CACompromise",
-            AffiliationChanged => "affiliationChanged",
-            Superseded => "superseded",
-            CessationOfOperation => "cessationOfOperation",
-            CertificateHold => "certificateHold",
-            RemoveFromCrl => "removeFromCRL",
-            PrivilegeWithdrawn => "privilegeWithdrawn",
-            AaCompromise => "AACompromise",
-        }
+        Self::ALL.iter().find(|(r, _)| *r == self).map(|(_, n)| *n).unwrap_or("unspecified")
     }
+
+    /// The RFC 5280 `CRLReason` code (what the database's `reason` column holds).
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// RFC 5280 `CRLReason` code → reason; `None` for 7 (unused) and codes
+    /// above 10.
+    pub fn from_code(code: u8) -> Option<RevocationReason> {
+        Self::ALL.iter().find(|(r, _)| *r as u8 == code).map(|(r, _)| *r)
+    }
+
+    /// The accepted names, comma separated, for error messages.
+    pub fn names() -> String {
+        Self::ALL.iter().map(|(_, n)| *n).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// Status of one certificate: the OCSP `CertStatus` choice less `unknown`,
+/// which the responder decides from where a serial is missing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CertStatus {
+    /// Issued and not revoked.
+    Good,
+    /// Revoked at `at` (Unix seconds) for `reason`.
+    Revoked {
+        /// Revocation time, Unix seconds.
+        at: u64,
+        /// RFC 5280 reason; `Unspecified` is left out of responses.
+        reason: RevocationReason,
+    },
 }
 
 #[cfg(test)]
@@ -335,6 +359,18 @@ mod tests {
         assert_eq!(Serial::from_hex("000A").unwrap().as_bytes(), &[0x0a]);
         assert_eq!(Serial::from_hex("zz"), Err(SerialError::NotHex));
         assert_eq!(Serial::from_hex("00").unwrap().as_bytes(), &[0]);
+    }
+
+    #[test]
+    fn reasons_round_trip() {
+        for (r, name) in RevocationReason::ALL {
+            assert_eq!(RevocationReason::from_code(r.code()), Some(r));
+            assert_eq!(RevocationReason::from_openssl_name(name), Some(r));
+            assert_eq!(RevocationReason::from_openssl_name(&name.to_uppercase()), Some(r));
+            assert_eq!(r.openssl_name(), name);
+        }
+        assert_eq!(RevocationReason::from_code(7), None);
+        assert_eq!(RevocationReason::from_code(11), None);
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! One HTTP/1.1 connection: read, parse every complete request in the buffer
-//! (pipelining), answer in order, write once per batch.
+//! One HTTP/1.1 connection, as bytes: read, find every complete request in
+//! the buffer (pipelining), have [`super::handler`] answer each in order,
+//! write once per batch; timeouts and the lingering close live here.
 //!
 //! Bounds: the read buffer never holds more than one incomplete request, which
 //! the parser caps at `max_header_bytes + max_body_bytes`; a request must
@@ -18,35 +19,23 @@ use std::time::{Duration, Instant};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
-use super::shard::{Shard, Slot};
-use crate::clock::unix_now;
-use crate::error::{disposition, Failure, HttpError};
-use crate::http::get_path::{self, Route};
-use crate::http::parse::{parse_head, Head, Method, Parsed};
-use crate::http::response::{self, ConnHeader};
-use crate::metrics::Stage;
-use crate::source::cached::Served;
-use crate::source::filter;
+use super::handler::{self, Buffers};
+use super::shard::Shard;
+use crate::error::HttpError;
+use crate::http::parse::{parse_head, Parsed};
 
 /// Bytes read per `read` call.
 const READ_CHUNK: usize = 4096;
 
-/// Per-connection output and scratch buffers, reused across requests.
-struct Buffers {
-    output: Vec<u8>,
-    scratch: Vec<u8>,
-    der: Vec<u8>,
-}
-
 /// Serves one connection to completion.
-pub(super) async fn serve(slot: &Slot, mut stream: TcpStream) {
+pub(super) async fn serve(shard: &Shard, mut stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let mut input: Vec<u8> = Vec::with_capacity(READ_CHUNK);
-    let mut b = Buffers { output: Vec::with_capacity(READ_CHUNK), scratch: Vec::new(), der: Vec::new() };
+    let mut b = Buffers::with_capacity(READ_CHUNK);
     // When the first byte of the request being assembled arrived.
     let mut request_started: Option<Instant> = None;
     loop {
-        let closing = slot.is_draining();
+        let closing = shard.is_draining();
         // Answer every complete request already buffered.
         let mut consumed = 0;
         let mut close = false;
@@ -60,8 +49,8 @@ pub(super) async fn serve(slot: &Slot, mut stream: TcpStream) {
             // is admitted against the issuers of the generation whose cache
             // and sources answer it (admission and the L1 lookup happen
             // without a yield in between, so a reload cannot fall between).
-            let shard = &*slot.current();
-            match parse_head(pending, &shard.limits) {
+            let gen = &*shard.current();
+            match parse_head(pending, &gen.limits) {
                 Ok(Parsed::Incomplete) => break,
                 Ok(Parsed::Complete(head)) => {
                     let total = head.head_len + head.content_length;
@@ -69,7 +58,8 @@ pub(super) async fn serve(slot: &Slot, mut stream: TcpStream) {
                         break; // body still arriving
                     }
                     let keep =
-                        answer(shard, &input[consumed..consumed + total], &head, &mut b, closing).await;
+                        handler::answer(gen, &input[consumed..consumed + total], &head, &mut b, closing)
+                            .await;
                     consumed += total;
                     request_started = None;
                     if !keep {
@@ -78,7 +68,7 @@ pub(super) async fn serve(slot: &Slot, mut stream: TcpStream) {
                     }
                 }
                 Err(e) => {
-                    write_http_failure(shard, e, &mut b.output);
+                    handler::write_http_failure(gen, e, &mut b.output);
                     close = true;
                     refused = true;
                     break;
@@ -90,7 +80,7 @@ pub(super) async fn serve(slot: &Slot, mut stream: TcpStream) {
         // below: an idle connection must not keep a retired generation (its
         // HSM sessions, its database pool) alive.
         let (write_timeout, idle_timeout, header_timeout) = {
-            let s = slot.current();
+            let s = shard.current();
             (s.write_timeout, s.idle_timeout, s.header_timeout)
         };
         if !b.output.is_empty() {
@@ -123,7 +113,7 @@ pub(super) async fn serve(slot: &Slot, mut stream: TcpStream) {
         let read = if filled == 0 {
             // Idle between requests: a drain closes the connection now.
             futures_lite::future::or(read, async {
-                slot.drained().await;
+                shard.drained().await;
                 None
             })
             .await
@@ -139,7 +129,7 @@ pub(super) async fn serve(slot: &Slot, mut stream: TcpStream) {
             Err(e) => {
                 input.truncate(filled);
                 if e.kind() == ErrorKind::TimedOut && filled > 0 {
-                    write_http_failure(&slot.current(), HttpError::Timeout, &mut b.output);
+                    handler::write_http_failure(&shard.current(), HttpError::Timeout, &mut b.output);
                     let _ = stream.write_all(&b.output).await;
                 }
                 let _ = stream.close().await;
@@ -184,105 +174,4 @@ async fn linger_close(mut stream: TcpStream) {
         }
     }
     let _ = stream.close().await;
-}
-
-fn write_http_failure(shard: &Shard, e: HttpError, out: &mut Vec<u8>) {
-    let now = unix_now();
-    let d = disposition(&Failure::Http(e));
-    shard.stats.http_errors.set(shard.stats.http_errors.get() + 1);
-    shard.stats.requests.set(shard.stats.requests.get() + 1);
-    let mut date = shard.date.borrow_mut();
-    response::write_failure(out, &d, date.get(now), ConnHeader::Close, true);
-}
-
-/// Answers one complete request (`req` = head + body); returns whether the
-/// connection stays open. Times the request, and L1 answers separately.
-async fn answer(shard: &Shard, req: &[u8], head: &Head, b: &mut Buffers, closing: bool) -> bool {
-    let started = Instant::now();
-    let (keep, served) = answer_inner(shard, req, head, b, started, closing).await;
-    let took = started.elapsed();
-    shard.stages.record(Stage::Request, took);
-    if matches!(served, Some(Served::Hit | Served::Stale)) {
-        shard.stages.record(Stage::L1, took);
-    }
-    keep
-}
-
-/// Answers one request; also says how an OCSP answer was served (`None` for
-/// failures and non-OCSP routes). `closing`: the shard drains, so this is the
-/// connection's last batch.
-async fn answer_inner(
-    shard: &Shard,
-    req: &[u8],
-    head: &Head,
-    b: &mut Buffers,
-    started: Instant,
-    closing: bool,
-) -> (bool, Option<Served>) {
-    let stats = &shard.stats;
-    stats.requests.set(stats.requests.get() + 1);
-    let keep_alive = head.keep_alive && !closing;
-    let conn = match (keep_alive, head.minor_version) {
-        (false, _) => ConnHeader::Close,
-        (true, 0) => ConnHeader::KeepAlive,
-        (true, _) => ConnHeader::Default,
-    };
-    let with_body = head.method != Method::Head;
-    let target = &req[head.path.clone()];
-    let der: &[u8] = match (head.method, get_path::route(target, &shard.prefix)) {
-        (Method::Other, _) => {
-            return (fail(shard, Failure::Http(HttpError::MethodNotAllowed), conn, with_body, b), None)
-        }
-        (_, Route::NotFound) => {
-            return (fail(shard, Failure::Http(HttpError::NotFound), conn, with_body, b), None)
-        }
-        (Method::Get | Method::Head, Route::Health) => {
-            let now = unix_now();
-            let mut date = shard.date.borrow_mut();
-            response::write_health(&mut b.output, date.get(now), conn, with_body, closing);
-            return (keep_alive, None);
-        }
-        (Method::Get | Method::Head, Route::Ocsp(encoded)) => {
-            if let Err(e) = get_path::decode(encoded, &mut b.scratch, &mut b.der) {
-                return (fail(shard, Failure::Ocsp(e), conn, with_body, b), None);
-            }
-            &b.der
-        }
-        (Method::Post, _) => &req[head.head_len..],
-    };
-    let query = match filter::admit(der, &shard.issuers, shard.max_cert_ids) {
-        Ok(q) => q,
-        Err(e) => return (fail(shard, Failure::Ocsp(e), conn, with_body, b), None),
-    };
-    shard.stages.record(Stage::Parse, started.elapsed());
-    match shard.responder.answer(query).await {
-        Ok((resp, served)) => {
-            let now = unix_now();
-            let mut date = shard.date.borrow_mut();
-            let cache_status = shard.cache_status_header.then(|| served.cache_status(&resp));
-            let conditional = head.method != Method::Post
-                && response::not_modified(&resp, head.if_none_match.clone().map(|r| &req[r]));
-            if conditional {
-                stats.not_modified.set(stats.not_modified.get() + 1);
-                response::write_not_modified(&mut b.output, &resp, now, date.get(now), conn, cache_status);
-            } else {
-                stats.ok.set(stats.ok.get() + 1);
-                response::write_ocsp(&mut b.output, &resp, now, date.get(now), conn, with_body, cache_status);
-            }
-            (keep_alive, Some(served))
-        }
-        Err(e) => (fail(shard, Failure::Ocsp(e), conn, with_body, b), None),
-    }
-}
-
-fn fail(shard: &Shard, f: Failure, conn: ConnHeader, with_body: bool, b: &mut Buffers) -> bool {
-    let d = disposition(&f);
-    let stats = &shard.stats;
-    match f {
-        Failure::Http(_) => stats.http_errors.set(stats.http_errors.get() + 1),
-        Failure::Ocsp(_) => stats.ocsp_errors.set(stats.ocsp_errors.get() + 1),
-    }
-    let now = unix_now();
-    response::write_failure(&mut b.output, &d, shard.date.borrow_mut().get(now), conn, with_body);
-    !d.close && conn != ConnHeader::Close
 }

@@ -1,5 +1,6 @@
-//! Signing: the [`Signer`] trait every key implements (software keys now, PKCS#11
-//! HSM sessions later) and the [`pool`] of signer threads that shards hand work to.
+//! Signing: the [`Signer`] trait every key implements ([`software`] keys and
+//! [`pkcs11`] HSM sessions) and the [`pool`] of signer threads that shards
+//! hand work to.
 //!
 //! Signing is the scarce resource of a just-in-time responder and it is CPU- (or
 //! HSM-) bound, so it never runs on a shard: shards queue jobs into a bounded
@@ -7,12 +8,10 @@
 
 pub mod pkcs11;
 pub mod pool;
-pub mod slow;
 pub mod software;
 
 pub use pkcs11::{Pkcs11Config, Pkcs11Signer};
 pub use pool::{SignPool, SignPoolConfig};
-pub use slow::SlowSigner;
 pub use software::SoftwareSigner;
 
 /// Fault counters a signer keeps (HSM session health).
@@ -30,9 +29,14 @@ pub enum SignError {
     /// The key refused to sign (library or device failure).
     #[error("signing failed: {0}")]
     Failed(String),
-    /// The queue was full: the signers are saturated.
+    /// The queue was full (`signing.queue_depth` jobs waiting).
     #[error("signing queue full")]
     QueueFull,
+    /// Shed before queueing: jobs lately waited longer than
+    /// `signing.max_queue_wait_ms`, or the signers made no progress for a
+    /// multiple of it (a stuck HSM), so a new job would wait too long.
+    #[error("signing queue too slow: shed")]
+    Shed,
     /// The signer threads are gone (shutdown).
     #[error("signer pool stopped")]
     Stopped,

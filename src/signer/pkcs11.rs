@@ -39,7 +39,8 @@ use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 
 use super::{SignError, Signer, SignerCounters};
-use crate::ocsp::response::der_tlv;
+use crate::asn1::der_tlv;
+pub use crate::config::Pkcs11Config;
 
 /// DER of the curve OIDs in `CKA_EC_PARAMS`.
 const P256_PARAMS: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
@@ -48,28 +49,6 @@ const ALG_ECDSA_SHA256: &[u8] = &[0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce
 const ALG_ECDSA_SHA384: &[u8] = &[0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03];
 const ALG_RSA_SHA256: &[u8] =
     &[0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b, 0x05, 0x00];
-
-/// Which key to use, and how to log in.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Pkcs11Config {
-    /// Path of the PKCS#11 module (e.g. `/usr/lib/softhsm/libsofthsm2.so`).
-    pub module: PathBuf,
-    /// Label of the token holding the key (the slot is found by it).
-    pub token_label: String,
-    /// `CKA_LABEL` of the key (private and public objects); or use `key_id`.
-    #[serde(default)]
-    pub key_label: Option<String>,
-    /// `CKA_ID` of the key, hex; or use `key_label`.
-    #[serde(default)]
-    pub key_id: Option<String>,
-    /// Environment variable holding the user PIN; or use `pin_file`.
-    #[serde(default)]
-    pub pin_env: Option<String>,
-    /// File whose first line is the user PIN; or use `pin_env`.
-    #[serde(default)]
-    pub pin_file: Option<PathBuf>,
-}
 
 /// Why a PKCS#11 key could not be set up.
 #[derive(Debug, thiserror::Error)]

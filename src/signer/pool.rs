@@ -2,7 +2,7 @@
 //! thread per signing context.
 //!
 //! Shards never sign. They [`SignPool::submit`] a job (non-blocking; a full
-//! queue is an immediate [`SignError::QueueFull`]) and await a oneshot answer,
+//! queue is an immediate [`SignError::QueueFull`], a slow one [`SignError::Shed`]) and await a oneshot answer,
 //! which wakes the shard's executor from the signer thread. Each signer thread
 //! blocks for one job, then drains up to `batch` more without blocking and signs
 //! them back to back: under load one wake-up serves many jobs, and with many
@@ -185,7 +185,8 @@ impl SignPool {
     }
 
     /// Queues `tbs` for signing with `signer`. Never blocks: a full queue is
-    /// [`SignError::QueueFull`] straight away, so the caller can shed load.
+    /// [`SignError::QueueFull`] and a queue whose jobs wait too long is
+    /// [`SignError::Shed`], both straight away, so the caller can shed load.
     pub fn submit(
         &self,
         signer: Arc<dyn Signer>,
@@ -199,7 +200,7 @@ impl SignPool {
             {
                 self.stats.shed.fetch_add(1, Ordering::Relaxed);
                 self.stats.shed_slow.fetch_add(1, Ordering::Relaxed);
-                return Err(SignError::QueueFull);
+                return Err(SignError::Shed);
             }
         }
         let (reply, rx) = oneshot::channel();
@@ -429,7 +430,7 @@ mod tests {
         while pool.progress.stalled_us() <= 5_000 * STALL_FACTOR {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
-        assert!(matches!(pool.submit(signer.clone(), b"t".to_vec()), Err(SignError::QueueFull)));
+        assert!(matches!(pool.submit(signer.clone(), b"t".to_vec()), Err(SignError::Shed)));
         assert_eq!(pool.stats().shed_slow.load(Ordering::Relaxed), 1);
         // The signer recovers: the accepted jobs are answered, and once the
         // queue is empty new jobs are accepted again.
@@ -449,8 +450,24 @@ mod tests {
     fn sheds_by_wait_while_the_queue_is_slow_and_recovers_when_it_drains() {
         let key = include_str!("../../tests/data/client-requests/ca.key");
         let fast: Arc<dyn Signer> = Arc::new(SoftwareSigner::from_pem(key).unwrap());
-        let slow: Arc<dyn Signer> =
-            Arc::new(crate::signer::SlowSigner::new(fast, std::time::Duration::from_millis(2)));
+        /// The fast key with 2 ms added to every signature (a network HSM).
+        struct Slow(Arc<dyn Signer>);
+        impl Signer for Slow {
+            fn algorithm_der(&self) -> &[u8] {
+                self.0.algorithm_der()
+            }
+            fn public_key_bits(&self) -> &[u8] {
+                self.0.public_key_bits()
+            }
+            fn sign(&self, tbs: &[u8]) -> Result<Vec<u8>, SignError> {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+                self.0.sign(tbs)
+            }
+            fn describe(&self) -> String {
+                "slow".into()
+            }
+        }
+        let slow: Arc<dyn Signer> = Arc::new(Slow(fast));
         let (pool, handles) = SignPool::start(&SignPoolConfig {
             threads: 1,
             queue_depth: 10_000,
@@ -470,7 +487,7 @@ mod tests {
         }
         assert!(pool.queued() > 0, "the burst cannot have drained while waits grow");
         let refused = (0..10)
-            .filter(|_| matches!(pool.submit(slow.clone(), b"t".to_vec()), Err(SignError::QueueFull)))
+            .filter(|_| matches!(pool.submit(slow.clone(), b"t".to_vec()), Err(SignError::Shed)))
             .count();
         assert_eq!(refused, 10, "recent wait {} µs", pool.stats().recent_wait_us.load(Ordering::Relaxed));
         assert_eq!(pool.stats().shed_slow.load(Ordering::Relaxed), 10);

@@ -27,13 +27,14 @@ use crate::cache::{CachedResponse, Origin};
 use crate::clock::unix_now;
 use crate::config::ExpiredPolicy;
 use crate::error::OcspError;
-use crate::feed::Fence;
-use crate::issuer::Issuers;
 use crate::metrics::{Stage, StageTimes};
+use crate::ocsp::issuer::Issuers;
 use crate::ocsp::response::{self, Validity};
 use crate::ocsp::CertId;
+use crate::ocsp::CertStatus;
 use crate::signer::{SignError, SignPool};
-use crate::status::{CertStatus, Need, StatusError, StatusSource};
+use crate::source::floors::Fence;
+use crate::status::{Need, StatusError, StatusSource};
 
 /// Validity and policy knobs of live signing.
 #[derive(Clone, Debug)]
@@ -198,5 +199,93 @@ impl Source for Rc<Live> {
     fn recheck(&self, q: Rc<Query>, prev: Rc<CachedResponse>) -> Answer {
         let me = self.clone();
         Box::pin(async move { Live::revalidate(&me, &q, prev, true).await })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ocsp::{HashAlg, IssuerId, RevocationReason, Serial};
+    use crate::signer::SignPoolConfig;
+    use crate::source::floors::{Floors, Raise};
+    use crate::status::fake::LaggingReplica;
+    use crate::status::CertRecord;
+
+    fn issuers() -> Arc<Issuers> {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/client-requests/");
+        let cert =
+            crate::ocsp::issuer::parse_certificate(&std::fs::read(format!("{dir}ca.pem")).unwrap()).unwrap();
+        let key = std::fs::read_to_string(format!("{dir}ca.key")).unwrap();
+        let signer: Arc<dyn crate::signer::Signer> =
+            Arc::new(crate::signer::SoftwareSigner::from_pem(&key).unwrap());
+        Arc::new(Issuers::new(vec![crate::ocsp::issuer::Issuer::new("t", cert, signer, None).unwrap()]))
+    }
+
+    /// The change feed has brought revision 2 (a revocation) of a
+    /// certificate; the replica still has revision 1 (good) and hands it out
+    /// whatever it is asked. Live must not sign that row: it answers
+    /// `Behind` (`tryLater`), and a re-check from the primary signs the
+    /// revocation. Without the floor check this signs "good".
+    #[test]
+    fn a_lagging_replica_never_gets_a_stale_good_signed() {
+        crate::uring::raise_memlock(1 << 20).unwrap();
+        let ex = glommio::LocalExecutorBuilder::default().io_memory(crate::uring::IO_MEMORY).make().unwrap();
+        ex.run(async {
+            let serial = Serial::from_magnitude(&[0x42]).unwrap();
+            let issuer = IssuerId(0);
+            let status = Arc::new(LaggingReplica::default());
+            let revoked = CertStatus::Revoked { at: 1_700_000_000, reason: RevocationReason::KeyCompromise };
+            status.replica.lock().unwrap().insert(
+                (issuer, serial),
+                CertRecord { status: CertStatus::Good, not_after: u64::MAX, revision: 1 },
+            );
+            status
+                .primary
+                .lock()
+                .unwrap()
+                .insert((issuer, serial), CertRecord { status: revoked, not_after: u64::MAX, revision: 2 });
+            let issuers = issuers();
+            let floors = Arc::new(Floors::new(1000));
+            let now = unix_now();
+            floors.raise(
+                floors.issuer("t"),
+                serial,
+                Raise { revision: 2, seq: 2, at: now, until: now + 600 },
+            );
+            let (pool, _threads) = SignPool::start(&SignPoolConfig {
+                threads: 1,
+                queue_depth: 16,
+                max_queue_wait_us: 0,
+                batch: 1,
+            })
+            .unwrap();
+            let policy = LivePolicy {
+                lifetime_secs: 3600,
+                refresh_fraction: 0.5,
+                backdate_secs: 60,
+                expired: ExpiredPolicy::Serve,
+                sign_timeout: Duration::from_secs(5),
+            };
+            let fence = Fence::new(floors, &issuers);
+            let status_source: Arc<dyn StatusSource> = status.clone();
+            let live = Live::new(issuers, status_source, pool, policy, Rc::new(StageTimes::default()), fence);
+            let id = CertId { issuer, alg: HashAlg::Sha256, serial };
+            let q = Query { issuer, ids: vec![id], key: vec![1].into() };
+            match live.answer(&q, 0).await {
+                Err(OcspError::Status(StatusError::Behind { found: 1, need: 2 })) => {}
+                other => panic!("signed from a row older than the floor: {:?}", other.map(|r| r.statuses)),
+            }
+            // The re-check that vouches for a shared copy reads the primary.
+            let prev = Rc::new(CachedResponse::new(
+                vec![0x30, 0],
+                Validity { produced_at: now, this_update: now, next_update: now + 60 },
+                now + 30,
+                Origin::Signed,
+            ));
+            let fresh = live.revalidate(&q, prev, true).await.expect("the primary answers");
+            assert_eq!(&*fresh.statuses, &[revoked]);
+            assert_eq!(fresh.revision, 2);
+            assert_eq!(*status.primary_reads.lock().unwrap(), 1);
+        });
     }
 }

@@ -1,18 +1,21 @@
-//! Where answers come from: sources that nest, Boulder-style.
+//! Where answers come from: sources that nest, as Boulder's
+//! `ocsp/responder` nests filter → Redis-checked → live.
 //!
 //! ```text
-//! filter::admit      bytes → Query (issuer served? serial sane? limits)
-//!   └ cached::Cached   L1 hit → answer; miss → coalesced fetch; stale → serve + refresh
-//!       └ live::Live       status lookup → ResponseData → signer pool → OCSPResponse
+//! admission::admit   bytes → Query (issuer served? serial sane? limits)
+//!   └ l1::Cached       L1 hit → answer; miss → coalesced fetch; stale → serve + refresh
+//!       └ redis::RedisL2   shared copy, checked (DER, floor, trust horizon) → answer
+//!           └ live::Live       status lookup (fenced) → ResponseData → signer pool
 //! ```
 //!
-//! Every source implements [`Source`]; futures are `!Send` because they run on
-//! the shard that received the request. Later layers (Redis, a DB-checked
-//! source) slot in between `Cached` and `Live` behind the same trait.
+//! Every layer below admission implements [`Source`]; futures are `!Send`
+//! because they run on the shard that received the request. [`floors`] holds
+//! the node's revision floors, which every layer holds its copies to (the
+//! change feed, [`crate::feed`], raises them).
 
 pub mod admission;
-pub mod cached;
-pub mod filter;
+pub mod floors;
+pub mod l1;
 pub mod live;
 pub mod redis;
 
@@ -43,7 +46,7 @@ pub trait Source {
     /// Produces the response for `q`, made from statuses no older than
     /// revision `at_least` (for a single-CertID query: what a layer above
     /// already saw, a Redis tombstone or value; 0 = none). Every source also
-    /// holds to the node's revision floors ([`crate::feed::Fence`]).
+    /// holds to the node's revision floors ([`crate::source::floors::Fence`]).
     fn fetch(&self, q: Rc<Query>, at_least: u64) -> Answer;
 
     /// Produces the response for `q` given a previous one that is still

@@ -2,30 +2,19 @@
 //! good or revoked?", behind the [`StatusSource`] trait.
 //!
 //! The embedded source is [`index_txt::IndexStatus`], an in-memory table loaded
-//! from OpenSSL CA databases. A production deployment puts MariaDB/MySQL behind
-//! the same trait.
+//! from OpenSSL CA databases; production uses [`mysql::MysqlStatus`]
+//! (MariaDB/MySQL, with an optional read replica) behind the same trait.
 
+#[cfg(test)]
+pub(crate) mod fake;
 pub mod index_txt;
 pub mod mysql;
 
 use std::future::Future;
 use std::pin::Pin;
 
-use crate::ocsp::{IssuerId, RevocationReason, Serial};
-
-/// Status of one certificate.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum CertStatus {
-    /// Issued and not revoked.
-    Good,
-    /// Revoked at `at` (Unix seconds) for `reason`.
-    Revoked {
-        /// Revocation time, Unix seconds.
-        at: u64,
-        /// RFC 5280 reason; `Unspecified` is left out of responses.
-        reason: RevocationReason,
-    },
-}
+pub use crate::ocsp::CertStatus;
+use crate::ocsp::{IssuerId, Serial};
 
 /// What the status source knows of one certificate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

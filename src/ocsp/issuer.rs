@@ -10,7 +10,7 @@ use der::{Decode, DecodePem, Encode};
 use x509_cert::ext::pkix::ExtendedKeyUsage;
 use x509_cert::Certificate;
 
-use crate::ocsp::{HashAlg, IssuerId};
+use super::{HashAlg, IssuerId};
 use crate::signer::Signer;
 
 /// Who signs an issuer's responses.
@@ -114,9 +114,9 @@ impl Issuer {
                 }
                 let rc_der = rc.to_der().map_err(|e| IssuerError::Responder(e.to_string()))?;
                 let mut seq = Vec::new();
-                crate::ocsp::response::der_tlv(0x30, &rc_der, &mut seq);
+                crate::asn1::der_tlv(0x30, &rc_der, &mut seq);
                 let mut field = Vec::new();
-                crate::ocsp::response::der_tlv(0xa0, &seq, &mut field);
+                crate::asn1::der_tlv(0xa0, &seq, &mut field);
                 (rc, Some(field))
             }
         };

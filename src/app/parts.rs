@@ -1,16 +1,24 @@
-//! Turning a validated [`Config`] into running parts: issuer certificates and
+//! Turning a validated [`Config`] into a node's parts: issuer certificates and
 //! keys, checked against each other, and the status source. Every failure
 //! names the config field it comes from.
 
 use std::sync::Arc;
 
 use crate::config::{Config, ConfigError};
-use crate::issuer::{parse_certificate, Issuer, Issuers};
+use crate::ocsp::issuer::{parse_certificate, Issuer, Issuers};
 use crate::ocsp::IssuerId;
-use crate::server::Parts;
 use crate::signer::{Pkcs11Signer, Signer, SoftwareSigner};
 use crate::status::index_txt::IndexStatus;
 use crate::status::mysql::MysqlStatus;
+
+/// What a node serves with, besides its config: loaded from the config by
+/// [`load_parts`], replaced as a whole by a reload.
+pub struct Parts {
+    /// Issuers with their keys.
+    pub issuers: Arc<Issuers>,
+    /// Status source.
+    pub status: Arc<dyn crate::status::StatusSource>,
+}
 
 fn field_err(i: usize, field: &str, reason: impl std::fmt::Display) -> ConfigError {
     ConfigError { field: format!("issuer[{i}].{field}"), reason: reason.to_string() }
@@ -57,9 +65,9 @@ pub fn load_parts_for_serving(config: &Config) -> Result<Parts, ConfigError> {
         };
         let issuer = Issuer::new(&ic.name, cert, signer, responder).map_err(|e| {
             let field = match e {
-                crate::issuer::IssuerError::Responder(_) => "responder_cert",
-                crate::issuer::IssuerError::KeyMismatch(_) => "key",
-                crate::issuer::IssuerError::Cert(_) => "cert",
+                crate::ocsp::issuer::IssuerError::Responder(_) => "responder_cert",
+                crate::ocsp::issuer::IssuerError::KeyMismatch(_) => "key",
+                crate::ocsp::issuer::IssuerError::Cert(_) => "cert",
             };
             field_err(i, field, e)
         })?;

@@ -1,6 +1,5 @@
-//! Making a status change visible beyond the database: the steps after
-//! [`crate::db::revoke`] / [`crate::db::unrevoke`] that `ocsp-origin revoke`
-//! and the admin listener's `POST /revoke` share.
+//! The fast path of a status change: Redis tombstones and the change key,
+//! after the database write ([`super::db`]).
 //!
 //! The database row is the truth, and the change feed carries every committed
 //! change to every core of every node within `feed.bound_ms`, whoever wrote
@@ -12,13 +11,13 @@
 //! the certificate from its L1 ([`crate::source::redis`]); waiting
 //! [`SETTLE_MS`] afterwards lets those invalidations land. The admin listener
 //! also tells this node's shards directly
-//! ([`crate::control::Control::invalidate`]).
+//! ([`crate::control::Control::invalidate`], see [`super::change`]).
 
 use std::time::Duration;
 
+use crate::config::redact;
 use crate::config::Config;
-use crate::ocsp::{RevocationReason, Serial};
-use crate::status::mysql::redact;
+use crate::ocsp::Serial;
 
 /// How long to wait after the tombstones for every tracking shard to have
 /// applied the invalidation, ms (it takes well under a millisecond on a
@@ -61,7 +60,7 @@ pub fn push_to_redis(
     // Tombstones outlive any response signed before the change.
     let ttl = cfg.response.lifetime_secs + cfg.response.backdate_secs;
     let run = || -> Result<(), String> {
-        crate::server::raise_memlock(memlock_need)?;
+        crate::uring::raise_memlock(memlock_need)?;
         let timers = crate::source::redis::TimerRuntime::start().map_err(|e| e.to_string())?;
         let (issuer, serial) = (issuer.to_string(), *serial);
         glommio::LocalExecutorBuilder::default().io_memory(64 << 10).make().map_err(|e| e.to_string())?.run(
@@ -69,7 +68,7 @@ pub fn push_to_redis(
                 let _g = timers.enter();
                 let client = crate::source::redis::client(&rc)?;
                 use fred::prelude::ClientLike;
-                let _task = client.connect();
+                let _task = crate::source::redis::client::connect(&client).await;
                 let wait = Duration::from_millis(rc.connect_timeout_ms);
                 match glommio::timer::timeout(wait, async { Ok(client.wait_for_connect().await) }).await {
                     Ok(Ok(())) => {}
@@ -103,64 +102,4 @@ pub fn push_to_redis(
         )
     };
     run().map(|()| CacheStep::Tombstoned).map_err(|e| redact(&e))
-}
-
-/// An RFC 5280 reason by its OpenSSL name (`keyCompromise`, …), any case.
-pub fn parse_reason(name: &str) -> Result<RevocationReason, String> {
-    RevocationReason::from_openssl_name(name).ok_or_else(|| {
-        format!(
-            "unknown reason {name:?} (keyCompromise, cACompromise, affiliationChanged, superseded, \
-             cessationOfOperation, certificateHold, privilegeWithdrawn, aACompromise, unspecified)"
-        )
-    })
-}
-
-/// A revocation time: RFC 3339 UTC (`2026-11-01T12:00:00Z`), OpenSSL
-/// (`261101120000Z`) or Unix seconds.
-pub fn parse_time(t: &str) -> Option<u64> {
-    let t = t.trim();
-    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
-        return t.parse().ok();
-    }
-    if let Some(s) = crate::status::index_txt::parse_openssl_time(t) {
-        return Some(s);
-    }
-    let b = t.strip_suffix('Z')?;
-    let (date, time) = b.split_once('T')?;
-    let d: Vec<&str> = date.split('-').collect();
-    let h: Vec<&str> = time.split(':').collect();
-    if d.len() != 3 || h.len() != 3 {
-        return None;
-    }
-    let dt = der::DateTime::new(
-        d[0].parse().ok()?,
-        d[1].parse().ok()?,
-        d[2].parse().ok()?,
-        h[0].parse().ok()?,
-        h[1].parse().ok()?,
-        h[2].parse().ok()?,
-    )
-    .ok()?;
-    Some(dt.unix_duration().as_secs())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn times_in_every_accepted_form() {
-        assert_eq!(parse_time("2026-11-01T12:00:00Z"), Some(1_793_534_400));
-        assert_eq!(parse_time("261101120000Z"), Some(1_793_534_400));
-        assert_eq!(parse_time(" 1793534400 "), Some(1_793_534_400));
-        for bad in ["", "yesterday", "2026-11-01", "2026-13-01T00:00:00Z", "99999999999999999999999"] {
-            assert_eq!(parse_time(bad), None, "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn reasons_by_name() {
-        assert_eq!(parse_reason("KEYCOMPROMISE"), Ok(RevocationReason::KeyCompromise));
-        assert!(parse_reason("whim").unwrap_err().contains("unknown reason \"whim\""));
-    }
 }

@@ -16,9 +16,9 @@
 
 use std::collections::HashMap;
 
-use crate::db::Revocation;
+use super::input::{parse_reason, parse_time};
 use crate::ocsp::{RevocationReason, Serial};
-use crate::revoke::{parse_reason, parse_time};
+use crate::ops::db::Revocation;
 
 /// How many bad lines one error names (the rest are counted).
 const ERRORS_NAMED: usize = 10;

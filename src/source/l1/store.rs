@@ -13,7 +13,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
-use super::{certs_of_key, key_of, CachedResponse, Freshness, ResponseCache};
+use crate::cache::{certs_of_key, key_of, CachedResponse, Freshness, ResponseCache};
 use crate::ocsp::{CertId, HashAlg, IssuerId, Serial};
 
 struct Slot {

@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::cache::CachedResponse;
-use crate::issuer::Issuers;
+use crate::ocsp::issuer::Issuers;
 use crate::ocsp::{CertId, Serial};
 
 /// An issuer as the floors know it: interned from its name, so floors survive

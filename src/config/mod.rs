@@ -6,10 +6,22 @@
 //! Relative paths are resolved against the config file's directory.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+
+mod backends;
+mod load;
+mod secret;
+mod validate;
+
+pub use backends::{MysqlConfig, Pkcs11Config, RedisConfig};
+pub use secret::{is_loopback, redact, AdminToken};
+
+/// Default upper bound on CertIDs in one request. OpenSSL sends one per `-cert`;
+/// browsers send one. Each CertID costs a status lookup and a share of a
+/// signature, so the bound keeps one request's work small.
+pub const DEFAULT_MAX_CERT_IDS: usize = 8;
 
 /// A configuration error: which field, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -59,14 +71,14 @@ pub struct FileConfig {
     pub cache: CacheConfig,
     /// Certificate status in MariaDB/MySQL instead of `index.txt` files.
     #[serde(default)]
-    pub mysql: Option<crate::status::mysql::MysqlConfig>,
+    pub mysql: Option<MysqlConfig>,
     /// The change feed that carries every committed status change to every
     /// core (with `[mysql]`).
     #[serde(default)]
     pub feed: FeedConfig,
     /// Signed responses shared through Redis / Redis Cluster (the L2).
     #[serde(default)]
-    pub redis: Option<crate::source::redis::RedisConfig>,
+    pub redis: Option<RedisConfig>,
     /// The admin listener (metrics, histogram exports).
     #[serde(default)]
     pub admin: Option<AdminConfig>,
@@ -156,24 +168,13 @@ pub struct LimitsConfig {
     pub drain_timeout_ms: u64,
 }
 
-impl LimitsConfig {
-    /// The HTTP parser's share of these limits.
-    pub fn http(&self) -> crate::http::parse::Limits {
-        crate::http::parse::Limits {
-            max_uri_bytes: self.max_uri_bytes,
-            max_header_bytes: self.max_header_bytes,
-            max_body_bytes: self.max_body_bytes,
-        }
-    }
-}
-
 impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
             max_uri_bytes: 4096,
             max_header_bytes: 8192,
             max_body_bytes: 8192,
-            max_cert_ids: crate::ocsp::request::DEFAULT_MAX_CERT_IDS,
+            max_cert_ids: DEFAULT_MAX_CERT_IDS,
             header_timeout_ms: 10_000,
             idle_timeout_ms: 60_000,
             write_timeout_ms: 10_000,
@@ -349,7 +350,7 @@ pub struct IssuerConfig {
     pub key: Option<PathBuf>,
     /// The signing key in a PKCS#11 HSM instead of a file.
     #[serde(default)]
-    pub pkcs11: Option<crate::signer::Pkcs11Config>,
+    pub pkcs11: Option<Pkcs11Config>,
     /// Optional delegated responder certificate (issued by this issuer, with
     /// id-kp-OCSPSigning); it is included in every response.
     #[serde(default)]
@@ -381,272 +382,17 @@ pub struct Config {
     /// See [`CacheConfig`].
     pub cache: CacheConfig,
     /// MySQL status source, if configured.
-    pub mysql: Option<crate::status::mysql::MysqlConfig>,
+    pub mysql: Option<MysqlConfig>,
     /// See [`FeedConfig`].
     pub feed: FeedConfig,
     /// Redis L2, if configured.
-    pub redis: Option<crate::source::redis::RedisConfig>,
+    pub redis: Option<RedisConfig>,
     /// Admin listener address, if configured.
     pub admin: Option<SocketAddr>,
     /// The admin bearer token from `admin.token_file` (only with `admin`).
-    pub admin_token: Option<crate::admin::AdminToken>,
+    pub admin_token: Option<AdminToken>,
     /// Issuers with paths resolved.
     pub issuers: Vec<IssuerConfig>,
-}
-
-impl Config {
-    /// Reads and validates a TOML file.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| err(path.display().to_string(), e.to_string()))?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        Config::from_toml(&text, base)
-    }
-
-    /// Parses and validates TOML text; relative paths resolve against `base`.
-    pub fn from_toml(text: &str, base: &Path) -> Result<Config, ConfigError> {
-        let file: FileConfig = toml::from_str(text).map_err(|e| {
-            let span =
-                e.span().map(|s| line_of(text, s.start)).map(|l| format!("line {l}")).unwrap_or_default();
-            err(if span.is_empty() { "config".to_string() } else { span }, e.message().to_string())
-        })?;
-        Config::validate(file, base)
-    }
-
-    /// Validates a deserialised file.
-    pub fn validate(mut f: FileConfig, base: &Path) -> Result<Config, ConfigError> {
-        let listen: SocketAddr = f
-            .listen
-            .parse()
-            .map_err(|_| err("listen", format!("{:?} is not an IP:port address", f.listen)))?;
-        let available = available_cores();
-        let cores = if f.cores == 0 { available } else { f.cores };
-        if cores > available {
-            return Err(err("cores", format!("{cores} requested but only {available} CPUs are available")));
-        }
-        let mut prefix = f.path_prefix.trim().trim_end_matches('/').to_string();
-        if !prefix.is_empty() && !prefix.starts_with('/') {
-            prefix.insert(0, '/');
-        }
-        if prefix.contains(['?', '#', ' ']) {
-            return Err(err("path_prefix", "must be a plain path"));
-        }
-        let r = &f.response;
-        if !(60..=366 * 86_400).contains(&r.lifetime_secs) {
-            return Err(err("response.lifetime_secs", "must be between 60 and 31622400 (366 days)"));
-        }
-        if !(r.refresh_fraction > 0.0 && r.refresh_fraction <= 1.0) {
-            return Err(err("response.refresh_fraction", "must be in (0, 1]"));
-        }
-        if r.backdate_secs >= r.lifetime_secs {
-            return Err(err("response.backdate_secs", "must be below response.lifetime_secs"));
-        }
-        let l = &f.limits;
-        for (name, v, min) in [
-            ("limits.max_uri_bytes", l.max_uri_bytes, 64),
-            ("limits.max_header_bytes", l.max_header_bytes, 256),
-            ("limits.max_body_bytes", l.max_body_bytes, 64),
-            ("limits.max_cert_ids", l.max_cert_ids, 1),
-            ("limits.max_connections_per_shard", l.max_connections_per_shard, 1),
-            ("signing.queue_depth", f.signing.queue_depth, 1),
-            ("signing.batch", f.signing.batch, 1),
-            ("cache.max_inflight_per_shard", f.cache.max_inflight_per_shard, 1),
-        ] {
-            if v < min {
-                return Err(err(name, format!("must be at least {min}")));
-            }
-        }
-        if l.max_uri_bytes > l.max_header_bytes {
-            return Err(err("limits.max_uri_bytes", "must not exceed limits.max_header_bytes"));
-        }
-        for (name, v) in [
-            ("limits.header_timeout_ms", l.header_timeout_ms),
-            ("limits.idle_timeout_ms", l.idle_timeout_ms),
-            ("limits.write_timeout_ms", l.write_timeout_ms),
-            ("limits.drain_timeout_ms", l.drain_timeout_ms),
-            ("signing.timeout_ms", f.signing.timeout_ms),
-        ] {
-            if v == 0 {
-                return Err(err(name, "must be above 0"));
-            }
-        }
-        if f.signing.threads == 0 {
-            f.signing.threads = cores;
-        }
-        if f.issuers.is_empty() {
-            return Err(err("issuer", "at least one [[issuer]] is required"));
-        }
-        let mut names = std::collections::HashSet::new();
-        for (i, is) in f.issuers.iter_mut().enumerate() {
-            if is.name.trim().is_empty() {
-                return Err(err(format!("issuer[{i}].name"), "must not be empty"));
-            }
-            if !names.insert(is.name.clone()) {
-                return Err(err(format!("issuer[{i}].name"), format!("{:?} is used twice", is.name)));
-            }
-            match (&is.key, &is.pkcs11) {
-                (Some(_), Some(_)) => {
-                    return Err(err(
-                        format!("issuer[{i}].key"),
-                        "set either key or [issuer.pkcs11], not both",
-                    ))
-                }
-                (None, None) => return Err(err(format!("issuer[{i}].key"), "set key or [issuer.pkcs11]")),
-                (None, Some(p)) => {
-                    let f = |x: &str| format!("issuer[{i}].pkcs11.{x}");
-                    if p.key_label.is_some() == p.key_id.is_some() {
-                        return Err(err(f("key_label"), "set exactly one of key_label and key_id"));
-                    }
-                    if p.pin_env.is_some() == p.pin_file.is_some() {
-                        return Err(err(f("pin_env"), "set exactly one of pin_env and pin_file"));
-                    }
-                    if !p.module.is_file() {
-                        return Err(err(
-                            f("module"),
-                            format!("{} is not a readable file", p.module.display()),
-                        ));
-                    }
-                }
-                (Some(_), None) => {}
-            }
-            match (&is.index, &f.mysql) {
-                (None, None) => {
-                    return Err(err(format!("issuer[{i}].index"), "required (or configure [mysql])"))
-                }
-                (Some(_), Some(_)) => {
-                    return Err(err(
-                        format!("issuer[{i}].index"),
-                        "statuses come from [mysql]; import the file with `ocsp-origin db import` instead",
-                    ))
-                }
-                _ => {}
-            }
-            let pin_file = is.pkcs11.as_mut().and_then(|p| p.pin_file.as_mut());
-            for (field, p) in
-                [("cert", Some(&mut is.cert)), ("key", is.key.as_mut()), ("index", is.index.as_mut())]
-                    .into_iter()
-                    .chain(std::iter::once(("responder_cert", is.responder_cert.as_mut())))
-                    .chain(std::iter::once(("pkcs11.pin_file", pin_file)))
-            {
-                let Some(p) = p else { continue };
-                if p.is_relative() {
-                    *p = base.join(&*p);
-                }
-                if !p.is_file() {
-                    return Err(err(
-                        format!("issuer[{i}].{field}"),
-                        format!("{} is not a readable file", p.display()),
-                    ));
-                }
-            }
-        }
-        if let Some(m) = &f.mysql {
-            if m.threads == 0 || m.batch == 0 || m.queue_depth == 0 || m.timeout_ms == 0 {
-                return Err(err("mysql", "threads, batch, queue_depth and timeout_ms must be above 0"));
-            }
-            crate::status::mysql::MysqlConfig::opts(m, &m.url, 1).map_err(|e| err("mysql.url", e))?;
-            if let Some(r) = &m.replica_url {
-                m.opts(r, 1).map_err(|e| err("mysql.replica_url", e))?;
-            }
-            let fd = &f.feed;
-            for (name, v) in [
-                ("feed.poll_interval_ms", fd.poll_interval_ms),
-                ("feed.batch", fd.batch as u64),
-                ("feed.max_floors", fd.max_floors as u64),
-                ("feed.hole_timeout_secs", fd.hole_timeout_secs),
-            ] {
-                if v == 0 {
-                    return Err(err(name, "must be above 0"));
-                }
-            }
-            if fd.bound_ms < 2 * fd.poll_interval_ms {
-                return Err(err("feed.bound_ms", "must be at least twice feed.poll_interval_ms"));
-            }
-            if fd.fence_window_secs < 60 {
-                return Err(err("feed.fence_window_secs", "must be at least 60"));
-            }
-            if fd.max_floors < 1000 {
-                return Err(err("feed.max_floors", "must be at least 1000"));
-            }
-            if fd.hole_timeout_secs >= fd.fence_window_secs {
-                return Err(err("feed.hole_timeout_secs", "must be below feed.fence_window_secs"));
-            }
-            if fd.retention_secs != 0 && fd.retention_secs < fd.fence_window_secs {
-                return Err(err(
-                    "feed.retention_secs",
-                    "must be 0 (never prune) or at least feed.fence_window_secs",
-                ));
-            }
-            if m.max_replica_lag_ms / 1000 >= fd.fence_window_secs {
-                return Err(err("mysql.max_replica_lag_ms", "must be below feed.fence_window_secs"));
-            }
-            if f.cache.l1_max_age_secs.is_none() {
-                f.cache.l1_max_age_secs = Some(60);
-            }
-        }
-        if let Some(r) = &f.redis {
-            if r.command_timeout_ms == 0 || r.connect_timeout_ms == 0 {
-                return Err(err("redis", "command_timeout_ms and connect_timeout_ms must be above 0"));
-            }
-            crate::source::redis::client(r).map_err(|e| err("redis.url", e))?;
-        }
-        let (admin, admin_token) = match &f.admin {
-            Some(a) => {
-                let listen = a
-                    .listen
-                    .parse::<SocketAddr>()
-                    .map_err(|_| err("admin.listen", format!("{:?} is not an IP:port address", a.listen)))?;
-                let token = match &a.token_file {
-                    Some(p) => {
-                        let p = if p.is_relative() { base.join(p) } else { p.clone() };
-                        let (token, warning) =
-                            crate::admin::AdminToken::read(&p).map_err(|e| err("admin.token_file", e))?;
-                        if let Some(w) = warning {
-                            log::warn!("admin.token_file: {w}");
-                        }
-                        Some(token)
-                    }
-                    None => None,
-                };
-                if token.is_none() && !crate::admin::is_loopback(listen.ip()) {
-                    return Err(err(
-                        "admin.token_file",
-                        format!(
-                            "required when admin.listen ({listen}) is not a loopback address: every admin \
-                             call from there must carry the bearer token"
-                        ),
-                    ));
-                }
-                (Some(listen), token)
-            }
-            None => (None, None),
-        };
-        Ok(Config {
-            admin,
-            admin_token,
-            mysql: f.mysql,
-            feed: f.feed,
-            redis: f.redis,
-            listen,
-            cores,
-            pin: f.pin,
-            path_prefix: prefix,
-            response: f.response,
-            limits: f.limits,
-            signing: f.signing,
-            cache: f.cache,
-            issuers: f.issuers,
-        })
-    }
-
-    /// The lifetime as a duration.
-    pub fn lifetime(&self) -> Duration {
-        Duration::from_secs(self.response.lifetime_secs)
-    }
-}
-
-fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
 }
 
 /// CPUs this process may run on.

@@ -12,10 +12,10 @@ use std::path::Path;
 use mysql::prelude::Queryable;
 use mysql::{Pool, TxOpts};
 
+use crate::ocsp::CertStatus;
 use crate::ocsp::{RevocationReason, Serial};
 use crate::status::index_txt::parse_line;
 use crate::status::mysql::{redact, MysqlConfig};
-use crate::status::CertStatus;
 
 /// Migrations, in order: (version, name, SQL).
 ///
@@ -23,13 +23,13 @@ use crate::status::CertStatus;
 /// bodies itself, so no client-side delimiter games); a migration re-run after
 /// failing half-way starts over safely (`IF NOT EXISTS`, `DROP … IF EXISTS`).
 pub const MIGRATIONS: &[(u32, &str, &str)] = &[
-    (1, "certificates", include_str!("../migrations/0001_certificates.sql")),
-    (2, "change_feed", include_str!("../migrations/0002_change_feed.sql")),
+    (1, "certificates", include_str!("../../migrations/0001_certificates.sql")),
+    (2, "change_feed", include_str!("../../migrations/0002_change_feed.sql")),
 ];
 
 /// Opens a small pool on the primary.
 pub fn connect(cfg: &MysqlConfig) -> Result<Pool, String> {
-    Pool::new(cfg.opts(&cfg.url, 2)?)
+    Pool::new(crate::status::mysql::opts(cfg, &cfg.url, 2)?)
         .map_err(|e| format!("cannot connect to MySQL: {}", redact(&e.to_string())))
 }
 

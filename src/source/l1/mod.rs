@@ -15,20 +15,24 @@
 //! [`Cached::answer`] also says how it served ([`Served`]), which the
 //! connection turns into the `X-Cache-Status` header.
 
+pub mod shed;
+pub mod store;
+
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
 use futures::future::{FutureExt, Shared};
 
-use super::admission::Admission;
+use self::shed::Admission;
+use self::store::L1Cache;
 use super::{Answer, Query, Source};
-use crate::cache::l1::L1Cache;
+
 use crate::cache::{CacheStatus, CachedResponse, Freshness, Origin, ResponseCache};
 use crate::clock::unix_now;
 use crate::error::OcspError;
-use crate::feed::Fence;
 use crate::ocsp::{IssuerId, Serial};
+use crate::source::floors::Fence;
 
 /// Counters for this layer, per shard.
 #[derive(Default, Debug)]
@@ -309,7 +313,7 @@ impl Cached {
         self.state.l1.remove_cert(issuer, serial);
         let mut inflight = self.state.inflight.borrow_mut();
         if !inflight.is_empty() {
-            crate::cache::l1::for_each_single_key(issuer, serial, |k| {
+            crate::source::l1::store::for_each_single_key(issuer, serial, |k| {
                 inflight.remove(k);
             });
         }
@@ -358,13 +362,6 @@ impl Cached {
     }
 }
 
-impl Source for Cached {
-    fn fetch(&self, q: Rc<Query>, _at_least: u64) -> Answer {
-        let me = self.clone();
-        Box::pin(async move { me.answer((*q).clone()).await.map(|(r, _)| r) })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::cell::Cell;
@@ -403,7 +400,7 @@ mod tests {
     }
 
     fn on_executor(f: impl std::future::Future<Output = ()> + 'static) {
-        crate::server::raise_memlock(1 << 20).unwrap();
+        crate::uring::raise_memlock(1 << 20).unwrap();
         glommio::LocalExecutorBuilder::default().io_memory(64 << 10).make().unwrap().run(f);
     }
 
@@ -436,7 +433,7 @@ mod tests {
         on_executor(async {
             let now = unix_now();
             let v = Validity { produced_at: now, this_update: now, next_update: now + 1000 };
-            let f = std::sync::Arc::new(crate::feed::Floors::new(10));
+            let f = std::sync::Arc::new(crate::source::floors::Floors::new(10));
             let fence = Fence::for_ids(f.clone(), &["test"]);
             let calls = Rc::new(Cell::new(0));
             let inner: Rc<dyn Source> =
@@ -464,7 +461,7 @@ mod tests {
     struct Revisioned {
         calls: Rc<Cell<u32>>,
         validity: Validity,
-        floors: std::sync::Arc<crate::feed::Floors>,
+        floors: std::sync::Arc<crate::source::floors::Floors>,
     }
 
     impl Source for Revisioned {
@@ -476,7 +473,7 @@ mod tests {
                 glommio::timer::sleep(Duration::from_millis(5)).await;
                 if n == 1 {
                     let now = unix_now();
-                    let r = crate::feed::floors::Raise { revision: 2, seq: 2, at: now, until: now + 60 };
+                    let r = crate::source::floors::Raise { revision: 2, seq: 2, at: now, until: now + 60 };
                     floors.raise(floors.issuer("test"), Serial::from_hex("01").unwrap(), r);
                 }
                 let mut r = CachedResponse::new(vec![1], v, v.next_update - 1, Origin::Signed);

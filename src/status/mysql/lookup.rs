@@ -1,0 +1,243 @@
+//! The lookup threads: each takes every waiting lookup (up to `batch`),
+//! answers them with one query per issuer on the side the fences allow, and
+//! reads rows older than a known change again from the primary.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mysql::prelude::Queryable;
+use mysql::{Conn, Opts};
+
+use super::health::Health;
+use super::replica::Replica;
+use super::{Lookup, Sides};
+use crate::config::redact;
+use crate::ocsp::{CertStatus, IssuerId, RevocationReason, Serial};
+use crate::status::{CertRecord, StatusError};
+
+/// This thread's connections, opened on first use and dropped after any
+/// error: a connection whose query failed half-way (a read timeout) may still
+/// have the rest of that answer in flight, so it is never reused.
+#[derive(Default)]
+pub(super) struct Conns {
+    primary: Option<Conn>,
+    replica: Option<Conn>,
+}
+
+pub(super) fn lookup_thread(
+    rx: flume::Receiver<Lookup>,
+    sides: Sides,
+    names: Arc<HashMap<IssuerId, String>>,
+    batch: usize,
+    health: Arc<Health>,
+    replica: Arc<Replica>,
+) {
+    let mut conns = Conns::default();
+    let mut jobs: Vec<Lookup> = Vec::with_capacity(batch);
+    while let Ok(first) = rx.recv() {
+        jobs.push(first);
+        while jobs.len() < batch {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        jobs.retain(|j| !j.reply.is_canceled());
+        if jobs.is_empty() {
+            continue;
+        }
+        if health.is_down() {
+            // Lookups queued before the trip: answer them at once too.
+            for j in jobs.drain(..) {
+                let _ = j.reply.send(Err(StatusError::Unavailable("status database unreachable".into())));
+            }
+            continue;
+        }
+        let started = Instant::now();
+        let result = serve_batch(&mut conns, &sides, &names, &jobs, &replica);
+        if started.elapsed() > Duration::from_secs(1) {
+            log::warn!("status lookup of {} serials took {:?}", jobs.len(), started.elapsed());
+        }
+        match result {
+            Ok(answers) => {
+                for (j, a) in jobs.drain(..).zip(answers) {
+                    let _ = j.reply.send(a);
+                }
+            }
+            Err(e) => {
+                health.trip(&e);
+                for j in jobs.drain(..) {
+                    let _ = j.reply.send(Err(StatusError::Unavailable(e.clone())));
+                }
+            }
+        }
+    }
+}
+
+/// What one batch needs from a side: (issuer, serial) pairs.
+pub(super) type Found = HashMap<(IssuerId, Serial), CertRecord>;
+
+/// Answers a batch, in job order. Lookups read the replica while it is within
+/// `max_replica_lag_ms` (else the primary); a job whose replica row is older
+/// than its `at_least` (or missing while the node knows of a change), or
+/// that asked for the primary, is read from the primary, all such jobs in one
+/// query; a primary row still older fails that job with
+/// [`StatusError::Behind`]. The batch fails as a whole only when the side it
+/// needed cannot be read.
+pub(super) fn serve_batch(
+    conns: &mut Conns,
+    sides: &Sides,
+    names: &HashMap<IssuerId, String>,
+    jobs: &[Lookup],
+    replica: &Replica,
+) -> Result<Vec<Result<Option<CertRecord>, StatusError>>, String> {
+    let lag = replica.lag_ms.load(Ordering::Relaxed);
+    let via_replica = match &sides.replica {
+        Some(_) if lag <= sides.max_lag_ms => true,
+        Some(_) => {
+            replica.routed_to_primary.fetch_add(jobs.len() as u64, Ordering::Relaxed);
+            false
+        }
+        None => false,
+    };
+    let key = |j: &Lookup| (j.issuer, j.serial);
+    let mut found = Found::new();
+    let mut to_primary: Vec<(IssuerId, Serial)> = jobs.iter().filter(|j| j.need.primary).map(key).collect();
+    let replica_jobs: Vec<&Lookup> = jobs.iter().filter(|j| !j.need.primary).collect();
+    match (&sides.replica, via_replica) {
+        (Some(opts), true) if !replica_jobs.is_empty() => {
+            let keys: Vec<(IssuerId, Serial)> = replica_jobs.iter().map(|j| key(j)).collect();
+            match answer_batch(&mut conns.replica, opts, names, &keys) {
+                Ok(f) => {
+                    found = f;
+                    let stale = |j: &Lookup| match found.get(&key(j)) {
+                        Some(r) => r.revision < j.need.at_least,
+                        None => j.need.at_least > 0,
+                    };
+                    let again: Vec<(IssuerId, Serial)> =
+                        replica_jobs.iter().filter(|j| stale(j)).map(|j| key(j)).collect();
+                    replica.fenced_rereads.fetch_add(again.len() as u64, Ordering::Relaxed);
+                    to_primary.extend(again);
+                }
+                // The replica failed: the primary answers this batch (the lag
+                // monitor moves later ones over within a second).
+                Err(e) => {
+                    log::debug!("replica lookup failed ({e}); reading the primary");
+                    to_primary.extend(keys);
+                }
+            }
+        }
+        _ => to_primary.extend(replica_jobs.iter().map(|j| key(j))),
+    }
+    if !to_primary.is_empty() {
+        for k in &to_primary {
+            found.remove(k);
+        }
+        found.extend(answer_batch(&mut conns.primary, &sides.primary, names, &to_primary)?);
+    }
+    Ok(jobs
+        .iter()
+        .map(|j| match found.get(&key(j)) {
+            Some(r) if r.revision < j.need.at_least => {
+                replica.behind.fetch_add(1, Ordering::Relaxed);
+                Err(StatusError::Behind { found: r.revision, need: j.need.at_least })
+            }
+            // Absent on the primary: deleted or never issued. `unauthorized`
+            // is never a wrong "good".
+            other => Ok(other.copied()),
+        })
+        .collect())
+}
+
+/// Answers a batch on one side's connection (opening one if it has none).
+/// Any error drops the connection. A kept connection that turns out dead
+/// (the server restarted: EOF, reset) is replaced and the batch tried once
+/// more; a timeout is not retried (the database is slow or stopped, and the
+/// shard has stopped waiting).
+pub(super) fn answer_batch(
+    conn: &mut Option<Conn>,
+    opts: &Opts,
+    names: &HashMap<IssuerId, String>,
+    keys: &[(IssuerId, Serial)],
+) -> Result<Found, String> {
+    let reused = conn.is_some();
+    let mut attempt = || {
+        let result = query_batch(conn, opts, names, keys);
+        if result.is_err() {
+            *conn = None;
+        }
+        result
+    };
+    match attempt() {
+        Err(e) if reused && is_stale_connection(&e) => {
+            log::debug!("status connection was dead ({}); reconnecting", redact(&e.to_string()));
+            attempt().map_err(|e| redact(&e.to_string()))
+        }
+        other => other.map_err(|e| redact(&e.to_string())),
+    }
+}
+
+/// A connection the server closed while it sat idle, as opposed to a database
+/// that is slow or stopped now (a socket timeout, which the driver reports as
+/// `WouldBlock` or `TimedOut`, possibly inside a codec error).
+pub(super) fn is_stale_connection(e: &mysql::Error) -> bool {
+    let timed_out = |io: &std::io::Error| {
+        matches!(io.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock)
+    };
+    match e {
+        mysql::Error::IoError(io) => !timed_out(io),
+        // The codec's own error type is not exported; its `source` is the
+        // socket error when there is one.
+        mysql::Error::CodecError(c) => {
+            !matches!(std::error::Error::source(c).and_then(|s| s.downcast_ref()), Some(io) if timed_out(io))
+        }
+        _ => false,
+    }
+}
+
+pub(super) type Row = (Vec<u8>, u8, Option<u64>, Option<u8>, u64, u64);
+
+pub(super) fn query_batch(
+    conn: &mut Option<Conn>,
+    opts: &Opts,
+    names: &HashMap<IssuerId, String>,
+    keys: &[(IssuerId, Serial)],
+) -> Result<Found, mysql::Error> {
+    let mut by_issuer: HashMap<IssuerId, Vec<Serial>> = HashMap::new();
+    for (issuer, serial) in keys {
+        by_issuer.entry(*issuer).or_default().push(*serial);
+    }
+    let conn = match conn {
+        Some(c) => c,
+        None => conn.insert(Conn::new(opts.clone())?),
+    };
+    let mut found = HashMap::new();
+    for (issuer, serials) in by_issuer {
+        let Some(name) = names.get(&issuer) else { continue };
+        let marks = vec!["?"; serials.len()].join(",");
+        let sql = format!(
+            "SELECT serial, status, revoked_at, reason, not_after, revision FROM ocsp_certificates \
+             WHERE issuer = ? AND serial IN ({marks})"
+        );
+        let mut params: Vec<mysql::Value> = Vec::with_capacity(serials.len() + 1);
+        params.push(name.as_str().into());
+        params.extend(serials.iter().map(|s| mysql::Value::from(s.as_bytes())));
+        let rows: Vec<Row> = conn.exec(sql, params)?;
+        for (serial, status, revoked_at, reason, not_after, revision) in rows {
+            let Ok(serial) = Serial::from_der_content(&serial) else { continue };
+            let status = match status {
+                0 => CertStatus::Good,
+                _ => CertStatus::Revoked {
+                    at: revoked_at.unwrap_or(0),
+                    reason: reason
+                        .and_then(RevocationReason::from_code)
+                        .unwrap_or(RevocationReason::Unspecified),
+                },
+            };
+            found.insert((issuer, serial), CertRecord { status, not_after, revision });
+        }
+    }
+    Ok(found)
+}
