@@ -211,7 +211,7 @@ pub fn run(args: &BenchArgs, command_line: String) -> Result<(RunReport, PathBuf
         }
         None => PoolPlacement::Unbound(threads),
     };
-    crate::server::raise_memlock(threads * crate::server::IO_MEMORY + (512 << 10))?;
+    crate::uring::raise_memlock(crate::uring::memlock_for(threads))?;
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     let (start_tx, start_rx) = flume::bounded::<Instant>(threads);
     let work: Vec<(usize, usize, usize, Vec<u32>)> = (0..threads)
@@ -227,7 +227,7 @@ pub fn run(args: &BenchArgs, command_line: String) -> Result<(RunReport, PathBuf
     let plan2 = plan.clone();
     let handles = LocalExecutorPoolBuilder::new(placement)
         .name("bench")
-        .io_memory(crate::server::IO_MEMORY)
+        .io_memory(crate::uring::IO_MEMORY)
         .ring_depth(512)
         .on_all_shards(move || {
             let mine = work.lock().ok().and_then(|mut w| w.pop());

@@ -34,8 +34,6 @@ pub use shard::Shard;
 
 use crate::config::Config;
 use crate::control::Control;
-// TEMP(merge bench12): the load generator still names these here.
-pub use crate::uring::{raise_memlock, IO_MEMORY};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]

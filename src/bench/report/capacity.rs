@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-use super::summary::StageSummary;
+use super::stages::StageSummary;
 use crate::bench::results::{Outcome, RunReport, StageResult};
 
 /// A stage's p99 over all outcomes, for the "how did latency move" line.

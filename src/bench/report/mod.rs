@@ -19,6 +19,7 @@ mod exports;
 mod fixtures;
 mod markdown;
 mod plot;
+mod stages;
 mod summary;
 
 use std::fs;
