@@ -1,4 +1,4 @@
-//! What the fault suites (tests/chaos.rs, tests/hsm_faults.rs) share: a
+//! What the fault suites (tests/faults/chaos.rs, tests/hsm/under_load.rs) share: a
 //! `ocsp-origin bench` run in the background whose measured stage the suite
 //! times its faults against, the run's per-second outcome counts, a probe
 //! client that verifies every answer in full, and the fault table.

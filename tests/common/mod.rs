@@ -4,12 +4,14 @@
 #![allow(dead_code)]
 
 pub mod load;
+pub mod schedule;
 pub mod services;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 /// The test issuer's files.
@@ -426,6 +428,51 @@ impl Token {
             ("OCSP_TEST_PIN".into(), self.pin.clone()),
         ]
     }
+}
+
+/// The label of the token of the PKCS#11 module loaded into this process.
+const IN_PROCESS_TOKEN: &str = "in-process";
+/// The variable holding its PIN.
+const IN_PROCESS_PIN_ENV: &str = "OCSP_IN_PROCESS_PIN";
+
+/// This process's token: SoftHSM2 reads `SOFTHSM2_CONF` once per process (at
+/// the first `C_Initialize`, and the signer keeps one context per module), so
+/// every test that loads the module into this process uses this one token,
+/// made on first use, with the test CA's key imported as "issuer".
+fn process_token() -> &'static Token {
+    static TOKEN: OnceLock<Token> = OnceLock::new();
+    TOKEN.get_or_init(|| {
+        let token = Token::new(IN_PROCESS_TOKEN);
+        token.import(&data("ca.key"), "issuer", "01");
+        // Process-global, before the first C_Initialize; no other test runs
+        // meanwhile (the caller holds `schedule::alone`).
+        std::env::set_var("SOFTHSM2_CONF", &token.conf);
+        std::env::set_var(IN_PROCESS_PIN_ENV, &token.pin);
+        token
+    })
+}
+
+/// Runs `test` with the signer config of the test CA's key on this process's
+/// token ([`process_token`]): alone (it closes sessions, logs the token out
+/// or counts the sessions every test of this process opened), and on a thread
+/// of its own that has ended, its thread-local PKCS#11 sessions closed, when
+/// the next test gets its turn.
+pub fn hsm_in_process(test: impl FnOnce(&ocsp_origin::signer::Pkcs11Config) + Send) {
+    let _turn = schedule::alone();
+    process_token();
+    let cfg = ocsp_origin::signer::Pkcs11Config {
+        module: softhsm_module(),
+        token_label: IN_PROCESS_TOKEN.into(),
+        key_label: Some("issuer".into()),
+        key_id: None,
+        pin_env: Some(IN_PROCESS_PIN_ENV.into()),
+        pin_file: None,
+    };
+    std::thread::scope(|s| {
+        if let Err(panic) = s.spawn(|| test(&cfg)).join() {
+            std::panic::resume_unwind(panic);
+        }
+    });
 }
 
 /// A fresh, empty database on the test MariaDB (from `OCSP_TEST_MYSQL_URL`,

@@ -3,7 +3,7 @@
 //! `ocsp-origin bench`, while its dependencies are stopped, killed, restarted
 //! and flushed underneath it.
 //!
-//! This binary starts its **own** redis-server and mariadbd on free loopback
+//! This suite starts its **own** redis-server and mariadbd on free loopback
 //! ports (the shared instances of tests/run.sh are used by other test
 //! binaries, which must not see them stop), its own token and its own server,
 //! and kills every child on the way out, panics included (drop guards).
@@ -37,10 +37,10 @@
 //! go to stderr and to `$CARGO_TARGET_TMPDIR/chaos-fault-table.md` (the fault
 //! table in benches/RESULTS.md is made from them).
 //!
-//! HSM faults are in `tests/hsm_faults.rs`: SoftHSM2 runs inside the server
+//! HSM faults are in `tests/hsm/under_load.rs`: SoftHSM2 runs inside the server
 //! process, so it cannot be slowed or stopped from outside.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -471,6 +471,7 @@ fn services_available() -> bool {
 
 #[test]
 fn chaos_redis_and_database_faults_under_load() {
+    let _turn = schedule::alone();
     if !services_available() {
         return;
     }

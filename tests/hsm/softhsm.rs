@@ -3,7 +3,7 @@
 //! keys that don't match their certificate, and says why for a wrong PIN or a
 //! missing token.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 
@@ -27,6 +27,7 @@ fn check_config(dir: &std::path::Path, body: &str, env: &[(String, String)]) -> 
 
 #[test]
 fn ec_key_in_softhsm_signs_verifiable_answers() {
+    let _turn = schedule::with_others();
     let token = Token::new("ocsp-ec");
     token.import(&data("ca.key"), "issuer-ec", "01");
     let issuer = hsm_issuer(
@@ -54,6 +55,7 @@ fn ec_key_in_softhsm_signs_verifiable_answers() {
 
 #[test]
 fn rsa_key_in_softhsm_signs_verifiable_answers() {
+    let _turn = schedule::with_others();
     let token = Token::new("ocsp-rsa");
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();
@@ -87,6 +89,7 @@ fn rsa_key_in_softhsm_signs_verifiable_answers() {
 
 #[test]
 fn start_up_refuses_a_key_that_does_not_match() {
+    let _turn = schedule::with_others();
     let token = Token::new("ocsp-mismatch");
     let dir = tempfile::tempdir().unwrap();
     let (ok, out) = run(openssl()
@@ -107,6 +110,7 @@ fn start_up_refuses_a_key_that_does_not_match() {
 
 #[test]
 fn start_up_errors_are_clear() {
+    let _turn = schedule::with_others();
     let token = Token::new("ocsp-errors");
     token.import(&data("ca.key"), "issuer-ec", "01");
     let dir = tempfile::tempdir().unwrap();
@@ -137,6 +141,7 @@ fn start_up_errors_are_clear() {
 
 #[test]
 fn delegated_responder_key_in_softhsm() {
+    let _turn = schedule::with_others();
     let token = Token::new("ocsp-delegated");
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();

@@ -5,7 +5,7 @@
 //! excess misses get `tryLater`, and warm serials keep being served from the
 //! cache throughout. The server stays up and healthy afterwards.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 
@@ -13,6 +13,7 @@ use common::*;
 
 #[test]
 fn a_miss_storm_beyond_signing_capacity_gets_try_later_never_errors() {
+    let _turn = schedule::alone();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (ok, msg) = run(openssl()

@@ -2,7 +2,7 @@
 //! pipelining, keep-alive, HTTP/1.0, limits, timeouts, methods, every GET
 //! encoding variant, conditional GETs.
 
-mod common;
+use crate::common;
 
 use std::io::{BufReader, Read, Write};
 use std::time::{Duration, Instant};

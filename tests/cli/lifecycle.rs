@@ -3,7 +3,7 @@
 //! status 0), and SIGHUP reloads issuers and statuses without dropping
 //! connections; a reload that cannot apply leaves the running config serving.
 
-mod common;
+use crate::common;
 
 use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;

@@ -10,7 +10,7 @@
 //! is still answered promptly meanwhile. Limits and timeouts are configured
 //! small so the suite is fast.
 
-mod common;
+use crate::common;
 
 use std::io::{BufReader, ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -174,6 +174,7 @@ fn assert_cut_off(s: &Server, head: &[u8], chunk: Vec<u8>, status: u16, what: &s
 
 #[test]
 fn slowloris_head_gets_408_and_close_within_the_header_timeout() {
+    let _turn = schedule::with_others();
     let s = server_with("");
     let c = s.connect();
     let stop = Arc::new(AtomicBool::new(false));
@@ -204,6 +205,7 @@ fn slowloris_head_gets_408_and_close_within_the_header_timeout() {
 
 #[test]
 fn slowloris_body_gets_408_and_close_within_the_header_timeout() {
+    let _turn = schedule::with_others();
     let s = server_with("");
     let mut c = s.connect();
     let start = Instant::now();
@@ -228,6 +230,7 @@ fn slowloris_body_gets_408_and_close_within_the_header_timeout() {
 
 #[test]
 fn many_slowloris_connections_do_not_block_normal_clients() {
+    let _turn = schedule::with_others();
     const N: usize = 200;
     let s = server_with("");
     let stop = Arc::new(AtomicBool::new(false));
@@ -294,6 +297,7 @@ fn many_slowloris_connections_do_not_block_normal_clients() {
 
 #[test]
 fn too_many_headers_get_431_and_close() {
+    let _turn = schedule::with_others();
     let s = server_with("");
     // 40 small fields: under the byte limit, over the field limit (32).
     let raw = format!("GET / HTTP/1.1\r\n{}\r\n", "X-A: b\r\n".repeat(40));
@@ -310,6 +314,7 @@ fn too_many_headers_get_431_and_close() {
 
 #[test]
 fn an_endless_stream_of_headers_gets_431_and_close_without_being_read() {
+    let _turn = schedule::with_others();
     let s = server_with("");
     // Small header fields without end; the server must answer after the
     // first 8 KiB and stop reading.
@@ -319,6 +324,7 @@ fn an_endless_stream_of_headers_gets_431_and_close_without_being_read() {
 
 #[test]
 fn one_endless_header_gets_431_and_close() {
+    let _turn = schedule::with_others();
     let s = server_with("");
     assert_cut_off(&s, b"GET / HTTP/1.1\r\nX-Giant: ", vec![b'a'; 64 << 10], 431, "endless header");
 }
@@ -327,6 +333,7 @@ fn one_endless_header_gets_431_and_close() {
 
 #[test]
 fn huge_declared_content_length_gets_413_at_once() {
+    let _turn = schedule::with_others();
     let s = server_with("");
     for cl in [
         "8193",
@@ -351,6 +358,7 @@ fn huge_declared_content_length_gets_413_at_once() {
 /// else a front proxy might read differently is refused (request smuggling).
 #[test]
 fn regression_content_length_with_a_sign_is_refused() {
+    let _turn = schedule::with_others();
     let s = server_with("");
     for cl in ["+5", "-5", "5, 5", "0x10", "5 5", "٥"] {
         let mut c = s.connect();
@@ -363,6 +371,7 @@ fn regression_content_length_with_a_sign_is_refused() {
 
 #[test]
 fn an_endless_body_gets_413_and_close_with_bounded_memory() {
+    let _turn = schedule::with_others();
     let s = server_with("");
     let head = b"POST / HTTP/1.1\r\nContent-Type: application/ocsp-request\r\nContent-Length: 1000000000000000\r\n\r\n";
     assert_cut_off(&s, head, vec![0x30; 64 << 10], 413, "endless body");
@@ -376,6 +385,7 @@ fn an_endless_body_gets_413_and_close_with_bounded_memory() {
 /// the staged close itself).
 #[test]
 fn regression_a_refusal_is_a_staged_close_not_a_reset() {
+    let _turn = schedule::with_others();
     let s = server_with("");
     let c = s.connect();
     (&c).write_all(b"POST / HTTP/1.1\r\nContent-Length: 10000000\r\n\r\n").unwrap();
@@ -394,6 +404,7 @@ fn regression_a_refusal_is_a_staged_close_not_a_reset() {
 
 #[test]
 fn an_endless_body_without_length_gets_411_and_close() {
+    let _turn = schedule::with_others();
     let s = server_with("");
     let head = b"POST / HTTP/1.1\r\nContent-Type: application/ocsp-request\r\n\r\n";
     assert_cut_off(&s, head, vec![0x30; 64 << 10], 411, "body without length");
@@ -401,6 +412,7 @@ fn an_endless_body_without_length_gets_411_and_close() {
 
 #[test]
 fn chunked_post_gets_411_and_close() {
+    let _turn = schedule::with_others();
     let s = server_with("");
     let endless_chunk: Vec<u8> = b"10000\r\n".iter().chain(&[b'a'; 65536]).copied().collect();
     for te in ["chunked", "gzip, chunked", "identity"] {
@@ -415,6 +427,7 @@ fn chunked_post_gets_411_and_close() {
 
 #[test]
 fn a_body_longer_than_declared_is_a_bad_next_request() {
+    let _turn = schedule::with_others();
     // The declared length is honoured; what follows is read as the next
     // pipelined request, which is garbage: 400 and close, never a hang.
     let s = server_with("");
@@ -462,6 +475,7 @@ fn still_open(c: &mut TcpStream) -> bool {
 
 #[test]
 fn thousands_of_idle_connections_are_held_then_closed_by_the_idle_timeout() {
+    let _turn = schedule::with_others();
     const N: usize = 2500;
     raise_nofile(N as u64 + 1024);
     let s = server_with("");
@@ -499,6 +513,7 @@ fn thousands_of_idle_connections_are_held_then_closed_by_the_idle_timeout() {
 
 #[test]
 fn past_the_connection_cap_new_connections_wait_in_the_backlog() {
+    let _turn = schedule::with_others();
     // Two shards of 4 connections each; 24 idle connections fill both (each
     // shard gets at least 4 of them unless the kernel's hash is very lopsided).
     let s = Server::start(
@@ -523,6 +538,7 @@ fn past_the_connection_cap_new_connections_wait_in_the_backlog() {
 
 #[test]
 fn many_more_clients_than_the_cap_are_all_served_none_refused() {
+    let _turn = schedule::with_others();
     const N: usize = 300;
     let s = Server::start("[limits]\nmax_connections_per_shard = 4\n", &test_issuer_toml());
     let start = Instant::now();
@@ -544,6 +560,7 @@ fn many_more_clients_than_the_cap_are_all_served_none_refused() {
 
 #[test]
 fn a_pipelining_flood_is_answered_in_order() {
+    let _turn = schedule::with_others();
     const N: usize = 5000;
     let s = server_with("");
     let der = request_der();
@@ -582,6 +599,7 @@ fn a_pipelining_flood_is_answered_in_order() {
 
 #[test]
 fn a_client_that_never_reads_is_closed_by_the_write_timeout() {
+    let _turn = schedule::with_others();
     let s = server_with("");
     let before = warm_rss(&s);
     // A tiny receive window so the server's answers back up quickly.
@@ -623,6 +641,7 @@ enum Expect {
 
 #[test]
 fn invalid_utf8_and_nul_bytes_get_400_or_malformed_request_never_a_crash() {
+    let _turn = schedule::with_others();
     let mut s = server_with("");
     let der = request_der();
     let malformed = || Expect::Body(ocsp_error(1));
@@ -708,6 +727,7 @@ fn request_with_cert_ids(n: usize) -> Vec<u8> {
 
 #[test]
 fn ten_thousand_cert_ids_get_413_by_default() {
+    let _turn = schedule::with_others();
     let s = server_with("");
     let body = request_with_cert_ids(10_000);
     assert!(body.len() > 300_000, "{} bytes", body.len());
@@ -730,6 +750,7 @@ fn ten_thousand_cert_ids_get_413_by_default() {
 
 #[test]
 fn ten_thousand_cert_ids_are_malformed_past_max_cert_ids() {
+    let _turn = schedule::with_others();
     let s = server_with("max_body_bytes = 1048576\n");
     let body = request_with_cert_ids(10_000);
     let before = warm_rss(&s);

@@ -3,7 +3,7 @@
 //! `tryLater` at once, and a still-valid cached response is served at once while
 //! the refresh waits on the stuck signer.
 
-mod common;
+use crate::common;
 
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -61,6 +61,7 @@ fn try_later(e: OcspError) -> bool {
 
 #[test]
 fn stuck_signer_gives_bounded_try_later_and_stale_answers() {
+    let _turn = common::schedule::alone();
     let key = std::fs::read_to_string(common::data("ca.key")).unwrap();
     let hsm =
         Arc::new(StuckHsm { inner: SoftwareSigner::from_pem(&key).unwrap(), stuck: AtomicBool::new(false) });

@@ -1,7 +1,7 @@
 //! The admin listener: Prometheus metrics (per-shard counters, latency
 //! summaries, signer pool counters) and HdrHistogram `.hgrm` exports.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::time::Duration;

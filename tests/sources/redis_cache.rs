@@ -4,7 +4,7 @@
 //! flushed, killed and restarted under load never causes a wrong or failed
 //! answer; a 3-node Redis Cluster works the same.
 
-mod common;
+use crate::common;
 
 use std::io::{BufReader, Write};
 use std::process::Command;

@@ -16,7 +16,7 @@
 //! replica hold `ReplicaControl::exclusive`, so they never overlap with the
 //! others here, which hold it shared.
 
-mod common;
+use crate::common;
 
 use std::io::{BufReader, Write};
 use std::net::SocketAddr;

@@ -6,7 +6,7 @@
 //! passwords, the HSM PIN, the admin token) ever appears in any output, log,
 //! error or metric.
 
-mod common;
+use crate::common;
 
 use std::io::{BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};

@@ -4,7 +4,7 @@
 //! primary's triggers assign — equal the primary's whoever wrote them, and
 //! [`OwnRedisCluster`] fails a master over to its replica with the data.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -3,7 +3,7 @@
 //! reading through the batched lookup pool, revocations seen within the L1
 //! max age, and unchanged statuses re-served without re-signing.
 
-mod common;
+use crate::common;
 
 use std::io::{BufReader, Write};
 use std::process::Command;

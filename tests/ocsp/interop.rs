@@ -1,7 +1,7 @@
 //! Interop with the `openssl ocsp` CLI against a real server: every answer is
 //! verified by OpenSSL against the issuer (signature, CertID, validity).
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 
