@@ -430,6 +430,29 @@ impl Token {
     }
 }
 
+/// Calls the module's own `C_CloseAllSessions` on the slot of token `label`
+/// (a token of the module loaded into this process): every session this
+/// process has there is gone afterwards, as after an HSM restart.
+#[allow(unsafe_code)]
+pub fn close_all_sessions(label: &str) {
+    use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+    let ctx = Pkcs11::new(softhsm_module()).unwrap();
+    let _ = ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)); // already: fine
+    let slot = ctx
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| ctx.get_token_info(*s).unwrap().label().trim() == label)
+        .unwrap();
+    // SAFETY: dlopen of the already-loaded module returns the same instance;
+    // C_CloseAllSessions takes a slot id and returns a CK_RV.
+    unsafe {
+        let lib = libloading::Library::new(softhsm_module()).unwrap();
+        let f: libloading::Symbol<unsafe extern "C" fn(u64) -> u64> = lib.get(b"C_CloseAllSessions").unwrap();
+        assert_eq!(f(slot.id()), 0, "CKR_OK");
+    }
+}
+
 /// The label of the token of the PKCS#11 module loaded into this process.
 const IN_PROCESS_TOKEN: &str = "in-process";
 /// The variable holding its PIN.

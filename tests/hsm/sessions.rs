@@ -19,19 +19,6 @@ use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
 use ocsp_origin::signer::{Pkcs11Signer, SignPool, SignPoolConfig, Signer};
 
-/// Calls the module's own `C_CloseAllSessions(slot)`: every session this
-/// process has on the token is gone afterwards, as after an HSM restart.
-#[allow(unsafe_code)]
-fn close_all_sessions(slot: u64) {
-    // SAFETY: dlopen of the already-loaded module returns the same instance;
-    // C_CloseAllSessions takes a slot id and returns a CK_RV.
-    unsafe {
-        let lib = libloading::Library::new(softhsm_module()).unwrap();
-        let f: libloading::Symbol<unsafe extern "C" fn(u64) -> u64> = lib.get(b"C_CloseAllSessions").unwrap();
-        assert_eq!(f(slot), 0, "CKR_OK");
-    }
-}
-
 #[test]
 fn session_faults_are_healed_by_reopen_and_one_retry() {
     hsm_in_process(|cfg| {
@@ -54,7 +41,7 @@ fn session_faults_are_healed_by_reopen_and_one_retry() {
             .unwrap();
 
         // Fault 1: every session closed under the signer.
-        close_all_sessions(slot.id());
+        close_all_sessions(&cfg.token_label);
         verify(&signer.sign(b"tbs").unwrap()).unwrap();
         let c = signer.counters();
         assert_eq!((c.retries, c.session_reopens), (1, 1), "{c:?}");
@@ -80,7 +67,7 @@ fn session_faults_are_healed_by_reopen_and_one_retry() {
         for r in sign_many(64) {
             verify(&r.unwrap()).unwrap();
         }
-        close_all_sessions(slot.id());
+        close_all_sessions(&cfg.token_label);
         for r in sign_many(64) {
             verify(&r.expect("healed after close-all")).unwrap();
         }

@@ -132,28 +132,6 @@ impl Signer for Tapped {
     }
 }
 
-/// Calls the module's own `C_CloseAllSessions` on the slot of token `label`:
-/// every session this process has there is gone afterwards.
-#[allow(unsafe_code)]
-fn close_all_sessions(label: &str) {
-    use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-    let ctx = Pkcs11::new(softhsm_module()).unwrap();
-    let _ = ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)); // already: fine
-    let slot = ctx
-        .get_slots_with_token()
-        .unwrap()
-        .into_iter()
-        .find(|s| ctx.get_token_info(*s).unwrap().label().trim() == label)
-        .unwrap();
-    // SAFETY: dlopen of the already-loaded module returns the same instance;
-    // C_CloseAllSessions takes a slot id and returns a CK_RV.
-    unsafe {
-        let lib = libloading::Library::new(softhsm_module()).unwrap();
-        let f: libloading::Symbol<unsafe extern "C" fn(u64) -> u64> = lib.get(b"C_CloseAllSessions").unwrap();
-        assert_eq!(f(slot.id()), 0, "CKR_OK");
-    }
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Fault {
     /// `SLOW` added to every signature.
