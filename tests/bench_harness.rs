@@ -11,7 +11,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::load::{sleep_until, BenchRun};
+use common::load::BenchRun;
 use common::*;
 
 fn bench_cmd(config: &std::path::Path, target: std::net::SocketAddr, out: &std::path::Path) -> Command {

@@ -9,7 +9,8 @@ use crate::common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::services::{test_replica, OwnRedisCluster, ReplicaControl};
+use common::mariadb::{test_replica, ReplicaControl};
+use common::redis::OwnRedisCluster;
 use common::*;
 use mysql::prelude::Queryable;
 
@@ -148,7 +149,7 @@ fn own_redis_cluster_fails_a_master_over_with_its_data() {
     if let Some(k) = fred_key {
         let owner = c.master_of_key(&k);
         let replica = c.replica_of(owner);
-        let synced = common::load::wait_for(Duration::from_secs(5), || {
+        let synced = wait_for(Duration::from_secs(5), || {
             c.script(replica, &format!("READONLY\nEXISTS {k}\n")) == "OK\n1"
         });
         assert!(synced, "{k} reached the replica of {owner}");
@@ -160,8 +161,7 @@ fn own_redis_cluster_fails_a_master_over_with_its_data() {
     let frozen = c.replica_of(c.masters()[0]);
     c.stop(frozen);
     let state = || std::fs::read_to_string(format!("/proc/{}/stat", c.pid(frozen))).unwrap();
-    let stopped =
-        common::load::wait_for(Duration::from_secs(2), || state().split_whitespace().nth(2) == Some("T"));
+    let stopped = wait_for(Duration::from_secs(2), || state().split_whitespace().nth(2) == Some("T"));
     assert!(stopped, "stopped: {}", state());
     c.cont(frozen);
     assert_eq!(c.cli(frozen, &["ping"]), "PONG");

@@ -23,8 +23,9 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::load::{free_port, sleep_until, wait_for, BenchRun};
-use common::services::{test_replica, OwnRedis, OwnRedisCluster, ReplicaControl};
+use common::load::BenchRun;
+use common::mariadb::{test_replica, ReplicaControl};
+use common::redis::{OwnRedis, OwnRedisCluster};
 use common::*;
 use mysql::prelude::Queryable;
 

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::services::OwnRedis;
+use common::redis::OwnRedis;
 use common::*;
 
 fn bin() -> Command {
