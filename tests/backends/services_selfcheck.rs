@@ -184,17 +184,13 @@ fn revoke_through(c: &OwnRedisCluster) -> Option<String> {
     let (index, serials) = index_with(1);
     std::fs::write(dir.path().join("index.txt"), index).unwrap();
     let prefix = unique_prefix("self");
-    let cfg = dir.path().join("c.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "{}\n[redis]\nurl = \"{}\"\ncluster = true\nkey_prefix = \"{prefix}\"\n{}",
-            mysql_table(&url),
-            c.url(),
-            test_issuer_mysql_toml()
-        ),
-    )
-    .unwrap();
+    let cfg = ConfigBuilder::new()
+        .mysql(&url)
+        .redis(&c.url())
+        .set("redis", "cluster", true)
+        .set("redis", "key_prefix", prefix.as_str())
+        .issuer(IssuerTable::test())
+        .write(dir.path().join("c.toml"));
     migrate_and_import(&cfg, &dir.path().join("index.txt"));
     let (ok, out) = run(Command::new(env!("CARGO_BIN_EXE_ocsp-origin"))
         .args(["revoke", "--config"])

@@ -16,7 +16,7 @@ fn bin() -> Command {
 fn check_config_accepts_a_good_file() {
     let d = tempfile::tempdir().unwrap();
     let f = d.path().join("c.toml");
-    std::fs::write(&f, format!("listen = \"127.0.0.1:0\"\n{}", test_issuer_toml())).unwrap();
+    ConfigBuilder::new().listen("127.0.0.1:0").test_issuer().write(&f);
     let (ok, out) = run(bin().arg("check-config").arg(&f));
     assert!(ok, "{out}");
     assert!(out.contains("OK (1 issuer(s)"), "{out}");
@@ -27,16 +27,17 @@ fn check_config_names_the_bad_field() {
     let d = tempfile::tempdir().unwrap();
     let f = d.path().join("c.toml");
     let cases = [
-        (format!("[limits]\nmax_body_bytes = 0\n{}", test_issuer_toml()), "limits.max_body_bytes"),
-        (test_issuer_toml().replace("ca.key", "nope.key"), "issuer[0].key"),
-        (format!("listen = \"localhost\"\n{}", test_issuer_toml()), "listen"),
-        ("colour = \"blue\"\n".to_string(), "unknown field `colour`"),
+        (ConfigBuilder::new().set("limits", "max_body_bytes", 0).test_issuer(), "limits.max_body_bytes"),
+        (
+            ConfigBuilder::new().issuer(IssuerTable::test().key(data("nope.key")).index(data("index.txt"))),
+            "issuer[0].key",
+        ),
+        (ConfigBuilder::new().listen("localhost").test_issuer(), "listen"),
+        (ConfigBuilder::new().top("colour", "blue"), "unknown field `colour`"),
         // A key that does not belong to the certificate.
         (
-            test_issuer_toml().replace("ca.key\"", "ca.key\"\n#").replace(
-                &data("ca.key").display().to_string(),
-                &d.path().join("other.key").display().to_string(),
-            ),
+            ConfigBuilder::new()
+                .issuer(IssuerTable::test().key(d.path().join("other.key")).index(data("index.txt"))),
             "issuer[0].key: the private key does not match",
         ),
     ];
@@ -44,7 +45,8 @@ fn check_config_names_the_bad_field() {
         .args(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out"])
         .arg(d.path().join("other.key")));
     assert!(ok, "{out}");
-    for (text, want) in cases {
+    for (config, want) in cases {
+        let text = config.build();
         std::fs::write(&f, &text).unwrap();
         let (ok, out) = run(bin().arg("check-config").arg(&f));
         assert!(!ok, "{text}");

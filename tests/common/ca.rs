@@ -17,27 +17,6 @@ pub const GOOD: &str = "0A1B2C3D4E5F60718293";
 /// Serial of `leaf-revoked.pem` (revoked 2026-11-01 12:00:00Z, keyCompromise).
 pub const REVOKED: &str = "F1E2D3C4B5A6978877";
 
-/// A config with the test issuer plus `extra` TOML (top-level keys and tables
-/// other than `[[issuer]]` go first, so `extra` must not start with an issuer
-/// table unless `issuers` is empty).
-pub fn test_issuer_toml() -> String {
-    format!(
-        "[[issuer]]\nname = \"test\"\ncert = \"{}\"\nkey = \"{}\"\nindex = \"{}\"\n",
-        data("ca.pem").display(),
-        data("ca.key").display(),
-        data("index.txt").display()
-    )
-}
-
-/// `[[issuer]]` for the test CA with statuses in MySQL.
-pub fn test_issuer_mysql_toml() -> String {
-    format!(
-        "[[issuer]]\nname = \"test\"\ncert = \"{}\"\nkey = \"{}\"\n",
-        data("ca.pem").display(),
-        data("ca.key").display()
-    )
-}
-
 /// `openssl` must exist: the interop tests are the point.
 pub fn openssl() -> Command {
     Command::new("openssl")

@@ -7,6 +7,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use super::ca::data;
+use super::config::Pkcs11Table;
 use super::schedule;
 use super::server::run;
 
@@ -78,13 +79,10 @@ impl Token {
         ]);
     }
 
-    /// An `[issuer.pkcs11]` table for key `label`, PIN from `OCSP_TEST_PIN`.
-    pub fn issuer_table(&self, key_label: &str) -> String {
-        format!(
-            "[issuer.pkcs11]\nmodule = \"{}\"\ntoken_label = \"{}\"\nkey_label = \"{key_label}\"\npin_env = \"OCSP_TEST_PIN\"\n",
-            softhsm_module().display(),
-            self.label
-        )
+    /// An `[issuer.pkcs11]` table for key `key_label`, PIN from
+    /// `OCSP_TEST_PIN` (see [`Token::env`]).
+    pub fn pkcs11(&self, key_label: &str) -> Pkcs11Table {
+        Pkcs11Table::new(self, key_label)
     }
 
     /// Environment a server using this token needs.

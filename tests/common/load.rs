@@ -18,6 +18,7 @@ use ocsp_origin::status::CertStatus;
 
 use super::ca::{data, index_line};
 use super::client::{post, read_response};
+use super::config::{ConfigBuilder, IssuerTable};
 use super::server::reap;
 
 /// The bench's per-request timeout, ms: a later answer is an error.
@@ -63,16 +64,7 @@ impl Serials {
 /// Writes a bench config for the test issuer whose certificates (and
 /// expected statuses) are `index`, aimed at `target`.
 pub fn bench_config(path: &Path, target: SocketAddr, index: &Path) {
-    std::fs::write(
-        path,
-        format!(
-            "listen = \"{target}\"\n[[issuer]]\nname = \"test\"\ncert = \"{}\"\nkey = \"{}\"\nindex = \"{}\"\n",
-            data("ca.pem").display(),
-            data("ca.key").display(),
-            index.display()
-        ),
-    )
-    .unwrap();
+    ConfigBuilder::new().listen(target).issuer(IssuerTable::test().index(index)).write(path);
 }
 
 /// A running `ocsp-origin bench`, killed on drop; what it prints (stdout and

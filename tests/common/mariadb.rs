@@ -44,11 +44,6 @@ pub fn test_database(tag: &str) -> Option<String> {
     Some(format!("{}{name}", base.trim_end_matches('/').to_string() + "/"))
 }
 
-/// A `[mysql]` table for `url`.
-pub fn mysql_table(url: &str) -> String {
-    format!("[mysql]\nurl = \"{url}\"\ntimeout_ms = 2000\n")
-}
-
 /// Runs `ocsp-origin db migrate` and `db import` of `index` for issuer
 /// "test" with config file `cfg`; both must succeed.
 pub fn migrate_and_import(cfg: &Path, index: &Path) {

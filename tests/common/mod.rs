@@ -4,6 +4,7 @@
 //!   loopback port, its log and stdout, signals), the real server inside the
 //!   test process, commands, free ports and bounded waits;
 //! - [`client`]: a minimal raw HTTP/1.1 client and OCSP answer helpers;
+//! - [`config`]: a typed builder for the TOML configs the tests write;
 //! - [`ca`]: the test CA of `tests/data/client-requests`, its serials,
 //!   `index.txt` lines and `openssl`-made requests;
 //! - [`mariadb`]: test databases, the replica, a forwarder to cut a node off;
@@ -17,6 +18,7 @@
 
 pub mod ca;
 pub mod client;
+pub mod config;
 pub mod hsm;
 pub mod load;
 pub mod mariadb;
@@ -26,4 +28,4 @@ pub mod server;
 
 // Not every test binary uses every one.
 #[allow(unused_imports)]
-pub use {ca::*, client::*, hsm::*, mariadb::*, redis::*, server::*};
+pub use {ca::*, client::*, config::*, hsm::*, mariadb::*, redis::*, server::*};

@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::config::ConfigBuilder;
+
 /// The binary `Server` runs: this build's, or `OCSP_TEST_SERVER_BIN` (another
 /// build of the server, e.g. an earlier commit's, to show which guarantees it
 /// lacks: the tests and the bench stay this build's).
@@ -35,33 +37,34 @@ impl Drop for Server {
 }
 
 impl Server {
-    /// Starts `ocsp-origin serve` with `top` (top-level keys and tables) and
-    /// `issuers` (`[[issuer]]` tables) in its config.
-    pub fn start(top: &str, issuers: &str) -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        Server::start_in(dir, top, issuers)
+    /// Starts `ocsp-origin serve` on `config` ([`ConfigBuilder::for_server`]:
+    /// an ephemeral loopback port, 2 cores, unless it says otherwise), its
+    /// file `ocsp-origin.toml` in a fresh directory.
+    pub fn start(config: &ConfigBuilder) -> Server {
+        Server::start_in(tempfile::tempdir().unwrap(), config)
     }
 
-    /// Like [`Server::start`] with a prepared directory (for extra key files).
-    pub fn start_in(dir: tempfile::TempDir, top: &str, issuers: &str) -> Server {
-        Server::start_env(dir, top, issuers, &[])
+    /// Like [`Server::start`] in a prepared directory (for the files the
+    /// config names relative to it).
+    pub fn start_in(dir: tempfile::TempDir, config: &ConfigBuilder) -> Server {
+        Server::start_env(dir, config, &[])
     }
 
     /// Like [`Server::start_in`] with extra environment variables.
-    pub fn start_env(dir: tempfile::TempDir, top: &str, issuers: &str, env: &[(String, String)]) -> Server {
-        Server::spawn(dir, top, issuers, env, Stdio::inherit())
+    pub fn start_env(dir: tempfile::TempDir, config: &ConfigBuilder, env: &[(String, String)]) -> Server {
+        Server::spawn(dir, config, env, Stdio::inherit())
     }
 
     /// Like [`Server::start_env`], with the server's stderr (its log) going
     /// to `server.log` in `dir` (see [`Server::log`]).
-    pub fn start_logged(
-        dir: tempfile::TempDir,
-        top: &str,
-        issuers: &str,
-        env: &[(String, String)],
-    ) -> Server {
+    pub fn start_logged(dir: tempfile::TempDir, config: &ConfigBuilder, env: &[(String, String)]) -> Server {
         let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
-        Server::spawn(dir, top, issuers, env, Stdio::from(log))
+        Server::spawn(dir, config, env, Stdio::from(log))
+    }
+
+    /// The config file the server was started with.
+    pub fn config_file(&self) -> PathBuf {
+        self.dir.path().join("ocsp-origin.toml")
     }
 
     /// What the server printed on stdout so far (after its "listening" line).
@@ -76,14 +79,11 @@ impl Server {
 
     fn spawn(
         dir: tempfile::TempDir,
-        top: &str,
-        issuers: &str,
+        config: &ConfigBuilder,
         env: &[(String, String)],
         stderr: Stdio,
     ) -> Server {
-        let cfg = dir.path().join("ocsp-origin.toml");
-        let text = format!("listen = \"127.0.0.1:0\"\ncores = 2\n{top}\n{issuers}");
-        std::fs::write(&cfg, text).unwrap();
+        let cfg = config.clone().for_server().write(dir.path().join("ocsp-origin.toml"));
         let mut child = Command::new(server_bin())
             .arg("serve")
             .arg("--config")

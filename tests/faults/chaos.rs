@@ -493,18 +493,16 @@ fn chaos_redis_and_database_faults_under_load() {
     let db_url = format!("mysql://root@127.0.0.1:{}/chaos", db.port);
     let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let prefix = "chaos:".to_string();
-    let top = format!(
-        "pin = false\n[admin]\nlisten = \"{admin}\"\n[mysql]\nurl = \"{db_url}\"\ntimeout_ms = {}\n\
-         [redis]\nurl = \"redis://127.0.0.1:{}\"\nkey_prefix = \"{prefix}\"\ncommand_timeout_ms = {}\n",
-        DB_TIMEOUT.as_millis(),
-        redis.port,
-        REDIS_TIMEOUT.as_millis()
-    );
-    let issuers = format!(
-        "[[issuer]]\nname = \"test\"\ncert = \"{}\"\n{}",
-        data("ca.pem").display(),
-        token.issuer_table("issuer")
-    );
+    let issuer = IssuerTable::new("test", data("ca.pem")).pkcs11(token.pkcs11("issuer"));
+    let config = ConfigBuilder::new()
+        .pin(false)
+        .admin(admin)
+        .set("mysql", "url", db_url.as_str())
+        .set("mysql", "timeout_ms", ms(DB_TIMEOUT))
+        .redis(&format!("redis://127.0.0.1:{}", redis.port))
+        .set("redis", "key_prefix", prefix.as_str())
+        .set("redis", "command_timeout_ms", ms(REDIS_TIMEOUT))
+        .issuer(issuer.clone());
 
     let secs = Duration::from_secs;
     let steps = [
@@ -518,8 +516,10 @@ fn chaos_redis_and_database_faults_under_load() {
 
     // Every step's certificates, and the probe's, in the database.
     std::fs::write(dir.path().join("all.txt"), SERIALS.all_index(steps.len())).unwrap();
-    let db_cfg = dir.path().join("db.toml");
-    std::fs::write(&db_cfg, format!("[mysql]\nurl = \"{db_url}\"\n{issuers}")).unwrap();
+    let db_cfg = ConfigBuilder::new()
+        .set("mysql", "url", db_url.as_str())
+        .issuer(issuer)
+        .write(dir.path().join("db.toml"));
     let bin = || Command::new(env!("CARGO_BIN_EXE_ocsp-origin"));
     let (ok, out) = run(bin().args(["db", "migrate", "--config"]).arg(&db_cfg));
     assert!(ok, "{out}");
@@ -530,7 +530,7 @@ fn chaos_redis_and_database_faults_under_load() {
         .arg(dir.path().join("all.txt")));
     assert!(ok, "{out}");
 
-    let server = Server::start_env(tempfile::tempdir().unwrap(), &top, &issuers, &token.env());
+    let server = Server::start_env(tempfile::tempdir().unwrap(), &config, &token.env());
     let probe = Probe::new(server.addr);
     let mut suite = Suite { redis, db, server, admin, dir: dir.path().to_path_buf(), probe, prefix };
     let rows: Vec<Figures> = steps.iter().enumerate().map(|(n, step)| suite.run_step(n, step)).collect();

@@ -185,21 +185,17 @@ fn hsm_slow_stuck_and_sessions_closed_under_load() {
         let dir = tempfile::tempdir().unwrap();
         let index = dir.path().join("all.txt");
         std::fs::write(&index, SERIALS.all_index(faults.len())).unwrap();
-        let cfg_path = dir.path().join("server.toml");
-        std::fs::write(
-            &cfg_path,
-            format!(
-                "listen = \"127.0.0.1:0\"\ncores = 1\npin = false\n\
-                 [signing]\nthreads = 2\ntimeout_ms = {}\n\
-                 [response]\nlifetime_secs = 7200\nbackdate_secs = 3600\nrefresh_fraction = 0.5\n\
-                 [[issuer]]\nname = \"test\"\ncert = \"{}\"\nkey = \"{}\"\nindex = \"{}\"\n",
-                SIGN_TIMEOUT.as_millis(),
-                data("ca.pem").display(),
-                data("ca.key").display(),
-                index.display()
-            ),
-        )
-        .unwrap();
+        let cfg_path = ConfigBuilder::new()
+            .listen("127.0.0.1:0")
+            .cores(1)
+            .pin(false)
+            .set("signing", "threads", 2)
+            .set("signing", "timeout_ms", ms(SIGN_TIMEOUT))
+            .set("response", "lifetime_secs", 7200)
+            .set("response", "backdate_secs", 3600)
+            .set("response", "refresh_fraction", 0.5)
+            .issuer(IssuerTable::test().index(&index))
+            .write(dir.path().join("server.toml"));
         let config = ocsp_origin::config::Config::load(&cfg_path).unwrap();
         let mut status = IndexStatus::new();
         status.load_file(IssuerId(0), &index).unwrap();
