@@ -47,6 +47,7 @@ fn migrate_and_import(cfg: &std::path::Path) {
 
 #[test]
 fn migrate_and_import_are_idempotent() {
+    let _turn = schedule::with_others();
     let Some((dir, cfg, _, _)) = setup("import", ConfigBuilder::new()) else { return };
     let out = ok(bin().args(["db", "migrate", "--config"]).arg(&cfg));
     assert!(out.contains("applied migrations [1, 2]"), "{out}");
@@ -97,6 +98,7 @@ fn migrate_and_import_are_idempotent() {
 
 #[test]
 fn server_answers_from_mysql_and_sees_revocations() {
+    let _turn = schedule::with_others();
     let top = ConfigBuilder::new().set("cache", "l1_max_age_secs", 1);
     let Some((dir, cfg, _, config)) = setup("serve", top) else { return };
     migrate_and_import(&cfg);
@@ -168,6 +170,7 @@ fn server_answers_from_mysql_and_sees_revocations() {
 
 #[test]
 fn revoke_and_unrevoke_rules() {
+    let _turn = schedule::with_others();
     let Some((_dir, cfg, _, _)) = setup("revoke", ConfigBuilder::new()) else { return };
     migrate_and_import(&cfg);
     let revoke = |serial: &str, reason: &str| {
@@ -214,6 +217,7 @@ fn revoke_and_unrevoke_rules() {
 
 #[test]
 fn config_errors_for_mysql() {
+    let _turn = schedule::with_others();
     let d = tempfile::tempdir().unwrap();
     let f = d.path().join("c.toml");
     ConfigBuilder::new()
@@ -240,6 +244,7 @@ fn config_errors_for_mysql() {
 /// threads end with it).
 #[test]
 fn a_node_starts_while_its_database_is_down_and_recovers() {
+    let _turn = schedule::with_others();
     let Some((dir, cfg, url, config)) = setup("startdown", ConfigBuilder::new().pin(false)) else { return };
     // The schema is missing: check-config says so.
     let (okk, out) = run(bin().arg("check-config").arg(&cfg));
@@ -316,6 +321,7 @@ fn row_of(url: &str, serial: &str) -> Option<(u8, Option<u8>, Option<u64>)> {
 /// only `unrevoke` lifts one), and says so line by line.
 #[test]
 fn import_never_turns_a_revoked_row_good() {
+    let _turn = schedule::with_others();
     let Some((_dir, cfg, url, _)) = setup("keeprevoked", ConfigBuilder::new()) else { return };
     migrate_and_import(&cfg);
     let import = || {
@@ -361,6 +367,7 @@ fn import_never_turns_a_revoked_row_good() {
 /// revocation, and one change-feed entry per revoked row.
 #[test]
 fn mass_revocation_from_a_file() {
+    let _turn = schedule::with_others();
     use mysql::prelude::Queryable;
     let Some((dir, cfg, url, _)) = setup("mass", ConfigBuilder::new()) else { return };
     ok(bin().args(["db", "migrate", "--config"]).arg(&cfg));
@@ -464,6 +471,7 @@ fn mass_revocation_from_a_file() {
 /// replica applying every change too.
 #[test]
 fn mass_revocation_of_100000_rows() {
+    let _turn = schedule::with_others();
     use mysql::prelude::Queryable;
     const N: usize = 100_000;
     let Some((dir, cfg, url, _)) = setup("mass100k", ConfigBuilder::new()) else { return };
