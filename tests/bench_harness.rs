@@ -11,7 +11,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::load::{sleep_until, BenchRun};
+use common::load::BenchRun;
 use common::*;
 
 fn bench_cmd(config: &std::path::Path, target: std::net::SocketAddr, out: &std::path::Path) -> Command {
@@ -34,14 +34,9 @@ fn server_with(n: usize) -> (Server, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let (index, _) = index_with(n);
     std::fs::write(dir.path().join("index.txt"), index).unwrap();
-    let issuers = format!(
-        "[[issuer]]\nname = \"test\"\ncert = \"{}\"\nkey = \"{}\"\nindex = \"{}\"\n",
-        data("ca.pem").display(),
-        data("ca.key").display(),
-        dir.path().join("index.txt").display()
-    );
-    let server = Server::start_in(dir, "", &issuers);
-    let cfg = server.dir.path().join("ocsp-origin.toml");
+    let config = ConfigBuilder::new().issuer(IssuerTable::test().index(dir.path().join("index.txt")));
+    let server = Server::start_in(dir, &config);
+    let cfg = server.config_file();
     (server, cfg)
 }
 
@@ -115,17 +110,9 @@ fn a_server_that_lies_fails_the_run() {
         .collect();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("index.txt"), revoked).unwrap();
-    let cfg = dir.path().join("bench.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[[issuer]]\nname = \"test\"\ncert = \"{}\"\nkey = \"{}\"\nindex = \"{}\"\n",
-            data("ca.pem").display(),
-            data("ca.key").display(),
-            dir.path().join("index.txt").display()
-        ),
-    )
-    .unwrap();
+    let cfg = ConfigBuilder::new()
+        .issuer(IssuerTable::test().index(dir.path().join("index.txt")))
+        .write(dir.path().join("bench.toml"));
     let o = bench_cmd(&cfg, server.addr, &dir.path().join("out"))
         .args(["--duration", "0.5", "--warm-passes", "0", "--timeout-ms", "5000"])
         .output()
@@ -241,8 +228,7 @@ fn bench_config_on_database(dir: &std::path::Path, url: &str, n: usize) -> std::
     let (index, _) = index_with(n);
     let index_path = dir.join("db-index.txt");
     std::fs::write(&index_path, index).unwrap();
-    let cfg = dir.join("bench-db.toml");
-    std::fs::write(&cfg, format!("{}{}", test_issuer_mysql_toml(), mysql_table(url))).unwrap();
+    let cfg = ConfigBuilder::new().issuer(IssuerTable::test()).mysql(url).write(dir.join("bench-db.toml"));
     migrate_and_import(&cfg, &index_path);
     cfg
 }
@@ -320,9 +306,10 @@ fn nodes_that_reread_the_database_show_the_change_and_the_bench_times_it() {
     // at most a second: they show the revocation well within 3 s.
     let work = tempfile::tempdir().unwrap();
     let cfg = bench_config_on_database(work.path(), &url, 20);
-    let top = format!("{}[cache]\nl1_max_age_secs = 1\n", mysql_table(&url));
-    let a = Server::start(&top, &test_issuer_mysql_toml());
-    let b = Server::start(&top, &test_issuer_mysql_toml());
+    let config =
+        ConfigBuilder::new().mysql(&url).set("cache", "l1_max_age_secs", 1).issuer(IssuerTable::test());
+    let a = Server::start(&config);
+    let b = Server::start(&config);
     let out = work.path().join("out-follow");
     let mut cmd = bench_cmd(&cfg, a.addr, &out);
     cmd.args(["--target", &b.addr.to_string()])

@@ -14,14 +14,19 @@
 #    Redis Cluster of 3 masters with one replica each; points the tests at
 #    them (OCSP_TEST_MYSQL_URL, OCSP_TEST_MYSQL_REPLICA_URL,
 #    OCSP_TEST_REDIS_URL, OCSP_TEST_REDIS_CLUSTER_URL) and stops them on exit.
-# 3. Runs every unit, integration, doc and bench-smoke test. Servers the tests
-#    start listen on ephemeral loopback ports and are killed when a test ends.
-#    The chaos suite (tests/chaos.rs, ~75 s) runs its own redis-server and
-#    mariadbd, since it stops and kills them; tests/hsm_faults.rs (~40 s)
-#    injects HSM faults into an in-process server on a SoftHSM2 token;
-#    tests/change_feed.rs (~45 s) runs two nodes per test against the primary,
-#    the replica (pausing its SQL thread) and Redis (its own when it stops it,
-#    its own Cluster when it fails it over), judged by the bench's
+# 3. Runs every unit, integration, doc and bench-smoke test. The integration
+#    tests are one binary per thing they prove (tests/<group>.rs, its modules
+#    in tests/<group>/): http, ocsp, sources, backends, hsm, admin, faults, cli
+#    and bench_harness; tests/common/ holds their helpers, by service. Servers
+#    the tests start listen on ephemeral loopback ports and are killed when a
+#    test ends. The chaos suite (tests/faults/chaos.rs, ~75 s) runs its own
+#    redis-server and mariadbd, since it stops and kills them, and runs alone
+#    in its binary, as does the miss storm (tests/faults/overload.rs);
+#    tests/hsm/under_load.rs (~40 s) injects HSM faults into an in-process
+#    server on a SoftHSM2 token, alone in its binary;
+#    tests/sources/change_feed.rs (~45 s) runs two nodes per test against the
+#    primary, the replica (pausing its SQL thread) and Redis (its own when it
+#    stops it, its own Cluster when it fails it over), judged by the bench's
 #    change-aware verification. OCSP_TEST_SERVER_BIN=/path/to/ocsp-origin
 #    runs the servers of the integration tests from another build (an earlier
 #    commit's, to see which guarantees it lacks).

@@ -11,8 +11,9 @@
 #
 # Nothing system-wide is touched: each MariaDB instance has its own datadir,
 # socket and port, every server runs as the current user and is killed on
-# exit. Tests that stop or kill servers start their own (tests/common/services.rs
-# has a private Redis Cluster; ReplicaControl pauses the shared replica).
+# exit. Tests that stop or kill servers start their own (tests/common/redis.rs
+# has a private Redis and Redis Cluster; ReplicaControl in
+# tests/common/mariadb.rs pauses the shared replica).
 
 SERVICES_DIR="${SERVICES_DIR:-$(mktemp -d -t ocsp-origin-services.XXXXXX)}"
 SERVICE_PIDS=()

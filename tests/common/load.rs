@@ -1,4 +1,4 @@
-//! What the fault suites (tests/chaos.rs, tests/hsm_faults.rs) share: a
+//! What the fault suites (tests/faults/chaos.rs, tests/hsm/under_load.rs) share: a
 //! `ocsp-origin bench` run in the background whose measured stage the suite
 //! times its faults against, the run's per-second outcome counts, a probe
 //! client that verifies every answer in full, and the fault table.
@@ -16,51 +16,13 @@ use ocsp_origin::bench::verify::{Verdict, Verifier};
 use ocsp_origin::ocsp::Serial;
 use ocsp_origin::status::CertStatus;
 
-use super::{data, post, read_response};
+use super::ca::{data, index_line};
+use super::client::{post, read_response};
+use super::config::{ConfigBuilder, IssuerTable};
+use super::server::reap;
 
 /// The bench's per-request timeout, ms: a later answer is an error.
 pub const BENCH_TIMEOUT_MS: u64 = 2000;
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// Polls `ready` every 20 ms until it holds or `limit` passes.
-pub fn wait_for(limit: Duration, mut ready: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if ready() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-pub fn sleep_until(t: Instant) {
-    if let Some(d) = t.checked_duration_since(Instant::now()) {
-        std::thread::sleep(d);
-    }
-}
-
-/// Kills and reaps a child (a stopped one too: SIGKILL needs no SIGCONT).
-pub fn reap(child: &mut Option<Child>) {
-    if let Some(mut c) = child.take() {
-        let _ = c.kill();
-        let _ = c.wait();
-    }
-}
-
-/// An `index.txt` line for a certificate valid until 2036.
-pub fn index_line(serial: &str, revoked: bool) -> String {
-    if revoked {
-        format!("R\t361125115433Z\t250101000000Z,keyCompromise\t{serial}\tunknown\t/CN={serial}\n")
-    } else {
-        format!("V\t361125115433Z\t\t{serial}\tunknown\t/CN={serial}\n")
-    }
-}
 
 /// The certificates of a fault suite, step by step: `bench` per step for
 /// that step's bench run (one in ten revoked), and `probe` good ones only the
@@ -102,16 +64,7 @@ impl Serials {
 /// Writes a bench config for the test issuer whose certificates (and
 /// expected statuses) are `index`, aimed at `target`.
 pub fn bench_config(path: &Path, target: SocketAddr, index: &Path) {
-    std::fs::write(
-        path,
-        format!(
-            "listen = \"{target}\"\n[[issuer]]\nname = \"test\"\ncert = \"{}\"\nkey = \"{}\"\nindex = \"{}\"\n",
-            data("ca.pem").display(),
-            data("ca.key").display(),
-            index.display()
-        ),
-    )
-    .unwrap();
+    ConfigBuilder::new().listen(target).issuer(IssuerTable::test().index(index)).write(path);
 }
 
 /// A running `ocsp-origin bench`, killed on drop; what it prints (stdout and

@@ -8,7 +8,7 @@
 //!   serials that are not minimal, positive and at most 20 octets are refused;
 //! - `Serial` survives the hex round trip.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, OnceLock};
 

@@ -10,7 +10,7 @@
 //! is still answered promptly meanwhile. Limits and timeouts are configured
 //! small so the suite is fast.
 
-mod common;
+use crate::common;
 
 use std::io::{BufReader, ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -28,17 +28,17 @@ const SLACK: Duration = Duration::from_millis(1500);
 /// How long a normal request may take while the server is being abused.
 const NORMAL: Duration = Duration::from_secs(1);
 
-fn limits(extra: &str) -> String {
-    format!(
-        "[limits]\nheader_timeout_ms = {}\nidle_timeout_ms = {}\nwrite_timeout_ms = {}\n{extra}",
-        HEADER_TIMEOUT.as_millis(),
-        IDLE_TIMEOUT.as_millis(),
-        WRITE_TIMEOUT.as_millis()
-    )
+/// The test issuer, with the suite's small timeouts.
+fn limits() -> ConfigBuilder {
+    ConfigBuilder::new()
+        .set("limits", "header_timeout_ms", ms(HEADER_TIMEOUT))
+        .set("limits", "idle_timeout_ms", ms(IDLE_TIMEOUT))
+        .set("limits", "write_timeout_ms", ms(WRITE_TIMEOUT))
+        .test_issuer()
 }
 
-fn server_with(extra_limits: &str) -> Server {
-    Server::start(&limits(extra_limits), &test_issuer_toml())
+fn server() -> Server {
+    Server::start(&limits())
 }
 
 /// The server's resident memory once warmed up (first signature, connection
@@ -174,7 +174,8 @@ fn assert_cut_off(s: &Server, head: &[u8], chunk: Vec<u8>, status: u16, what: &s
 
 #[test]
 fn slowloris_head_gets_408_and_close_within_the_header_timeout() {
-    let s = server_with("");
+    let _turn = schedule::with_others();
+    let s = server();
     let c = s.connect();
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
@@ -204,7 +205,8 @@ fn slowloris_head_gets_408_and_close_within_the_header_timeout() {
 
 #[test]
 fn slowloris_body_gets_408_and_close_within_the_header_timeout() {
-    let s = server_with("");
+    let _turn = schedule::with_others();
+    let s = server();
     let mut c = s.connect();
     let start = Instant::now();
     c.write_all(b"POST / HTTP/1.1\r\nContent-Type: application/ocsp-request\r\nContent-Length: 100\r\n\r\n")
@@ -228,8 +230,9 @@ fn slowloris_body_gets_408_and_close_within_the_header_timeout() {
 
 #[test]
 fn many_slowloris_connections_do_not_block_normal_clients() {
+    let _turn = schedule::with_others();
     const N: usize = 200;
-    let s = server_with("");
+    let s = server();
     let stop = Arc::new(AtomicBool::new(false));
     let probe = prober(&s, stop.clone());
     let start = Instant::now();
@@ -294,7 +297,8 @@ fn many_slowloris_connections_do_not_block_normal_clients() {
 
 #[test]
 fn too_many_headers_get_431_and_close() {
-    let s = server_with("");
+    let _turn = schedule::with_others();
+    let s = server();
     // 40 small fields: under the byte limit, over the field limit (32).
     let raw = format!("GET / HTTP/1.1\r\n{}\r\n", "X-A: b\r\n".repeat(40));
     assert!(raw.len() < 8192);
@@ -310,7 +314,8 @@ fn too_many_headers_get_431_and_close() {
 
 #[test]
 fn an_endless_stream_of_headers_gets_431_and_close_without_being_read() {
-    let s = server_with("");
+    let _turn = schedule::with_others();
+    let s = server();
     // Small header fields without end; the server must answer after the
     // first 8 KiB and stop reading.
     let fields = "X-Flood: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n".repeat(100);
@@ -319,7 +324,8 @@ fn an_endless_stream_of_headers_gets_431_and_close_without_being_read() {
 
 #[test]
 fn one_endless_header_gets_431_and_close() {
-    let s = server_with("");
+    let _turn = schedule::with_others();
+    let s = server();
     assert_cut_off(&s, b"GET / HTTP/1.1\r\nX-Giant: ", vec![b'a'; 64 << 10], 431, "endless header");
 }
 
@@ -327,7 +333,8 @@ fn one_endless_header_gets_431_and_close() {
 
 #[test]
 fn huge_declared_content_length_gets_413_at_once() {
-    let s = server_with("");
+    let _turn = schedule::with_others();
+    let s = server();
     for cl in [
         "8193",
         "1000000000000",
@@ -351,7 +358,8 @@ fn huge_declared_content_length_gets_413_at_once() {
 /// else a front proxy might read differently is refused (request smuggling).
 #[test]
 fn regression_content_length_with_a_sign_is_refused() {
-    let s = server_with("");
+    let _turn = schedule::with_others();
+    let s = server();
     for cl in ["+5", "-5", "5, 5", "0x10", "5 5", "٥"] {
         let mut c = s.connect();
         c.write_all(format!("POST / HTTP/1.1\r\nContent-Length: {cl}\r\n\r\n12345").as_bytes()).unwrap();
@@ -363,7 +371,8 @@ fn regression_content_length_with_a_sign_is_refused() {
 
 #[test]
 fn an_endless_body_gets_413_and_close_with_bounded_memory() {
-    let s = server_with("");
+    let _turn = schedule::with_others();
+    let s = server();
     let head = b"POST / HTTP/1.1\r\nContent-Type: application/ocsp-request\r\nContent-Length: 1000000000000000\r\n\r\n";
     assert_cut_off(&s, head, vec![0x30; 64 << 10], 413, "endless body");
 }
@@ -376,7 +385,8 @@ fn an_endless_body_gets_413_and_close_with_bounded_memory() {
 /// the staged close itself).
 #[test]
 fn regression_a_refusal_is_a_staged_close_not_a_reset() {
-    let s = server_with("");
+    let _turn = schedule::with_others();
+    let s = server();
     let c = s.connect();
     (&c).write_all(b"POST / HTTP/1.1\r\nContent-Length: 10000000\r\n\r\n").unwrap();
     let (resp, closed) = answer_then_close(&c, NORMAL);
@@ -394,14 +404,16 @@ fn regression_a_refusal_is_a_staged_close_not_a_reset() {
 
 #[test]
 fn an_endless_body_without_length_gets_411_and_close() {
-    let s = server_with("");
+    let _turn = schedule::with_others();
+    let s = server();
     let head = b"POST / HTTP/1.1\r\nContent-Type: application/ocsp-request\r\n\r\n";
     assert_cut_off(&s, head, vec![0x30; 64 << 10], 411, "body without length");
 }
 
 #[test]
 fn chunked_post_gets_411_and_close() {
-    let s = server_with("");
+    let _turn = schedule::with_others();
+    let s = server();
     let endless_chunk: Vec<u8> = b"10000\r\n".iter().chain(&[b'a'; 65536]).copied().collect();
     for te in ["chunked", "gzip, chunked", "identity"] {
         let head = format!("POST / HTTP/1.1\r\nTransfer-Encoding: {te}\r\n\r\n");
@@ -415,9 +427,10 @@ fn chunked_post_gets_411_and_close() {
 
 #[test]
 fn a_body_longer_than_declared_is_a_bad_next_request() {
+    let _turn = schedule::with_others();
     // The declared length is honoured; what follows is read as the next
     // pipelined request, which is garbage: 400 and close, never a hang.
-    let s = server_with("");
+    let s = server();
     let mut c = s.connect();
     let mut raw = post("/", &request_der());
     raw.extend(vec![0x30; 100]);
@@ -462,9 +475,10 @@ fn still_open(c: &mut TcpStream) -> bool {
 
 #[test]
 fn thousands_of_idle_connections_are_held_then_closed_by_the_idle_timeout() {
+    let _turn = schedule::with_others();
     const N: usize = 2500;
     raise_nofile(N as u64 + 1024);
-    let s = server_with("");
+    let s = server();
     let opened = Instant::now();
     let mut conns: Vec<TcpStream> = (0..N)
         .map(|i| TcpStream::connect(s.addr).unwrap_or_else(|e| panic!("connection {i} refused: {e}")))
@@ -499,11 +513,15 @@ fn thousands_of_idle_connections_are_held_then_closed_by_the_idle_timeout() {
 
 #[test]
 fn past_the_connection_cap_new_connections_wait_in_the_backlog() {
+    let _turn = schedule::with_others();
     // Two shards of 4 connections each; 24 idle connections fill both (each
     // shard gets at least 4 of them unless the kernel's hash is very lopsided).
     let s = Server::start(
-        "[limits]\nmax_connections_per_shard = 4\nidle_timeout_ms = 1000\nheader_timeout_ms = 5000\n",
-        &test_issuer_toml(),
+        &ConfigBuilder::new()
+            .set("limits", "max_connections_per_shard", 4)
+            .set("limits", "idle_timeout_ms", 1000)
+            .set("limits", "header_timeout_ms", 5000)
+            .test_issuer(),
     );
     let idle = Duration::from_millis(1000);
     let hogs: Vec<TcpStream> = (0..24).map(|_| s.connect()).collect();
@@ -523,8 +541,9 @@ fn past_the_connection_cap_new_connections_wait_in_the_backlog() {
 
 #[test]
 fn many_more_clients_than_the_cap_are_all_served_none_refused() {
+    let _turn = schedule::with_others();
     const N: usize = 300;
-    let s = Server::start("[limits]\nmax_connections_per_shard = 4\n", &test_issuer_toml());
+    let s = Server::start(&ConfigBuilder::new().set("limits", "max_connections_per_shard", 4).test_issuer());
     let start = Instant::now();
     let mut conns: Vec<TcpStream> = (0..N)
         .map(|i| TcpStream::connect(s.addr).unwrap_or_else(|e| panic!("client {i} refused: {e}")))
@@ -544,8 +563,9 @@ fn many_more_clients_than_the_cap_are_all_served_none_refused() {
 
 #[test]
 fn a_pipelining_flood_is_answered_in_order() {
+    let _turn = schedule::with_others();
     const N: usize = 5000;
-    let s = server_with("");
+    let s = server();
     let der = request_der();
     let ocsp = get(&format!("/{}", b64(&der)));
     let health = get("/");
@@ -582,7 +602,8 @@ fn a_pipelining_flood_is_answered_in_order() {
 
 #[test]
 fn a_client_that_never_reads_is_closed_by_the_write_timeout() {
-    let s = server_with("");
+    let _turn = schedule::with_others();
+    let s = server();
     let before = warm_rss(&s);
     // A tiny receive window so the server's answers back up quickly.
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
@@ -623,7 +644,8 @@ enum Expect {
 
 #[test]
 fn invalid_utf8_and_nul_bytes_get_400_or_malformed_request_never_a_crash() {
-    let mut s = server_with("");
+    let _turn = schedule::with_others();
+    let mut s = server();
     let der = request_der();
     let malformed = || Expect::Body(ocsp_error(1));
     let health = || Expect::Body(b"OK\n".to_vec());
@@ -708,7 +730,8 @@ fn request_with_cert_ids(n: usize) -> Vec<u8> {
 
 #[test]
 fn ten_thousand_cert_ids_get_413_by_default() {
-    let s = server_with("");
+    let _turn = schedule::with_others();
+    let s = server();
     let body = request_with_cert_ids(10_000);
     assert!(body.len() > 300_000, "{} bytes", body.len());
     // The head alone is enough: the declared length is over max_body_bytes.
@@ -730,7 +753,8 @@ fn ten_thousand_cert_ids_get_413_by_default() {
 
 #[test]
 fn ten_thousand_cert_ids_are_malformed_past_max_cert_ids() {
-    let s = server_with("max_body_bytes = 1048576\n");
+    let _turn = schedule::with_others();
+    let s = Server::start(&limits().set("limits", "max_body_bytes", 1048576));
     let body = request_with_cert_ids(10_000);
     let before = warm_rss(&s);
     let stop = Arc::new(AtomicBool::new(false));

@@ -1,5 +1,5 @@
 //! Inputs found by the fuzz targets (`fuzz/`) and property tests
-//! (`tests/properties.rs`) that once broke an invariant, each named after what
+//! (`tests/http/properties.rs`) that once broke an invariant, each named after what
 //! went wrong and kept here with its bytes so the fix stays fixed.
 //! `fuzz/README.md` says how a new finding becomes a test here.
 

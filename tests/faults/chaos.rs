@@ -3,7 +3,7 @@
 //! `ocsp-origin bench`, while its dependencies are stopped, killed, restarted
 //! and flushed underneath it.
 //!
-//! This binary starts its **own** redis-server and mariadbd on free loopback
+//! This suite starts its **own** redis-server and mariadbd on free loopback
 //! ports (the shared instances of tests/run.sh are used by other test
 //! binaries, which must not see them stop), its own token and its own server,
 //! and kills every child on the way out, panics included (drop guards).
@@ -37,10 +37,10 @@
 //! go to stderr and to `$CARGO_TARGET_TMPDIR/chaos-fault-table.md` (the fault
 //! table in benches/RESULTS.md is made from them).
 //!
-//! HSM faults are in `tests/hsm_faults.rs`: SoftHSM2 runs inside the server
+//! HSM faults are in `tests/hsm/under_load.rs`: SoftHSM2 runs inside the server
 //! process, so it cannot be slowed or stopped from outside.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -471,6 +471,7 @@ fn services_available() -> bool {
 
 #[test]
 fn chaos_redis_and_database_faults_under_load() {
+    let _turn = schedule::alone();
     if !services_available() {
         return;
     }
@@ -492,18 +493,16 @@ fn chaos_redis_and_database_faults_under_load() {
     let db_url = format!("mysql://root@127.0.0.1:{}/chaos", db.port);
     let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let prefix = "chaos:".to_string();
-    let top = format!(
-        "pin = false\n[admin]\nlisten = \"{admin}\"\n[mysql]\nurl = \"{db_url}\"\ntimeout_ms = {}\n\
-         [redis]\nurl = \"redis://127.0.0.1:{}\"\nkey_prefix = \"{prefix}\"\ncommand_timeout_ms = {}\n",
-        DB_TIMEOUT.as_millis(),
-        redis.port,
-        REDIS_TIMEOUT.as_millis()
-    );
-    let issuers = format!(
-        "[[issuer]]\nname = \"test\"\ncert = \"{}\"\n{}",
-        data("ca.pem").display(),
-        token.issuer_table("issuer")
-    );
+    let issuer = IssuerTable::new("test", data("ca.pem")).pkcs11(token.pkcs11("issuer"));
+    let config = ConfigBuilder::new()
+        .pin(false)
+        .admin(admin)
+        .set("mysql", "url", db_url.as_str())
+        .set("mysql", "timeout_ms", ms(DB_TIMEOUT))
+        .redis(&format!("redis://127.0.0.1:{}", redis.port))
+        .set("redis", "key_prefix", prefix.as_str())
+        .set("redis", "command_timeout_ms", ms(REDIS_TIMEOUT))
+        .issuer(issuer.clone());
 
     let secs = Duration::from_secs;
     let steps = [
@@ -517,8 +516,10 @@ fn chaos_redis_and_database_faults_under_load() {
 
     // Every step's certificates, and the probe's, in the database.
     std::fs::write(dir.path().join("all.txt"), SERIALS.all_index(steps.len())).unwrap();
-    let db_cfg = dir.path().join("db.toml");
-    std::fs::write(&db_cfg, format!("[mysql]\nurl = \"{db_url}\"\n{issuers}")).unwrap();
+    let db_cfg = ConfigBuilder::new()
+        .set("mysql", "url", db_url.as_str())
+        .issuer(issuer)
+        .write(dir.path().join("db.toml"));
     let bin = || Command::new(env!("CARGO_BIN_EXE_ocsp-origin"));
     let (ok, out) = run(bin().args(["db", "migrate", "--config"]).arg(&db_cfg));
     assert!(ok, "{out}");
@@ -529,7 +530,7 @@ fn chaos_redis_and_database_faults_under_load() {
         .arg(dir.path().join("all.txt")));
     assert!(ok, "{out}");
 
-    let server = Server::start_env(tempfile::tempdir().unwrap(), &top, &issuers, &token.env());
+    let server = Server::start_env(tempfile::tempdir().unwrap(), &config, &token.env());
     let probe = Probe::new(server.addr);
     let mut suite = Suite { redis, db, server, admin, dir: dir.path().to_path_buf(), probe, prefix };
     let rows: Vec<Figures> = steps.iter().enumerate().map(|(n, step)| suite.run_step(n, step)).collect();

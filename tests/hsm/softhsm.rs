@@ -3,22 +3,25 @@
 //! keys that don't match their certificate, and says why for a wrong PIN or a
 //! missing token.
 
-mod common;
+use crate::common;
 
+use std::path::Path;
 use std::process::Command;
 
 use common::*;
 
-fn hsm_issuer(token: &Token, key_label: &str, cert: &str, index: &str) -> String {
-    format!(
-        "[[issuer]]\nname = \"hsm\"\ncert = \"{cert}\"\nindex = \"{index}\"\n{}",
-        token.issuer_table(key_label)
-    )
+/// Issuer "hsm" with `cert` and `index`, its key `key_label` in `token`.
+fn hsm_issuer(
+    token: &Token,
+    key_label: &str,
+    cert: impl AsRef<Path>,
+    index: impl AsRef<Path>,
+) -> IssuerTable {
+    IssuerTable::new("hsm", cert).index(index).pkcs11(token.pkcs11(key_label))
 }
 
-fn check_config(dir: &std::path::Path, body: &str, env: &[(String, String)]) -> (bool, String) {
-    let f = dir.join("check.toml");
-    std::fs::write(&f, body).unwrap();
+fn check_config(dir: &Path, issuer: IssuerTable, env: &[(String, String)]) -> (bool, String) {
+    let f = ConfigBuilder::new().issuer(issuer).write(dir.join("check.toml"));
     run(Command::new(env!("CARGO_BIN_EXE_ocsp-origin"))
         .arg("check-config")
         .arg(&f)
@@ -27,15 +30,12 @@ fn check_config(dir: &std::path::Path, body: &str, env: &[(String, String)]) -> 
 
 #[test]
 fn ec_key_in_softhsm_signs_verifiable_answers() {
+    let _turn = schedule::with_others();
     let token = Token::new("ocsp-ec");
     token.import(&data("ca.key"), "issuer-ec", "01");
-    let issuer = hsm_issuer(
-        &token,
-        "issuer-ec",
-        &data("ca.pem").display().to_string(),
-        &data("index.txt").display().to_string(),
-    );
-    let s = Server::start_env(tempfile::tempdir().unwrap(), "", &issuer, &token.env());
+    let issuer = hsm_issuer(&token, "issuer-ec", data("ca.pem"), data("index.txt"));
+    let s =
+        Server::start_env(tempfile::tempdir().unwrap(), &ConfigBuilder::new().issuer(issuer), &token.env());
     let url = s.url();
     for (cert, want) in [("leaf-good.pem", ": good"), ("leaf-revoked.pem", ": revoked")] {
         for sha in [&[][..], &["-sha256"][..]] {
@@ -54,6 +54,7 @@ fn ec_key_in_softhsm_signs_verifiable_answers() {
 
 #[test]
 fn rsa_key_in_softhsm_signs_verifiable_answers() {
+    let _turn = schedule::with_others();
     let token = Token::new("ocsp-rsa");
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();
@@ -71,7 +72,7 @@ fn rsa_key_in_softhsm_signs_verifiable_answers() {
     std::fs::write(p.join("index.txt"), "V\t361125115433Z\t\t0A\tunknown\t/CN=a\nR\t361125115433Z\t261001000000Z,cessationOfOperation\t0B\tunknown\t/CN=b\n").unwrap();
     let issuer = hsm_issuer(&token, "issuer-rsa", "rsa.pem", "index.txt");
     let ca = p.join("rsa.pem");
-    let s = Server::start_env(dir, "", &issuer, &token.env());
+    let s = Server::start_env(dir, &ConfigBuilder::new().issuer(issuer), &token.env());
     let url = s.url();
     let (ok, out) = run(openssl()
         .args(["ocsp", "-issuer"])
@@ -87,6 +88,7 @@ fn rsa_key_in_softhsm_signs_verifiable_answers() {
 
 #[test]
 fn start_up_refuses_a_key_that_does_not_match() {
+    let _turn = schedule::with_others();
     let token = Token::new("ocsp-mismatch");
     let dir = tempfile::tempdir().unwrap();
     let (ok, out) = run(openssl()
@@ -94,49 +96,45 @@ fn start_up_refuses_a_key_that_does_not_match() {
         .arg(dir.path().join("other.key")));
     assert!(ok, "{out}");
     token.import(&dir.path().join("other.key"), "other", "03");
-    let body = hsm_issuer(
-        &token,
-        "other",
-        &data("ca.pem").display().to_string(),
-        &data("index.txt").display().to_string(),
-    );
-    let (ok, out) = check_config(dir.path(), &body, &token.env());
+    let issuer = hsm_issuer(&token, "other", data("ca.pem"), data("index.txt"));
+    let (ok, out) = check_config(dir.path(), issuer, &token.env());
     assert!(!ok);
     assert!(out.contains("issuer[0].key: the private key does not match"), "{out}");
 }
 
 #[test]
 fn start_up_errors_are_clear() {
+    let _turn = schedule::with_others();
     let token = Token::new("ocsp-errors");
     token.import(&data("ca.key"), "issuer-ec", "01");
     let dir = tempfile::tempdir().unwrap();
-    let ca = data("ca.pem").display().to_string();
-    let index = data("index.txt").display().to_string();
+    let (ca, index) = (data("ca.pem"), data("index.txt"));
     // Wrong PIN.
     let mut env = token.env();
     env[1].1 = "9999".into();
-    let (ok, out) = check_config(dir.path(), &hsm_issuer(&token, "issuer-ec", &ca, &index), &env);
+    let (ok, out) = check_config(dir.path(), hsm_issuer(&token, "issuer-ec", &ca, &index), &env);
     assert!(!ok && out.contains("issuer[0].pkcs11: logging in") && out.contains("PIN is incorrect"), "{out}");
     assert!(!out.contains("9999"), "the PIN is never printed: {out}");
     // PIN variable unset.
-    let (ok, out) =
-        check_config(dir.path(), &hsm_issuer(&token, "issuer-ec", &ca, &index), &token.env()[..1]);
+    let (ok, out) = check_config(dir.path(), hsm_issuer(&token, "issuer-ec", &ca, &index), &token.env()[..1]);
     assert!(!ok && out.contains("OCSP_TEST_PIN is not set"), "{out}");
     // No such key, no such token.
-    let (ok, out) = check_config(dir.path(), &hsm_issuer(&token, "nope", &ca, &index), &token.env());
+    let (ok, out) = check_config(dir.path(), hsm_issuer(&token, "nope", &ca, &index), &token.env());
     assert!(!ok && out.contains("0 private keys match"), "{out}");
-    let body = hsm_issuer(&token, "issuer-ec", &ca, &index).replace("ocsp-errors", "no-such-token");
-    let (ok, out) = check_config(dir.path(), &body, &token.env());
+    let issuer = IssuerTable::new("hsm", &ca)
+        .index(&index)
+        .pkcs11(token.pkcs11("issuer-ec").set("token_label", "no-such-token"));
+    let (ok, out) = check_config(dir.path(), issuer, &token.env());
     assert!(!ok && out.contains("no token labelled \"no-such-token\""), "{out}");
     // Both a key file and a token.
-    let body = hsm_issuer(&token, "issuer-ec", &ca, &index)
-        .replace("[issuer.pkcs11]", &format!("key = \"{}\"\n[issuer.pkcs11]", data("ca.key").display()));
-    let (ok, out) = check_config(dir.path(), &body, &token.env());
+    let issuer = hsm_issuer(&token, "issuer-ec", &ca, &index).key(data("ca.key"));
+    let (ok, out) = check_config(dir.path(), issuer, &token.env());
     assert!(!ok && out.contains("set either key or [issuer.pkcs11], not both"), "{out}");
 }
 
 #[test]
 fn delegated_responder_key_in_softhsm() {
+    let _turn = schedule::with_others();
     let token = Token::new("ocsp-delegated");
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();
@@ -148,13 +146,11 @@ fn delegated_responder_key_in_softhsm() {
     token.import(&p.join("resp.key"), "responder", "0a");
     // The issuer key stays offline; only the responder key is in the HSM.
     std::fs::remove_file(p.join("resp.key")).unwrap();
-    let issuer = format!(
-        "[[issuer]]\nname = \"hsm\"\ncert = \"{}\"\nresponder_cert = \"resp.pem\"\nindex = \"{}\"\n{}",
-        data("ca.pem").display(),
-        data("index.txt").display(),
-        token.issuer_table("responder")
-    );
-    let s = Server::start_env(dir, "", &issuer, &token.env());
+    let issuer = IssuerTable::new("hsm", data("ca.pem"))
+        .responder_cert("resp.pem")
+        .index(data("index.txt"))
+        .pkcs11(token.pkcs11("responder"));
+    let s = Server::start_env(dir, &ConfigBuilder::new().issuer(issuer), &token.env());
     let url = s.url();
     let (ok, out) = run(openssl()
         .args(["ocsp", "-issuer"])

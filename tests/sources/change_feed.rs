@@ -16,15 +16,16 @@
 //! replica hold `ReplicaControl::exclusive`, so they never overlap with the
 //! others here, which hold it shared.
 
-mod common;
+use crate::common;
 
 use std::io::{BufReader, Write};
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::load::{free_port, sleep_until, wait_for, BenchRun};
-use common::services::{test_replica, OwnRedis, OwnRedisCluster, ReplicaControl};
+use common::load::BenchRun;
+use common::mariadb::{test_replica, ReplicaControl};
+use common::redis::{OwnRedis, OwnRedisCluster};
 use common::*;
 use mysql::prelude::Queryable;
 
@@ -35,13 +36,19 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ocsp-origin"))
 }
 
+/// L1 entries that live an hour: only the change feed can make a change
+/// visible within the bound.
+fn long_l1() -> ConfigBuilder {
+    ConfigBuilder::new().set("cache", "l1_max_age_secs", 3600)
+}
+
 /// One deployment: a database on the primary (with `n` good certificates,
-/// serials from `index_with`), its replica, a Redis, and the `[mysql]`,
-/// `[redis]` and issuer tables every node of it shares.
+/// serials from `index_with`), its replica, a Redis, and the config (`[mysql]`,
+/// `[redis]`, the issuer) every node of it shares.
 struct Deployment {
     dir: tempfile::TempDir,
     url: String,
-    tables: String,
+    config: ConfigBuilder,
     serials: Vec<String>,
     /// `--keyspace` of its bench runs (default: the bench's own).
     keyspace: Option<usize>,
@@ -49,36 +56,37 @@ struct Deployment {
 
 impl Deployment {
     /// `redis`: the URL nodes share (`None`: no Redis). `replica`: lookups
-    /// go to the replica. `extra`: more top-level TOML.
-    fn new(tag: &str, n: usize, redis: Option<&str>, replica: bool, extra: &str) -> Option<Deployment> {
+    /// go to the replica. `extra`: more of the nodes' config.
+    fn new(
+        tag: &str,
+        n: usize,
+        redis: Option<&str>,
+        replica: bool,
+        extra: ConfigBuilder,
+    ) -> Option<Deployment> {
         let url = test_database(tag)?;
         let dir = tempfile::tempdir().unwrap();
         let (index, serials) = index_with(n);
         std::fs::write(dir.path().join("index.txt"), index).unwrap();
-        let mut mysql = format!("[mysql]\nurl = \"{url}\"\ntimeout_ms = 2000\n");
-        let cfg = dir.path().join("db.toml");
-        std::fs::write(&cfg, format!("{mysql}{}", test_issuer_mysql_toml())).unwrap();
-        migrate_and_import(&cfg, &dir.path().join("index.txt"));
+        let db = ConfigBuilder::new().mysql(&url).issuer(IssuerTable::test());
+        migrate_and_import(&db.write(dir.path().join("db.toml")), &dir.path().join("index.txt"));
+        let mut config = extra.mysql(&url).issuer(IssuerTable::test());
         if replica {
             let r = test_replica(&url)?;
-            mysql.push_str(&format!("replica_url = \"{r}\"\n"));
+            config = config.set("mysql", "replica_url", r);
         }
-        let redis = match redis {
-            Some(r) => format!(
-                "[redis]\nurl = \"{r}\"\nkey_prefix = \"{}\"\ncommand_timeout_ms = 200\n",
-                unique_prefix(tag)
-            ),
-            None => String::new(),
-        };
-        let tables = format!("{extra}\n{mysql}{redis}{}", test_issuer_mysql_toml());
-        Some(Deployment { dir, url, tables, serials, keyspace: None })
+        if let Some(r) = redis {
+            let prefix = unique_prefix(tag);
+            config =
+                config.redis(r).set("redis", "key_prefix", prefix).set("redis", "command_timeout_ms", 200);
+        }
+        Some(Deployment { dir, url, config, serials, keyspace: None })
     }
 
     /// A node with an admin listener (metrics).
     fn node(&self) -> Node {
         let admin = free_port();
-        let top = format!("[admin]\nlisten = \"127.0.0.1:{admin}\"\n");
-        let server = Server::start_in(tempfile::tempdir().unwrap(), &top, &self.tables);
+        let server = Server::start(&self.config.clone().admin(format!("127.0.0.1:{admin}")));
         Node { server, admin: ([127, 0, 0, 1], admin).into() }
     }
 
@@ -99,8 +107,7 @@ impl Deployment {
 
     /// `ocsp-origin revoke` of one serial, which must succeed.
     fn revoke_with_cli(&self, serial: &str) -> String {
-        let cfg = self.dir.path().join("node.toml");
-        std::fs::write(&cfg, &self.tables).unwrap();
+        let cfg = self.config.write(self.dir.path().join("node.toml"));
         let (ok, out) = run_within(
             bin().args(["revoke", "--config"]).arg(&cfg).args([
                 "--issuer",
@@ -119,12 +126,11 @@ impl Deployment {
     /// `ocsp-origin bench` against `nodes`, following the primary's change
     /// feed: open loop at `rate`, one stage of `secs`, half the keyspace cold.
     fn bench(&self, nodes: &[&Node], rate: u32, secs: f64, tag: &str) -> BenchRun {
-        let cfg = self.dir.path().join("bench.toml");
-        std::fs::write(
-            &cfg,
-            format!("[mysql]\nurl = \"{}\"\ntimeout_ms = 5000\n{}", self.url, test_issuer_mysql_toml()),
-        )
-        .unwrap();
+        let cfg = ConfigBuilder::new()
+            .mysql(&self.url)
+            .set("mysql", "timeout_ms", 5000)
+            .issuer(IssuerTable::test())
+            .write(self.dir.path().join("bench.toml"));
         let targets: Vec<String> = nodes.iter().map(|n| n.server.addr.to_string()).collect();
         let out = self.dir.path().join(format!("bench-{tag}"));
         let mut cmd = bin();
@@ -295,7 +301,7 @@ fn statuses(der: &[u8]) -> Vec<String> {
 #[test]
 fn a_revocation_reaches_both_nodes_while_the_replica_lags() {
     let Some(redis) = test_redis("OCSP_TEST_REDIS_URL", "feed_lagging") else { return };
-    let Some(d) = Deployment::new("feed_lag", 40, Some(&redis), true, "") else { return };
+    let Some(d) = Deployment::new("feed_lag", 40, Some(&redis), true, ConfigBuilder::new()) else { return };
     let Some(replica) = ReplicaControl::exclusive() else { return };
     let (a, b) = (d.node(), d.node());
     let mut run = d.bench(&[&a, &b], 400, 5.0, "lag");
@@ -319,7 +325,7 @@ fn a_revocation_reaches_both_nodes_while_the_replica_lags() {
 #[test]
 fn a_plain_sql_update_reaches_both_nodes() {
     let Some(redis) = test_redis("OCSP_TEST_REDIS_URL", "feed_sql") else { return };
-    let Some(d) = Deployment::new("feed_sql", 40, Some(&redis), true, "") else { return };
+    let Some(d) = Deployment::new("feed_sql", 40, Some(&redis), true, ConfigBuilder::new()) else { return };
     let _running = ReplicaControl::shared();
     let (a, b) = (d.node(), d.node());
     let mut run = d.bench(&[&a, &b], 400, 4.0, "sql");
@@ -337,8 +343,7 @@ fn a_plain_sql_update_reaches_both_nodes() {
 #[test]
 fn a_multi_certid_response_follows_a_change_of_either_certificate() {
     let Some(redis) = test_redis("OCSP_TEST_REDIS_URL", "feed_multi") else { return };
-    let Some(d) = Deployment::new("feed_multi", 4, Some(&redis), true, "[cache]\nl1_max_age_secs = 3600\n")
-    else {
+    let Some(d) = Deployment::new("feed_multi", 4, Some(&redis), true, long_l1()) else {
         return;
     };
     let _running = ReplicaControl::shared();
@@ -370,7 +375,9 @@ fn a_multi_certid_response_follows_a_change_of_either_certificate() {
 #[test]
 fn reimporting_the_original_index_keeps_a_revocation() {
     let Some(redis) = test_redis("OCSP_TEST_REDIS_URL", "feed_reimport") else { return };
-    let Some(d) = Deployment::new("feed_reimport", 40, Some(&redis), true, "") else { return };
+    let Some(d) = Deployment::new("feed_reimport", 40, Some(&redis), true, ConfigBuilder::new()) else {
+        return;
+    };
     let _running = ReplicaControl::shared();
     let (a, b) = (d.node(), d.node());
     let mut run = d.bench(&[&a, &b], 400, 4.0, "reimport");
@@ -403,7 +410,9 @@ fn a_revocation_while_redis_is_stopped() {
     let port = free_port();
     let redis = OwnRedis::start(port);
     let url = format!("redis://127.0.0.1:{port}");
-    let Some(d) = Deployment::new("feed_redisstop", 40, Some(&url), true, "") else { return };
+    let Some(d) = Deployment::new("feed_redisstop", 40, Some(&url), true, ConfigBuilder::new()) else {
+        return;
+    };
     let _running = ReplicaControl::shared();
     let (a, b) = (d.node(), d.node());
     let mut run = d.bench(&[&a, &b], 300, 6.0, "redisstop");
@@ -433,7 +442,7 @@ fn a_revocation_while_redis_is_stopped() {
 #[test]
 fn a_new_certificate_goes_from_unauthorized_to_good() {
     let Some(redis) = test_redis("OCSP_TEST_REDIS_URL", "feed_insert") else { return };
-    let Some(d) = Deployment::new("feed_insert", 4, Some(&redis), true, "") else { return };
+    let Some(d) = Deployment::new("feed_insert", 4, Some(&redis), true, ConfigBuilder::new()) else { return };
     let Some(replica) = ReplicaControl::exclusive() else { return };
     let (a, b) = (d.node(), d.node());
     let fresh = "7777";
@@ -458,7 +467,9 @@ fn a_new_certificate_goes_from_unauthorized_to_good() {
 #[test]
 fn a_node_restarted_during_a_change() {
     let Some(redis) = test_redis("OCSP_TEST_REDIS_URL", "feed_restart") else { return };
-    let Some(d) = Deployment::new("feed_restart", 4, Some(&redis), true, "") else { return };
+    let Some(d) = Deployment::new("feed_restart", 4, Some(&redis), true, ConfigBuilder::new()) else {
+        return;
+    };
     let _running = ReplicaControl::shared();
     let req = &requests_for(&[d.serials[0].clone()])[0];
     {
@@ -481,9 +492,7 @@ fn a_node_restarted_during_a_change() {
 #[test]
 fn the_feed_falls_behind_and_catches_up() {
     let Some(redis) = test_redis("OCSP_TEST_REDIS_URL", "feed_behind") else { return };
-    let Some(mut d) =
-        Deployment::new("feed_behind", 1000, Some(&redis), true, "[cache]\nl1_max_age_secs = 3600\n")
-    else {
+    let Some(mut d) = Deployment::new("feed_behind", 1000, Some(&redis), true, long_l1()) else {
         return;
     };
     let _running = ReplicaControl::shared();
@@ -494,7 +503,7 @@ fn the_feed_falls_behind_and_catches_up() {
     let listen = || rebind(port);
     let mut fwd = Forwarder::start(listen(), upstream);
     let via = through(&d.url, upstream, port);
-    d.tables = d.tables.replacen(&format!("url = \"{}\"", d.url), &format!("url = \"{via}\""), 1);
+    d.config = d.config.set("mysql", "url", via);
     let a = d.node();
     let reqs = requests_for(&d.serials[..3]);
     let mut conns = connections(&[&a]);
@@ -532,15 +541,18 @@ fn a_redis_cluster_failover_right_after_a_revocation() {
         return;
     }
     let mut cluster = OwnRedisCluster::start();
-    let Some(mut d) = Deployment::new("feed_failover", 40, Some(&cluster.url()), true, "") else { return };
-    d.tables = d.tables.replace("[redis]\n", "[redis]\ncluster = true\n");
+    let Some(mut d) = Deployment::new("feed_failover", 40, Some(&cluster.url()), true, ConfigBuilder::new())
+    else {
+        return;
+    };
+    d.config = d.config.set("redis", "cluster", true);
     let _running = ReplicaControl::shared();
     let (a, b) = (d.node(), d.node());
     let victim = d.serials[7].clone();
     let req = &requests_for(std::slice::from_ref(&victim))[0];
     let mut conns = connections(&[&a, &b]);
     until_everywhere(&mut conns, req, "good", Duration::ZERO).unwrap();
-    let prefix = d.tables.split("key_prefix = \"").nth(1).unwrap().split('"').next().unwrap().to_string();
+    let prefix = d.config.get("redis", "key_prefix").unwrap().to_string();
     let key = ocsp_origin::source::redis::key_for(
         &prefix,
         "test",
@@ -579,7 +591,9 @@ fn a_redis_cluster_failover_right_after_a_revocation() {
 #[test]
 fn a_100000_row_revocation_under_load() {
     let Some(redis) = test_redis("OCSP_TEST_REDIS_URL", "feed_mass") else { return };
-    let Some(mut d) = Deployment::new("feed_mass", 4, Some(&redis), true, "") else { return };
+    let Some(mut d) = Deployment::new("feed_mass", 4, Some(&redis), true, ConfigBuilder::new()) else {
+        return;
+    };
     d.keyspace = Some(200);
     let _running = ReplicaControl::shared();
     // 100,000 more certificates, inserted as a CA's pipeline would.
@@ -631,14 +645,11 @@ fn an_index_txt_reload_changes_what_redis_served() {
     let dir = tempfile::tempdir().unwrap();
     let (index, serials) = index_with(4);
     std::fs::write(dir.path().join("index.txt"), &index).unwrap();
-    let issuer = format!(
-        "[[issuer]]\nname = \"test\"\ncert = \"{}\"\nkey = \"{}\"\nindex = \"{}\"\n",
-        data("ca.pem").display(),
-        data("ca.key").display(),
-        dir.path().join("index.txt").display()
-    );
-    let top = format!("[redis]\nurl = \"{redis}\"\nkey_prefix = \"{prefix}\"\n");
-    let a = Server::start(&top, &issuer);
+    let config = ConfigBuilder::new()
+        .redis(&redis)
+        .set("redis", "key_prefix", prefix.as_str())
+        .issuer(IssuerTable::test().index(dir.path().join("index.txt")));
+    let a = Server::start(&config);
     let req = &requests_for(&[serials[0].clone()])[0];
     let first = roundtrip(&a, &post("/", req));
     assert_eq!(ocsp_status(&first.body), "good");
@@ -650,7 +661,7 @@ fn an_index_txt_reload_changes_what_redis_served() {
     );
     std::fs::write(dir.path().join("index.txt"), revoked).unwrap();
     a.signal(libc::SIGHUP);
-    let b = Server::start(&top, &issuer); // reads the edited file at start
+    let b = Server::start(&config); // reads the edited file at start
     assert!(
         wait_for(Duration::from_secs(5), || ocsp_status(&roundtrip(&a, &post("/", req)).body) == "revoked"),
         "the reloaded node answers the edited file"
@@ -666,7 +677,7 @@ fn an_index_txt_reload_changes_what_redis_served() {
 /// after it: the feed must not have stepped over it.
 #[test]
 fn a_change_committed_after_a_later_one_is_not_skipped() {
-    let Some(d) = Deployment::new("feed_late", 4, None, false, "[cache]\nl1_max_age_secs = 3600\n") else {
+    let Some(d) = Deployment::new("feed_late", 4, None, false, long_l1()) else {
         return;
     };
     let a = d.node();
@@ -698,8 +709,7 @@ fn a_change_committed_after_a_later_one_is_not_skipped() {
 /// open: its first position must not step over that transaction's seq.
 #[test]
 fn a_transaction_open_while_a_node_starts_is_not_skipped() {
-    let Some(d) = Deployment::new("feed_late_start", 4, None, false, "[cache]\nl1_max_age_secs = 3600\n")
-    else {
+    let Some(d) = Deployment::new("feed_late_start", 4, None, false, long_l1()) else {
         return;
     };
     let reqs = requests_for(&d.serials[..2]);
@@ -729,15 +739,18 @@ fn a_transaction_open_while_a_node_starts_is_not_skipped() {
 #[test]
 fn changes_pruned_before_the_feed_read_them_empty_every_cache() {
     let Some(redis) = test_redis("OCSP_TEST_REDIS_URL", "feed_pruned") else { return };
-    let extra =
-        "[cache]\nl1_max_age_secs = 3600\n[feed]\nretention_secs = 60\nfence_window_secs = 60\nhole_timeout_secs = 30\n";
+    let extra = long_l1().set("feed", "retention_secs", 60).set("feed", "fence_window_secs", 60).set(
+        "feed",
+        "hole_timeout_secs",
+        30,
+    );
     let Some(mut d) = Deployment::new("feed_pruned", 4, Some(&redis), false, extra) else { return };
     let upstream: SocketAddr = d.url.split('@').nth(1).unwrap().split('/').next().unwrap().parse().unwrap();
     let port = free_port();
     let listen = || rebind(port);
     let fwd = Forwarder::start(listen(), upstream);
     let via = through(&d.url, upstream, port);
-    d.tables = d.tables.replacen(&format!("url = \"{}\"", d.url), &format!("url = \"{via}\""), 1);
+    d.config = d.config.set("mysql", "url", via);
     let a = d.node();
     let req = &requests_for(&[d.serials[0].clone()])[0];
     let mut conns = connections(&[&a]);

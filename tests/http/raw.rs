@@ -2,7 +2,7 @@
 //! pipelining, keep-alive, HTTP/1.0, limits, timeouts, methods, every GET
 //! encoding variant, conditional GETs.
 
-mod common;
+use crate::common;
 
 use std::io::{BufReader, Read, Write};
 use std::time::{Duration, Instant};
@@ -14,7 +14,12 @@ fn request_der() -> Vec<u8> {
 }
 
 fn server() -> Server {
-    Server::start("[limits]\nheader_timeout_ms = 400\nidle_timeout_ms = 1500\n", &test_issuer_toml())
+    Server::start(
+        &ConfigBuilder::new()
+            .set("limits", "header_timeout_ms", 400)
+            .set("limits", "idle_timeout_ms", 1500)
+            .test_issuer(),
+    )
 }
 
 /// Reads until EOF (or timeout); true if the peer closed.
@@ -264,7 +269,7 @@ fn head_has_headers_but_no_body() {
 
 #[test]
 fn path_prefix_is_honoured() {
-    let s = Server::start("path_prefix = \"/ocsp\"\n", &test_issuer_toml());
+    let s = Server::start(&ConfigBuilder::new().top("path_prefix", "/ocsp").test_issuer());
     let der = request_der();
     assert_eq!(roundtrip(&s, &get(&format!("/ocsp/{}", b64(&der)))).status, 200);
     assert_eq!(roundtrip(&s, &post("/ocsp", &der)).status, 200);
@@ -349,7 +354,7 @@ fn x_cache_status_says_miss_then_hit() {
 
 #[test]
 fn x_cache_status_can_be_turned_off() {
-    let s = Server::start("[response]\ncache_status_header = false\n", &test_issuer_toml());
+    let s = Server::start(&ConfigBuilder::new().set("response", "cache_status_header", false).test_issuer());
     let der = request_der();
     for _ in 0..2 {
         let resp = roundtrip(&s, &post("/", &der));

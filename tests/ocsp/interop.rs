@@ -1,7 +1,7 @@
 //! Interop with the `openssl ocsp` CLI against a real server: every answer is
 //! verified by OpenSSL against the issuer (signature, CertID, validity).
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 
@@ -17,7 +17,7 @@ fn ocsp_post(server: &Server, extra: &[&str]) -> (bool, String) {
 
 #[test]
 fn good_revoked_unknown_via_post() {
-    let s = Server::start("", &test_issuer_toml());
+    let s = Server::start(&ConfigBuilder::new().test_issuer());
     let good = data("leaf-good.pem");
     let (ok, out) = ocsp_post(&s, &["-cert", good.to_str().unwrap(), "-no_nonce"]);
     assert!(ok, "{out}");
@@ -38,7 +38,7 @@ fn good_revoked_unknown_via_post() {
 
 #[test]
 fn sha256_certid_and_default_nonce() {
-    let s = Server::start("", &test_issuer_toml());
+    let s = Server::start(&ConfigBuilder::new().test_issuer());
     let good = data("leaf-good.pem");
     let (ok, out) = ocsp_post(&s, &["-sha256", "-cert", good.to_str().unwrap(), "-no_nonce", "-resp_text"]);
     assert!(ok, "{out}");
@@ -54,7 +54,7 @@ fn sha256_certid_and_default_nonce() {
 
 #[test]
 fn unknown_issuer_is_unauthorized() {
-    let s = Server::start("", &test_issuer_toml());
+    let s = Server::start(&ConfigBuilder::new().test_issuer());
     let dir = tempfile::tempdir().unwrap();
     let other = make_ec_ca(dir.path(), "other");
     let url = s.url();
@@ -70,7 +70,7 @@ fn unknown_issuer_is_unauthorized() {
 
 #[test]
 fn get_requests_from_every_client_verify() {
-    let s = Server::start("", &test_issuer_toml());
+    let s = Server::start(&ConfigBuilder::new().test_issuer());
     let dir = tempfile::tempdir().unwrap();
     for (file, sha256) in [
         ("openssl-sha1.der", false),
@@ -105,7 +105,7 @@ fn get_requests_from_every_client_verify() {
 
 #[test]
 fn two_certids_answered_in_one_response() {
-    let s = Server::start("", &test_issuer_toml());
+    let s = Server::start(&ConfigBuilder::new().test_issuer());
     let der = std::fs::read(data("openssl-two-certids.der")).unwrap();
     let resp = roundtrip(&s, &post("/", &der));
     assert_eq!(resp.status, 200);
@@ -127,7 +127,7 @@ fn two_certids_answered_in_one_response() {
 
 #[test]
 fn malformed_requests_get_malformed_request() {
-    let s = Server::start("", &test_issuer_toml());
+    let s = Server::start(&ConfigBuilder::new().test_issuer());
     let resp = roundtrip(&s, &post("/", b"\x30\x03\x02\x01\x00 not an OCSP request"));
     assert_eq!(resp.status, 200);
     assert_eq!(resp.body, ocsp_error(1));
@@ -166,12 +166,11 @@ fn delegated_responder_cert_is_included_and_verifies() {
         run(openssl().args(["ecparam", "-name", "prime256v1", "-genkey", "-out"]).arg(p.join("resp.key")));
     assert!(ok, "{out}");
     issue_responder_cert(p, "test OCSP responder");
-    let issuer = format!(
-        "[[issuer]]\nname = \"test\"\ncert = \"{}\"\nkey = \"resp.key\"\nresponder_cert = \"resp.pem\"\nindex = \"{}\"\n",
-        data("ca.pem").display(),
-        data("index.txt").display()
-    );
-    let s = Server::start_in(dir, "", &issuer);
+    let issuer = IssuerTable::new("test", data("ca.pem"))
+        .key("resp.key")
+        .responder_cert("resp.pem")
+        .index(data("index.txt"));
+    let s = Server::start_in(dir, &ConfigBuilder::new().issuer(issuer));
     let good = data("leaf-good.pem");
     let (ok, out) = ocsp_post(&s, &["-cert", good.to_str().unwrap(), "-no_nonce", "-resp_text"]);
     assert!(ok, "{out}");
@@ -195,12 +194,11 @@ fn rsa_issuer_next_to_ec_issuer() {
         .arg(p.join("rsa.pem")));
     assert!(ok, "{out}");
     std::fs::write(p.join("rsa-index.txt"), "V\t361125115433Z\t\t05\tunknown\t/CN=rsa-leaf\nR\t361125115433Z\t260102030405Z,superseded\t06\tunknown\t/CN=rsa-old\n").unwrap();
-    let issuers = format!(
-        "{}\n[[issuer]]\nname = \"rsa\"\ncert = \"rsa.pem\"\nkey = \"rsa.key\"\nindex = \"rsa-index.txt\"\n",
-        test_issuer_toml()
-    );
+    let issuers = ConfigBuilder::new()
+        .test_issuer()
+        .issuer(IssuerTable::new("rsa", "rsa.pem").key("rsa.key").index("rsa-index.txt"));
     let rsa_ca = p.join("rsa.pem");
-    let s = Server::start_in(dir, "", &issuers);
+    let s = Server::start_in(dir, &issuers);
     let url = s.url();
     let (ok, out) = run(openssl()
         .args(["ocsp", "-issuer"])

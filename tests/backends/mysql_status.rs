@@ -3,7 +3,7 @@
 //! reading through the batched lookup pool, revocations seen within the L1
 //! max age, and unchanged statuses re-served without re-signing.
 
-mod common;
+use crate::common;
 
 use std::io::{BufReader, Write};
 use std::process::Command;
@@ -15,21 +15,18 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ocsp-origin"))
 }
 
-/// A config file for a database, in a fresh directory.
-fn setup(tag: &str, top: &str) -> Option<(tempfile::TempDir, std::path::PathBuf, String)> {
+/// A config file for a fresh database (`top` with its `[mysql]` and the
+/// test issuer), in a fresh directory; the file, the database's URL and the
+/// config.
+fn setup(
+    tag: &str,
+    top: ConfigBuilder,
+) -> Option<(tempfile::TempDir, std::path::PathBuf, String, ConfigBuilder)> {
     let url = test_database(tag)?;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("c.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "listen = \"127.0.0.1:0\"\ncores = 2\n{top}\n{}\n{}",
-            mysql_table(&url),
-            test_issuer_mysql_toml()
-        ),
-    )
-    .unwrap();
-    Some((dir, cfg, url))
+    let config = top.mysql(&url).issuer(IssuerTable::test()).for_server();
+    let cfg = config.write(dir.path().join("c.toml"));
+    Some((dir, cfg, url, config))
 }
 
 fn ok(cmd: &mut Command) -> String {
@@ -50,7 +47,8 @@ fn migrate_and_import(cfg: &std::path::Path) {
 
 #[test]
 fn migrate_and_import_are_idempotent() {
-    let Some((dir, cfg, _)) = setup("import", "") else { return };
+    let _turn = schedule::with_others();
+    let Some((dir, cfg, _, _)) = setup("import", ConfigBuilder::new()) else { return };
     let out = ok(bin().args(["db", "migrate", "--config"]).arg(&cfg));
     assert!(out.contains("applied migrations [1, 2]"), "{out}");
     let out = ok(bin().args(["db", "migrate", "--config"]).arg(&cfg));
@@ -100,12 +98,11 @@ fn migrate_and_import_are_idempotent() {
 
 #[test]
 fn server_answers_from_mysql_and_sees_revocations() {
-    let Some((dir, cfg, _)) = setup("serve", "[cache]\nl1_max_age_secs = 1\n") else { return };
+    let _turn = schedule::with_others();
+    let top = ConfigBuilder::new().set("cache", "l1_max_age_secs", 1);
+    let Some((dir, cfg, _, config)) = setup("serve", top) else { return };
     migrate_and_import(&cfg);
-    let text = std::fs::read_to_string(&cfg).unwrap();
-    let top = text.split("[mysql]").next().unwrap().replace("listen = \"127.0.0.1:0\"\ncores = 2\n", "");
-    let rest = format!("[mysql]{}", text.split("[mysql]").nth(1).unwrap());
-    let s = Server::start_in(dir, &top, &rest);
+    let s = Server::start_in(dir, &config);
     let url = s.url();
     let check = |cert: &str| {
         run(openssl()
@@ -173,7 +170,8 @@ fn server_answers_from_mysql_and_sees_revocations() {
 
 #[test]
 fn revoke_and_unrevoke_rules() {
-    let Some((_dir, cfg, _)) = setup("revoke", "") else { return };
+    let _turn = schedule::with_others();
+    let Some((_dir, cfg, _, _)) = setup("revoke", ConfigBuilder::new()) else { return };
     migrate_and_import(&cfg);
     let revoke = |serial: &str, reason: &str| {
         run(bin()
@@ -219,26 +217,20 @@ fn revoke_and_unrevoke_rules() {
 
 #[test]
 fn config_errors_for_mysql() {
+    let _turn = schedule::with_others();
     let d = tempfile::tempdir().unwrap();
     let f = d.path().join("c.toml");
-    let both = format!(
-        "{}\n{}index = \"{}\"\n",
-        mysql_table("mysql://root@127.0.0.1:1/x"),
-        test_issuer_mysql_toml(),
-        data("index.txt").display()
-    );
-    std::fs::write(&f, both).unwrap();
+    ConfigBuilder::new()
+        .mysql("mysql://root@127.0.0.1:1/x")
+        .issuer(IssuerTable::test().index(data("index.txt")))
+        .write(&f);
     let (okk, out) = run(bin().arg("check-config").arg(&f));
     assert!(!okk && out.contains("issuer[0].index: statuses come from [mysql]"), "{out}");
-    std::fs::write(&f, test_issuer_mysql_toml()).unwrap();
+    ConfigBuilder::new().issuer(IssuerTable::test()).write(&f);
     let (okk, out) = run(bin().arg("check-config").arg(&f));
     assert!(!okk && out.contains("issuer[0].index: required"), "{out}");
     // Unreachable database: a clear error, the password never printed.
-    std::fs::write(
-        &f,
-        format!("{}\n{}", mysql_table("mysql://ocsp:s3cret@127.0.0.1:1/x"), test_issuer_mysql_toml()),
-    )
-    .unwrap();
+    ConfigBuilder::new().mysql("mysql://ocsp:s3cret@127.0.0.1:1/x").issuer(IssuerTable::test()).write(&f);
     let (okk, out) = run(bin().arg("check-config").arg(&f));
     assert!(!okk && out.contains("mysql:"), "{out}");
     assert!(!out.contains("s3cret"), "{out}");
@@ -252,7 +244,8 @@ fn config_errors_for_mysql() {
 /// threads end with it).
 #[test]
 fn a_node_starts_while_its_database_is_down_and_recovers() {
-    let Some((dir, cfg, url)) = setup("startdown", "pin = false\n") else { return };
+    let _turn = schedule::with_others();
+    let Some((dir, cfg, url, config)) = setup("startdown", ConfigBuilder::new().pin(false)) else { return };
     // The schema is missing: check-config says so.
     let (okk, out) = run(bin().arg("check-config").arg(&cfg));
     assert!(!okk && out.contains("mysql:") && out.contains("db migrate"), "{out}");
@@ -263,9 +256,7 @@ fn a_node_starts_while_its_database_is_down_and_recovers() {
         url.split('@').nth(1).unwrap().split('/').next().unwrap().parse().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let down_url = url.replace(&upstream.to_string(), &format!("127.0.0.1:{port}"));
-    let text = std::fs::read_to_string(&cfg).unwrap().replace(&url, &down_url);
-    let down_cfg = dir.path().join("down.toml");
-    std::fs::write(&down_cfg, text).unwrap();
+    let down_cfg = config.set("mysql", "url", down_url.as_str()).write(dir.path().join("down.toml"));
     let config = ocsp_origin::config::Config::load(&down_cfg).unwrap();
 
     let (okk, out) = run(bin().arg("check-config").arg(&down_cfg));
@@ -330,7 +321,8 @@ fn row_of(url: &str, serial: &str) -> Option<(u8, Option<u8>, Option<u64>)> {
 /// only `unrevoke` lifts one), and says so line by line.
 #[test]
 fn import_never_turns_a_revoked_row_good() {
-    let Some((_dir, cfg, url)) = setup("keeprevoked", "") else { return };
+    let _turn = schedule::with_others();
+    let Some((_dir, cfg, url, _)) = setup("keeprevoked", ConfigBuilder::new()) else { return };
     migrate_and_import(&cfg);
     let import = || {
         ok(bin()
@@ -375,8 +367,9 @@ fn import_never_turns_a_revoked_row_good() {
 /// revocation, and one change-feed entry per revoked row.
 #[test]
 fn mass_revocation_from_a_file() {
+    let _turn = schedule::with_others();
     use mysql::prelude::Queryable;
-    let Some((dir, cfg, url)) = setup("mass", "") else { return };
+    let Some((dir, cfg, url, _)) = setup("mass", ConfigBuilder::new()) else { return };
     ok(bin().args(["db", "migrate", "--config"]).arg(&cfg));
     let (index, serials) = index_with(50);
     std::fs::write(dir.path().join("index.txt"), index).unwrap();
@@ -478,9 +471,10 @@ fn mass_revocation_from_a_file() {
 /// replica applying every change too.
 #[test]
 fn mass_revocation_of_100000_rows() {
+    let _turn = schedule::with_others();
     use mysql::prelude::Queryable;
     const N: usize = 100_000;
-    let Some((dir, cfg, url)) = setup("mass100k", "") else { return };
+    let Some((dir, cfg, url, _)) = setup("mass100k", ConfigBuilder::new()) else { return };
     ok(bin().args(["db", "migrate", "--config"]).arg(&cfg));
     let serials: Vec<String> = (0..N).map(|i| format!("{:06X}", 0x100000 + i)).collect();
     let pool = mysql::Pool::new(url.as_str()).unwrap();

@@ -7,13 +7,13 @@
 use std::path::Path;
 
 mod http_head {
-    include!("../fuzz/checks/http_head.rs");
+    include!("../../fuzz/checks/http_head.rs");
 }
 mod get_path {
-    include!("../fuzz/checks/get_path.rs");
+    include!("../../fuzz/checks/get_path.rs");
 }
 mod ocsp_request {
-    include!("../fuzz/checks/ocsp_request.rs");
+    include!("../../fuzz/checks/ocsp_request.rs");
 }
 
 /// Runs `check` on each file of the target's corpus and regressions; returns

@@ -4,7 +4,7 @@
 //! flushed, killed and restarted under load never causes a wrong or failed
 //! answer; a 3-node Redis Cluster works the same.
 
-mod common;
+use crate::common;
 
 use std::io::{BufReader, Write};
 use std::process::Command;
@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::services::OwnRedis;
+use common::redis::OwnRedis;
 use common::*;
 
 fn bin() -> Command {
@@ -21,7 +21,9 @@ fn bin() -> Command {
 
 struct Setup {
     dir: tempfile::TempDir,
+    /// `config`'s file.
     cfg: std::path::PathBuf,
+    config: ConfigBuilder,
     mysql: String,
     redis: String,
     serials: Vec<String>,
@@ -34,22 +36,22 @@ fn setup(tag: &str, redis_var: &str, cluster: bool, n: usize) -> Option<Setup> {
     let dir = tempfile::tempdir().unwrap();
     let (index, serials) = index_with(n);
     std::fs::write(dir.path().join("index.txt"), index).unwrap();
-    let redis_table = format!(
-        "[redis]\nurl = \"{redis}\"\ncluster = {cluster}\nkey_prefix = \"{}\"\ncommand_timeout_ms = 200\n",
-        unique_prefix(tag)
-    );
-    let cfg = dir.path().join("c.toml");
-    std::fs::write(&cfg, format!("{}\n{}\n{}", mysql_table(&mysql), redis_table, test_issuer_mysql_toml()))
-        .unwrap();
+    let config = ConfigBuilder::new()
+        .mysql(&mysql)
+        .redis(&redis)
+        .set("redis", "cluster", cluster)
+        .set("redis", "key_prefix", unique_prefix(tag))
+        .set("redis", "command_timeout_ms", 200)
+        .issuer(IssuerTable::test());
+    let cfg = config.write(dir.path().join("c.toml"));
     migrate_and_import(&cfg, &dir.path().join("index.txt"));
-    Some(Setup { dir, cfg, mysql, redis, serials })
+    Some(Setup { dir, cfg, config, mysql, redis, serials })
 }
 
 impl Setup {
     /// A server node on this setup (own temp dir, same database and Redis).
     fn node(&self) -> Server {
-        let text = std::fs::read_to_string(&self.cfg).unwrap();
-        Server::start_in(tempfile::tempdir().unwrap(), "", &text)
+        Server::start(&self.config)
     }
 }
 
@@ -173,12 +175,13 @@ fn redis_flushed_killed_and_restarted_under_load() {
     let dir = tempfile::tempdir().unwrap();
     let (index, serials) = index_with(40);
     std::fs::write(dir.path().join("index.txt"), index).unwrap();
-    let cfg = dir.path().join("c.toml");
-    std::fs::write(
-        &cfg,
-        format!("{}\n[redis]\nurl = \"redis://127.0.0.1:{port}\"\ncommand_timeout_ms = 100\nconnect_timeout_ms = 300\n{}", mysql_table(&mysql), test_issuer_mysql_toml()),
-    )
-    .unwrap();
+    let config = ConfigBuilder::new()
+        .mysql(&mysql)
+        .redis(&format!("redis://127.0.0.1:{port}"))
+        .set("redis", "command_timeout_ms", 100)
+        .set("redis", "connect_timeout_ms", 300)
+        .issuer(IssuerTable::test());
+    let cfg = config.write(dir.path().join("c.toml"));
     assert!(run(bin().args(["db", "migrate", "--config"]).arg(&cfg)).0);
     assert!(
         run(bin()
@@ -189,7 +192,7 @@ fn redis_flushed_killed_and_restarted_under_load() {
         .0
     );
     let reqs = requests_for(&serials);
-    let node = Server::start_in(tempfile::tempdir().unwrap(), "", &std::fs::read_to_string(&cfg).unwrap());
+    let node = Server::start(&config);
     let mut c = node.connect();
     let mut r = BufReader::new(c.try_clone().unwrap());
     let mut ask_timed = |req: &[u8]| {
@@ -299,16 +302,12 @@ fn revoke_with_redis_down_is_recorded_and_warns() {
     let Some(mysql) = test_database("redisdown") else { return };
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("c.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "{}\n[redis]\nurl = \"redis://127.0.0.1:{dead}\"\nconnect_timeout_ms = 300\n{}",
-            mysql_table(&mysql),
-            test_issuer_mysql_toml()
-        ),
-    )
-    .unwrap();
+    let cfg = ConfigBuilder::new()
+        .mysql(&mysql)
+        .redis(&format!("redis://127.0.0.1:{dead}"))
+        .set("redis", "connect_timeout_ms", 300)
+        .issuer(IssuerTable::test())
+        .write(dir.path().join("c.toml"));
     assert!(run(bin().args(["db", "migrate", "--config"]).arg(&cfg)).0);
     assert!(
         run(bin()
@@ -347,10 +346,10 @@ fn second_node_answers_from_redis_with_hit_l2() {
     let Some(url) = test_redis("OCSP_TEST_REDIS_URL", "hitl2") else { return };
     let port: u16 = url.trim_end_matches('/').rsplit(':').next().unwrap().parse().unwrap();
     let prefix = unique_prefix("hitl2");
-    let top = format!("[redis]\nurl = \"{url}\"\nkey_prefix = \"{prefix}\"\n");
+    let config = ConfigBuilder::new().redis(&url).set("redis", "key_prefix", prefix.as_str()).test_issuer();
     let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let a = Server::start(&top, &test_issuer_toml());
-    let b = Server::start(&format!("{top}[admin]\nlisten = \"127.0.0.1:{admin}\"\n"), &test_issuer_toml());
+    let a = Server::start(&config);
+    let b = Server::start(&config.clone().admin(format!("127.0.0.1:{admin}")));
     let req = get(&format!("/{}", b64(&std::fs::read(data("openssl-sha1.der")).unwrap())));
     let first = roundtrip(&a, &req);
     assert_eq!((first.status, first.header("x-cache-status")), (200, Some("MISS")));
@@ -390,21 +389,25 @@ fn stale_but_valid_redis_copy_is_served_while_the_database_is_down() {
     let Some(s) = setup("stale", "OCSP_TEST_REDIS_URL", false, 4) else { return };
     // Stale as soon as signed (refresh point = thisUpdate + 3600 s = now),
     // valid for another hour.
-    let response = "[response]\nlifetime_secs = 7200\nbackdate_secs = 3600\nrefresh_fraction = 0.5\n";
-    let text = std::fs::read_to_string(&s.cfg).unwrap();
-    let a = Server::start_in(tempfile::tempdir().unwrap(), response, &text);
+    let config = s
+        .config
+        .clone()
+        .set("response", "lifetime_secs", 7200)
+        .set("response", "backdate_secs", 3600)
+        .set("response", "refresh_fraction", 0.5);
+    let a = Server::start(&config);
     // Node B reaches the database through a forwarder that can be cut.
     let upstream: std::net::SocketAddr =
         s.mysql.split('@').nth(1).unwrap().split('/').next().unwrap().parse().unwrap();
     let db = Forwarder::start(std::net::TcpListener::bind("127.0.0.1:0").unwrap(), upstream);
-    let text_b = text.replace(&s.mysql, &s.mysql.replace(&upstream.to_string(), &db.addr.to_string()));
-    let b = Server::start_in(tempfile::tempdir().unwrap(), response, &text_b);
+    let via = s.mysql.replace(&upstream.to_string(), &db.addr.to_string());
+    let b = Server::start(&config.clone().set("mysql", "url", via));
 
     let reqs: Vec<Vec<u8>> = requests_for(&s.serials).iter().map(|r| get(&format!("/{}", b64(r)))).collect();
     let signed = roundtrip(&a, &reqs[0]);
     assert_eq!((ocsp_status(&signed.body).as_str(), signed.header("x-cache-status")), ("good", Some("MISS")));
     let port: u16 = s.redis.trim_end_matches('/').rsplit(':').next().unwrap().parse().unwrap();
-    let prefix = text.split("key_prefix = \"").nth(1).unwrap().split('"').next().unwrap().to_string();
+    let prefix = config.get("redis", "key_prefix").unwrap().to_string();
     let deadline = Instant::now() + Duration::from_secs(5);
     while redis_keys(port, &format!("{prefix}r:*")) == 0 {
         assert!(Instant::now() < deadline, "node A never wrote its response to Redis");

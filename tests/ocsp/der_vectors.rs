@@ -2,7 +2,7 @@
 //! typed CertIDs; broken encodings fail with a position; encoded responses
 //! decode back with every field as intended and a signature that verifies.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

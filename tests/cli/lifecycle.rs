@@ -3,7 +3,7 @@
 //! status 0), and SIGHUP reloads issuers and statuses without dropping
 //! connections; a reload that cannot apply leaves the running config serving.
 
-mod common;
+use crate::common;
 
 use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
@@ -23,20 +23,24 @@ fn ask(s: &mut TcpStream, r: &mut BufReader<TcpStream>, req: &[u8]) -> (String, 
 }
 
 /// A copy of the test issuer with its own index.txt, so a test can edit it.
-fn editable_issuer(dir: &std::path::Path) -> (String, std::path::PathBuf) {
+fn editable_issuer(dir: &std::path::Path) -> (ConfigBuilder, std::path::PathBuf) {
     let index = dir.join("index.txt");
     std::fs::copy(data("index.txt"), &index).unwrap();
-    let toml = format!(
-        "[[issuer]]\nname = \"test\"\ncert = \"{}\"\nkey = \"{}\"\nindex = \"index.txt\"\n",
-        data("ca.pem").display(),
-        data("ca.key").display()
-    );
-    (toml, index)
+    (ConfigBuilder::new().issuer(IssuerTable::test().index("index.txt")), index)
+}
+
+/// The test issuer, a long header timeout and a drain timeout of `ms`.
+fn drain_limits(ms: i64) -> ConfigBuilder {
+    ConfigBuilder::new()
+        .set("limits", "header_timeout_ms", 60_000)
+        .set("limits", "drain_timeout_ms", ms)
+        .test_issuer()
 }
 
 #[test]
 fn sigterm_finishes_requests_in_flight_then_exits_zero() {
-    let mut server = Server::start("[limits]\nheader_timeout_ms = 5000\n", &test_issuer_toml());
+    let mut server =
+        Server::start(&ConfigBuilder::new().set("limits", "header_timeout_ms", 5000).test_issuer());
     let req = request_for(GOOD);
 
     // An idle kept-alive connection, one with half a request sent, and one
@@ -88,8 +92,7 @@ fn sigterm_finishes_requests_in_flight_then_exits_zero() {
 fn drain_gives_up_on_a_stuck_client_after_the_grace_period() {
     // A client that never finishes its request holds the drain at most
     // limits.drain_timeout_ms (or its header timeout, whichever is first).
-    let mut server =
-        Server::start("[limits]\nheader_timeout_ms = 60000\ndrain_timeout_ms = 700\n", &test_issuer_toml());
+    let mut server = Server::start(&drain_limits(700));
     let mut stuck = server.connect();
     stuck.write_all(b"GET / HTTP/1.1\r\nHost:").unwrap();
     std::thread::sleep(Duration::from_millis(100));
@@ -103,8 +106,7 @@ fn drain_gives_up_on_a_stuck_client_after_the_grace_period() {
 
 #[test]
 fn a_second_sigterm_exits_at_once() {
-    let mut server =
-        Server::start("[limits]\nheader_timeout_ms = 60000\ndrain_timeout_ms = 30000\n", &test_issuer_toml());
+    let mut server = Server::start(&drain_limits(30_000));
     let mut stuck = server.connect();
     stuck.write_all(b"GET / HTTP/1.1\r\n").unwrap();
     std::thread::sleep(Duration::from_millis(100));
@@ -119,8 +121,8 @@ fn a_second_sigterm_exits_at_once() {
 #[test]
 fn sighup_reloads_statuses_and_issuers_without_dropping_connections() {
     let dir = tempfile::tempdir().unwrap();
-    let (issuer, index) = editable_issuer(dir.path());
-    let server = Server::start_in(dir, "", &issuer);
+    let (config, index) = editable_issuer(dir.path());
+    let server = Server::start_in(dir, &config);
     let req = request_for(GOOD);
     let s = server.connect();
     let (mut w, mut r) = (s.try_clone().unwrap(), BufReader::new(s));
@@ -159,14 +161,13 @@ fn sighup_reloads_statuses_and_issuers_without_dropping_connections() {
 #[test]
 fn a_reload_that_cannot_apply_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let (issuer, index) = editable_issuer(dir.path());
-    let cfg = dir.path().join("ocsp-origin.toml");
-    let server = Server::start_in(dir, "", &issuer);
+    let (config, index) = editable_issuer(dir.path());
+    let server = Server::start_in(dir, &config);
+    let cfg = server.config_file();
     let req = request_for(REVOKED);
     let s = server.connect();
     let (mut w, mut r) = (s.try_clone().unwrap(), BufReader::new(s));
     assert_eq!(ask(&mut w, &mut r, &req).0, "revoked");
-    let original = std::fs::read_to_string(&cfg).unwrap();
 
     // 1. A broken index.txt (line 2 unreadable), 2. a setting that needs a
     // restart: each reload is refused as a whole and the server keeps
@@ -180,7 +181,7 @@ fn a_reload_that_cannot_apply_changes_nothing() {
     std::fs::write(&index, "V\t361125115433Z\t\t0A1B\tunknown\t/CN=x\nthis is not a line\n").unwrap();
     reload();
     std::fs::write(&index, std::fs::read_to_string(data("index.txt")).unwrap()).unwrap();
-    std::fs::write(&cfg, original.replace("cores = 2", "cores = 1")).unwrap();
+    config.for_server().cores(1).write(&cfg);
     reload();
     std::fs::write(&cfg, "not toml [").unwrap();
     reload();

@@ -6,7 +6,7 @@
 //! passwords, the HSM PIN, the admin token) ever appears in any output, log,
 //! error or metric.
 
-mod common;
+use crate::common;
 
 use std::io::{BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
@@ -112,15 +112,15 @@ struct Admin {
     addr: SocketAddr,
 }
 
-fn start_admin(ip: &str, token: Option<&str>, top: &str, issuers: &str) -> Admin {
+fn start_admin(ip: &str, token: Option<&str>, config: ConfigBuilder) -> Admin {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut table = format!("[admin]\nlisten = \"{ip}:{port}\"\n");
+    let mut config = config.admin(format!("{ip}:{port}"));
     if let Some(t) = token {
         secret_file(dir.path(), "admin-token", &format!("{t}\n"));
-        table.push_str("token_file = \"admin-token\"\n");
+        config = config.set("admin", "token_file", "admin-token");
     }
-    let server = Server::start_in(dir, &format!("{top}\n{table}"), issuers);
+    let server = Server::start_in(dir, &config);
     let ip: IpAddr = ip.parse().unwrap();
     let ip = if ip.is_unspecified() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { ip };
     let addr = SocketAddr::new(ip, port);
@@ -147,8 +147,7 @@ fn regression_admin_listener_is_bound_before_ready() {
     for _ in 0..5 {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let s =
-            Server::start_in(dir, &format!("[admin]\nlisten = \"127.0.0.1:{port}\"\n"), &test_issuer_toml());
+        let s = Server::start_in(dir, &ConfigBuilder::new().admin(format!("127.0.0.1:{port}")).test_issuer());
         let first = TcpStream::connect(("127.0.0.1", port));
         assert!(first.is_ok(), "the admin call right after \"listening\" was refused: {first:?}");
         drop(s);
@@ -166,7 +165,7 @@ fn status_of_good(s: &Server) -> String {
 #[test]
 fn mutating_calls_need_the_bearer_token() {
     let token = format!("tok-{}", mark());
-    let a = start_admin("127.0.0.1", Some(&token), "", &test_issuer_toml());
+    let a = start_admin("127.0.0.1", Some(&token), ConfigBuilder::new().test_issuer());
     for path in ["/reload", "/revoke"] {
         assert_401(&call(a.addr, None, "POST", path, "", ""), &format!("{path} without a token"));
         assert_401(
@@ -208,7 +207,7 @@ fn mutating_calls_need_the_bearer_token() {
 fn the_admin_listener_is_bounded() {
     // Not start_admin: its readiness probe would hold a slot for a moment.
     let port = free_port();
-    let server = Server::start(&format!("[admin]\nlisten = \"127.0.0.1:{port}\"\n"), &test_issuer_toml());
+    let server = Server::start(&ConfigBuilder::new().admin(format!("127.0.0.1:{port}")).test_issuer());
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     // Eight callers that never finish their request hold every slot...
     let mut silent = Vec::new();
@@ -243,7 +242,7 @@ fn the_admin_listener_is_bounded() {
 
 #[test]
 fn without_a_token_file_mutating_calls_are_disabled() {
-    let a = start_admin("127.0.0.1", None, "", &test_issuer_toml());
+    let a = start_admin("127.0.0.1", None, ConfigBuilder::new().test_issuer());
     for path in ["/reload", "/revoke"] {
         for headers in [String::new(), bearer("anything")] {
             let r = call(a.addr, None, "POST", path, &headers, "issuer=test&serial=0A&reason=keyCompromise");
@@ -293,7 +292,7 @@ fn a_remote_caller_gets_401_for_everything() {
         return;
     };
     let token = format!("tok-{}", mark());
-    let a = start_admin("0.0.0.0", Some(&token), "", &test_issuer_toml());
+    let a = start_admin("0.0.0.0", Some(&token), ConfigBuilder::new().test_issuer());
     let remote = SocketAddr::new(IpAddr::V4(ip), a.addr.port());
     let from = Some(IpAddr::V4(ip));
     for (method, path) in [
@@ -322,7 +321,7 @@ fn an_admin_listener_off_loopback_needs_a_token_file() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("c.toml");
     for listen in ["0.0.0.0:9090", "[::]:9090", "192.0.2.1:9090"] {
-        std::fs::write(&cfg, format!("[admin]\nlisten = \"{listen}\"\n{}", test_issuer_toml())).unwrap();
+        ConfigBuilder::new().admin(listen).test_issuer().write(&cfg);
         let (ok, out) = run(bin().arg("check-config").arg(&cfg));
         assert!(!ok && out.contains("admin.token_file: required"), "{listen}: {out}");
         let (ok, out) = run(bin().args(["serve", "--config"]).arg(&cfg));
@@ -331,9 +330,7 @@ fn an_admin_listener_off_loopback_needs_a_token_file() {
     // An empty or missing token file is refused by name; a readable one is warned about.
     let token = dir.path().join("t");
     std::fs::write(&token, " \n").unwrap();
-    let with_file =
-        format!("[admin]\nlisten = \"127.0.0.1:9090\"\ntoken_file = \"t\"\n{}", test_issuer_toml());
-    std::fs::write(&cfg, &with_file).unwrap();
+    ConfigBuilder::new().admin("127.0.0.1:9090").set("admin", "token_file", "t").test_issuer().write(&cfg);
     let (ok, out) = run(bin().arg("check-config").arg(&cfg));
     assert!(!ok && out.contains("admin.token_file") && out.contains("is empty"), "{out}");
     std::fs::write(&token, "tok-readable\n").unwrap();
@@ -341,15 +338,6 @@ fn an_admin_listener_off_loopback_needs_a_token_file() {
     let (ok, out) = run(bin().arg("check-config").arg(&cfg));
     assert!(ok && out.contains("readable by group or others"), "{out}");
     assert!(!out.contains("tok-readable"), "{out}");
-}
-
-/// An issuer whose `index.txt` lives in the server's directory.
-fn issuer_with_local_index() -> String {
-    format!(
-        "[[issuer]]\nname = \"test\"\ncert = \"{}\"\nkey = \"{}\"\nindex = \"index.txt\"\n",
-        data("ca.pem").display(),
-        data("ca.key").display()
-    )
 }
 
 #[test]
@@ -360,8 +348,12 @@ fn reload_with_the_token_picks_up_a_changed_index() {
     std::fs::write(dir.path().join("index.txt"), &index).unwrap();
     let port = free_port();
     secret_file(dir.path(), "admin-token", &token);
-    let table = format!("[admin]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"admin-token\"\n");
-    let s = Server::start_in(dir, &table, &issuer_with_local_index());
+    // The issuer's index.txt lives in the server's directory.
+    let config = ConfigBuilder::new()
+        .admin(format!("127.0.0.1:{port}"))
+        .set("admin", "token_file", "admin-token")
+        .issuer(IssuerTable::test().index("index.txt"));
+    let s = Server::start_in(dir, &config);
     let admin = SocketAddr::from(([127, 0, 0, 1], port));
     wait_for_admin(admin);
     assert_eq!(status_of_good(&s), "good");
@@ -391,7 +383,7 @@ fn database_with_certificates(tag: &str) -> Option<String> {
     let url = test_database(tag)?;
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("c.toml");
-    std::fs::write(&cfg, format!("{}\n{}", mysql_table(&url), test_issuer_mysql_toml())).unwrap();
+    ConfigBuilder::new().mysql(&url).issuer(IssuerTable::test()).write(&cfg);
     migrate_and_import(&cfg, &data("index.txt"));
     Some(url)
 }
@@ -431,7 +423,8 @@ fn poll_until(within: Duration, mut f: impl FnMut() -> bool) -> bool {
 fn revoke_with_the_token_records_it_in_the_database() {
     let Some(url) = database_with_certificates("adminrevoke") else { return };
     let token = format!("tok-{}", mark());
-    let a = start_admin("127.0.0.1", Some(&token), &mysql_table(&url), &test_issuer_mysql_toml());
+    let a =
+        start_admin("127.0.0.1", Some(&token), ConfigBuilder::new().mysql(&url).issuer(IssuerTable::test()));
     assert_eq!(status_of_good(&a.server), "good");
     let form = format!("issuer=test&serial={GOOD}&reason=keyCompromise&at=2026-11-01T12%3A00%3A00Z");
     assert_401(&call(a.addr, None, "POST", "/revoke", "", &form), "revoke without the token");
@@ -486,8 +479,9 @@ fn revoke_drops_every_cached_copy_at_once() {
     let Some(url) = database_with_certificates("admininval") else { return };
     let token = format!("tok-{}", mark());
     // L1 entries would live an hour: only the invalidation can make the change visible.
-    let top = format!("[cache]\nl1_max_age_secs = 3600\n{}", mysql_table(&url));
-    let a = start_admin("127.0.0.1", Some(&token), &top, &test_issuer_mysql_toml());
+    let config =
+        ConfigBuilder::new().set("cache", "l1_max_age_secs", 3600).mysql(&url).issuer(IssuerTable::test());
+    let a = start_admin("127.0.0.1", Some(&token), config);
     for _ in 0..20 {
         assert_eq!(status_of_good(&a.server), "good"); // fresh connections: both shards cache it
     }
@@ -505,14 +499,15 @@ fn revoke_tombstones_the_shared_cache_for_other_nodes() {
     let Some(redis) = test_redis("OCSP_TEST_REDIS_URL", "admin revoke with Redis") else { return };
     let Some(url) = database_with_certificates("adminredis") else { return };
     let token = format!("tok-{}", mark());
-    let shared = format!(
-        "[cache]\nl1_max_age_secs = 3600\n{}[redis]\nurl = \"{redis}\"\nkey_prefix = \"{}\"\n",
-        mysql_table(&url),
-        unique_prefix("adm")
-    );
-    let a = start_admin("127.0.0.1", Some(&token), &shared, &test_issuer_mysql_toml());
+    let shared = ConfigBuilder::new()
+        .set("cache", "l1_max_age_secs", 3600)
+        .mysql(&url)
+        .redis(&redis)
+        .set("redis", "key_prefix", unique_prefix("adm"))
+        .issuer(IssuerTable::test());
+    let a = start_admin("127.0.0.1", Some(&token), shared.clone());
     // Another node, sharing the database and Redis, without an admin listener.
-    let other = Server::start(&shared, &test_issuer_mysql_toml());
+    let other = Server::start(&shared);
     for _ in 0..10 {
         assert_eq!(status_of_good(&a.server), "good");
         assert_eq!(status_of_good(&other), "good");
@@ -581,16 +576,18 @@ fn secrets_never_appear_in_output_logs_errors_or_metrics() {
     secret_file(d, "admin-token", &format!("{token}\n"));
     let admin_port = free_port();
     let top = |db: &str, pin_file: &str| {
-        format!(
-            "[admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken_file = \"{}\"\n\
-             [mysql]\nurl = \"{db}\"\ntimeout_ms = 1000\n[redis]\nurl = \"{redis_url}\"\ncommand_timeout_ms = 50\n\
-             connect_timeout_ms = 200\n\n[[issuer]]\nname = \"test\"\ncert = \"{}\"\n\
-             [issuer.pkcs11]\nmodule = \"{}\"\ntoken_label = \"secrets\"\nkey_label = \"issuer\"\npin_file = \"{}\"\n",
-            d.join("admin-token").display(),
-            data("ca.pem").display(),
-            softhsm_module().display(),
-            d.join(pin_file).display()
-        )
+        ConfigBuilder::new()
+            .admin(format!("127.0.0.1:{admin_port}"))
+            .set("admin", "token_file", d.join("admin-token").display().to_string())
+            .mysql(db)
+            .set("mysql", "timeout_ms", 1000)
+            .redis(&redis_url)
+            .set("redis", "command_timeout_ms", 50)
+            .set("redis", "connect_timeout_ms", 200)
+            .issuer(
+                IssuerTable::new("test", data("ca.pem"))
+                    .pkcs11(hsm.pkcs11("issuer").pin_file(d.join(pin_file))),
+            )
     };
     let good = top(&db_url(&db_pw, server_part), "pin");
     let env = [
@@ -598,9 +595,8 @@ fn secrets_never_appear_in_output_logs_errors_or_metrics() {
         ("RUST_LOG".to_string(), "debug".to_string()),
     ];
     let mut seen = String::new();
-    let mut cli = |name: &str, config: &str, args: &[&str], expect_ok: bool| {
-        let f = d.join(format!("{name}.toml"));
-        std::fs::write(&f, format!("listen = \"127.0.0.1:0\"\ncores = 2\n{config}")).unwrap();
+    let mut cli = |name: &str, config: &ConfigBuilder, args: &[&str], expect_ok: bool| {
+        let f = config.clone().for_server().write(d.join(format!("{name}.toml")));
         let mut cmd = bin();
         for a in args {
             cmd.arg(if *a == "CONFIG" { f.as_os_str() } else { std::ffi::OsStr::new(a) });
@@ -659,7 +655,7 @@ fn secrets_never_appear_in_output_logs_errors_or_metrics() {
     assert!(out.contains("already revoked"), "{out}");
 
     // A running server, logging at debug level, with Redis failing under it.
-    let s = Server::start_logged(tempfile::tempdir().unwrap(), &good, "", &env);
+    let s = Server::start_logged(tempfile::tempdir().unwrap(), &good, &env);
     let admin = SocketAddr::from(([127, 0, 0, 1], admin_port));
     wait_for_admin(admin);
     assert_eq!(status_of_good(&s), "good", "signed in the HSM, status from MySQL, Redis failing");

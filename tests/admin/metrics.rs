@@ -1,7 +1,7 @@
 //! The admin listener: Prometheus metrics (per-shard counters, latency
 //! summaries, signer pool counters) and HdrHistogram `.hgrm` exports.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::time::Duration;
@@ -30,7 +30,7 @@ fn counter(metrics: &str, name: &str) -> u64 {
 #[test]
 fn metrics_and_histograms() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let s = Server::start(&format!("[admin]\nlisten = \"127.0.0.1:{port}\"\n"), &test_issuer_toml());
+    let s = Server::start(&ConfigBuilder::new().admin(format!("127.0.0.1:{port}")).test_issuer());
     let der = std::fs::read(data("openssl-sha1.der")).unwrap();
     for _ in 0..5 {
         assert_eq!(roundtrip(&s, &post("/", &der)).status, 200);

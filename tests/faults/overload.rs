@@ -5,7 +5,7 @@
 //! excess misses get `tryLater`, and warm serials keep being served from the
 //! cache throughout. The server stays up and healthy afterwards.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 
@@ -13,6 +13,7 @@ use common::*;
 
 #[test]
 fn a_miss_storm_beyond_signing_capacity_gets_try_later_never_errors() {
+    let _turn = schedule::alone();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (ok, msg) = run(openssl()
@@ -24,13 +25,16 @@ fn a_miss_storm_beyond_signing_capacity_gets_try_later_never_errors() {
     assert!(ok, "{msg}");
     let (index, _) = index_with(4000);
     std::fs::write(d.join("index.txt"), index).unwrap();
-    let issuer = "[[issuer]]\nname = \"slow\"\ncert = \"ca.pem\"\nkey = \"ca.key\"\nindex = \"index.txt\"\n";
     // One signer thread, a short queue and a small in-flight bound: the
     // limits under test.
-    let top = "[signing]\nthreads = 1\nqueue_depth = 8\nmax_queue_wait_ms = 20\n\
-               [cache]\nmax_inflight_per_shard = 16\n";
-    let server = Server::start_in(dir, top, issuer);
-    let cfg = server.dir.path().join("ocsp-origin.toml");
+    let config = ConfigBuilder::new()
+        .set("signing", "threads", 1)
+        .set("signing", "queue_depth", 8)
+        .set("signing", "max_queue_wait_ms", 20)
+        .set("cache", "max_inflight_per_shard", 16)
+        .issuer(IssuerTable::new("slow", "ca.pem").key("ca.key").index("index.txt"));
+    let server = Server::start_in(dir, &config);
+    let cfg = server.config_file();
     let out = server.dir.path().join("out");
 
     // Closed loop, 48 connections, half of each request's serials never
