@@ -5,7 +5,7 @@
 // decodes again to the same bytes once re-encoded as canonical base64 (so the
 // lenient decoder agrees with the strict one on what it produced).
 //
-// Shared by fuzz/fuzz_targets/get_path.rs and tests/fuzz_corpus.rs (which replays the
+// Shared by fuzz/fuzz_targets/get_path.rs and tests/http/fuzz_corpus.rs (which replays the
 // committed corpus and regressions under `cargo test`), hence `include!`d and
 // written with plain comments.
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};

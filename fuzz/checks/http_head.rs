@@ -5,7 +5,7 @@
 // how the bytes were split across reads: any prefix is either still
 // `Incomplete` or already gives the answer the whole input gives.
 //
-// Shared by fuzz/fuzz_targets/http_head.rs and tests/fuzz_corpus.rs (which replays the
+// Shared by fuzz/fuzz_targets/http_head.rs and tests/http/fuzz_corpus.rs (which replays the
 // committed corpus and regressions under `cargo test`), hence `include!`d and
 // written with plain comments.
 use ocsp_origin::config::LimitsConfig;
@@ -13,7 +13,7 @@ use ocsp_origin::http::parse::{parse_head, Parsed};
 
 /// Panics when `data` breaks an invariant.
 pub fn check(data: &[u8]) {
-    let limits = LimitsConfig::default().http();
+    let limits = ocsp_origin::http::parse::Limits::from_config(&LimitsConfig::default());
     let whole = parse_head(data, &limits);
     if let Ok(Parsed::Complete(h)) = &whole {
         assert!(h.head_len <= data.len() && h.head_len <= limits.max_header_bytes, "{h:?}");

@@ -6,18 +6,19 @@
 // survives the hex round trip; and decode → DER encode → decode gives the same
 // CertIDs.
 //
-// Shared by fuzz/fuzz_targets/ocsp_request.rs and tests/fuzz_corpus.rs (which replays the
+// Shared by fuzz/fuzz_targets/ocsp_request.rs and tests/http/fuzz_corpus.rs (which replays the
 // committed corpus and regressions under `cargo test`), hence `include!`d and
 // written with plain comments.
 use std::sync::{Arc, LazyLock};
 
 use der::{Decode, Encode};
 use ocsp_origin::error::OcspError;
-use ocsp_origin::issuer::{parse_certificate, Issuer, Issuers};
-use ocsp_origin::ocsp::request::{decode, DEFAULT_MAX_CERT_IDS};
+use ocsp_origin::ocsp::issuer::{parse_certificate, Issuer, Issuers};
+use ocsp_origin::config::DEFAULT_MAX_CERT_IDS;
+use ocsp_origin::ocsp::request::decode;
 use ocsp_origin::ocsp::{IssuerId, Serial};
 use ocsp_origin::signer::{Signer, SoftwareSigner};
-use ocsp_origin::source::filter::{admit, cache_key};
+use ocsp_origin::source::admission::{admit, cache_key};
 use x509_ocsp::OcspRequest;
 
 static ISSUERS: LazyLock<Issuers> = LazyLock::new(|| {

@@ -24,6 +24,17 @@ pub struct Limits {
     pub max_body_bytes: usize,
 }
 
+impl Limits {
+    /// The parser's share of `[limits]`.
+    pub fn from_config(c: &crate::config::LimitsConfig) -> Limits {
+        Limits {
+            max_uri_bytes: c.max_uri_bytes,
+            max_header_bytes: c.max_header_bytes,
+            max_body_bytes: c.max_body_bytes,
+        }
+    }
+}
+
 /// Request method.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Method {

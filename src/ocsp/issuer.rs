@@ -195,3 +195,14 @@ impl Issuers {
         self.list.is_empty()
     }
 }
+
+/// The test CA of `tests/data/client-requests/` as the one issuer `"t"`
+/// (software key), for unit tests that need a real issuer.
+#[cfg(test)]
+pub(crate) fn test_issuers() -> Arc<Issuers> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/client-requests/");
+    let cert = parse_certificate(&std::fs::read(format!("{dir}ca.pem")).unwrap()).unwrap();
+    let key = std::fs::read_to_string(format!("{dir}ca.key")).unwrap();
+    let signer: Arc<dyn Signer> = Arc::new(crate::signer::SoftwareSigner::from_pem(&key).unwrap());
+    Arc::new(Issuers::new(vec![Issuer::new("t", cert, signer, None).unwrap()]))
+}

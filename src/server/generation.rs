@@ -179,11 +179,7 @@ impl Generation {
         Generation {
             issuers: shared.issuers.clone(),
             responder,
-            limits: Limits {
-                max_uri_bytes: c.limits.max_uri_bytes,
-                max_header_bytes: c.limits.max_header_bytes,
-                max_body_bytes: c.limits.max_body_bytes,
-            },
+            limits: Limits::from_config(&c.limits),
             max_cert_ids: c.limits.max_cert_ids,
             prefix: c.path_prefix.clone(),
             header_timeout: Duration::from_millis(c.limits.header_timeout_ms),

@@ -211,16 +211,6 @@ mod tests {
     use crate::status::fake::LaggingReplica;
     use crate::status::CertRecord;
 
-    fn issuers() -> Arc<Issuers> {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/client-requests/");
-        let cert =
-            crate::ocsp::issuer::parse_certificate(&std::fs::read(format!("{dir}ca.pem")).unwrap()).unwrap();
-        let key = std::fs::read_to_string(format!("{dir}ca.key")).unwrap();
-        let signer: Arc<dyn crate::signer::Signer> =
-            Arc::new(crate::signer::SoftwareSigner::from_pem(&key).unwrap());
-        Arc::new(Issuers::new(vec![crate::ocsp::issuer::Issuer::new("t", cert, signer, None).unwrap()]))
-    }
-
     /// The change feed has brought revision 2 (a revocation) of a
     /// certificate; the replica still has revision 1 (good) and hands it out
     /// whatever it is asked. Live must not sign that row: it answers
@@ -244,7 +234,7 @@ mod tests {
                 .lock()
                 .unwrap()
                 .insert((issuer, serial), CertRecord { status: revoked, not_after: u64::MAX, revision: 2 });
-            let issuers = issuers();
+            let issuers = crate::ocsp::issuer::test_issuers();
             let floors = Arc::new(Floors::new(1000));
             let now = unix_now();
             floors.raise(

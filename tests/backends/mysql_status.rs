@@ -356,7 +356,7 @@ fn import_never_turns_a_revoked_row_good() {
         let out = import();
         assert!(out.contains(&kept), "{reason}: {out}");
         assert!(out.contains("0 new, 0 changed, 1 unchanged, 1 kept revoked"), "{reason}: {out}");
-        let code = ocsp_origin::revoke::parse_reason(reason).unwrap() as u8;
+        let code = ocsp_origin::ops::input::parse_reason(reason).unwrap() as u8;
         assert_eq!(row_of(&url, GOOD), Some((1, Some(code), Some(1_795_773_600))), "{reason}: still revoked");
     }
 }

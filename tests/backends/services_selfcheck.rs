@@ -44,7 +44,7 @@ fn the_replica_follows_the_primary_pauses_and_has_the_same_revisions() {
     let Some(url) = test_database("selfcheck") else { return };
     let Some(replica_url) = test_replica(&url) else { return };
     let primary = mysql::Pool::new(url.as_str()).unwrap();
-    ocsp_origin::db::migrate(&primary).unwrap();
+    ocsp_origin::ops::db::migrate(&primary).unwrap();
     let mut p = primary.get_conn().unwrap();
     let mut r = mysql::Pool::new(replica_url.as_str()).unwrap().get_conn().unwrap();
 
@@ -95,11 +95,11 @@ fn the_replica_follows_the_primary_pauses_and_has_the_same_revisions() {
     // And ocsp-origin's own writers.
     let index = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(index.path(), index_with(20).0).unwrap();
-    ocsp_origin::db::import(&primary, "t", index.path(), 7, &mut std::io::sink()).unwrap();
+    ocsp_origin::ops::db::import(&primary, "t", index.path(), 7, &mut std::io::sink()).unwrap();
     let serial = ocsp_origin::ocsp::Serial::from_hex("1003").unwrap();
     let hold = ocsp_origin::ocsp::RevocationReason::CertificateHold;
-    ocsp_origin::db::revoke(&primary, "t", &serial, hold, 7).unwrap();
-    ocsp_origin::db::unrevoke(&primary, "t", &serial).unwrap();
+    ocsp_origin::ops::db::revoke(&primary, "t", &serial, hold, 7).unwrap();
+    ocsp_origin::ops::db::unrevoke(&primary, "t", &serial).unwrap();
     ctl.wait_caught_up(Duration::from_secs(10)).unwrap();
     let (on_primary, on_replica) = (contents(&mut p), contents(&mut r));
     assert!(on_primary.len() > 40, "{on_primary:#?}");

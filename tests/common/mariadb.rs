@@ -177,6 +177,23 @@ pub fn test_replica(db_url: &str) -> Option<String> {
         n == Some(1)
     });
     assert!(present, "database {name} did not reach the replica within 10 s: {}", slave_status(&mut conn));
+    // The schema's arrival is not its tables' and rows': wait until the
+    // replica has applied everything the primary had committed when asked
+    // (migrations, imports), or a node started now could find no table there.
+    let want: String = small_pool(&server_of(db_url))
+        .get_conn()
+        .and_then(|mut c| c.query_first("SELECT @@gtid_binlog_pos"))
+        .expect("@@gtid_binlog_pos of the primary")
+        .unwrap_or_default();
+    let applied = wait_for(Duration::from_secs(60), || {
+        let have: Option<String> = conn.query_first("SELECT @@gtid_slave_pos").expect("query the replica");
+        gtid_covers(&have.unwrap_or_default(), &want)
+    });
+    assert!(
+        applied,
+        "the replica did not apply the primary's {want:?} within 60 s: {}",
+        slave_status(&mut conn)
+    );
     Some(format!("{base}{name}"))
 }
 

@@ -173,13 +173,10 @@ impl Server {
 /// process, for tests that build the parts themselves; returns its address
 /// once it listens. `server::run` does not return: the server ends with the
 /// test process.
-pub fn serve_in_process(
-    config: ocsp_origin::config::Config,
-    parts: ocsp_origin::server::Parts,
-) -> SocketAddr {
+pub fn serve_in_process(config: ocsp_origin::config::Config, parts: ocsp_origin::app::Parts) -> SocketAddr {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let r = ocsp_origin::server::run(&config, parts, ocsp_origin::control::Control::new(), None, |a| {
+        let r = ocsp_origin::app::run(&config, parts, ocsp_origin::control::Control::new(), None, |a| {
             let _ = tx.send(a);
         });
         panic!("the server stopped: {r:?}");

@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 use common::load::*;
 use common::*;
 use ocsp_origin::bench::verify::Verdict;
-use ocsp_origin::issuer::{parse_certificate, Issuer, Issuers};
+use ocsp_origin::ocsp::issuer::{parse_certificate, Issuer, Issuers};
 use ocsp_origin::ocsp::IssuerId;
 use ocsp_origin::signer::{Pkcs11Signer, SignError, Signer, SignerCounters};
 use ocsp_origin::status::index_txt::IndexStatus;
@@ -201,7 +201,7 @@ fn hsm_slow_stuck_and_sessions_closed_under_load() {
         status.load_file(IssuerId(0), &index).unwrap();
         let cert = parse_certificate(&std::fs::read(data("ca.pem")).unwrap()).unwrap();
         let issuers = Arc::new(Issuers::new(vec![Issuer::new("test", cert, hsm.clone(), None).unwrap()]));
-        let parts = ocsp_origin::server::Parts { issuers, status: Arc::new(status) };
+        let parts = ocsp_origin::app::Parts { issuers, status: Arc::new(status) };
         let addr = serve_in_process(config, parts);
         let mut probe = Probe::new(addr);
 

@@ -27,7 +27,7 @@ fn byte_by_byte(bytes: &[u8], limits: &Limits) -> Result<Parsed, HttpError> {
 /// the invalid byte. Now the invalid byte, coming first, decides either way.
 #[test]
 fn http_invalid_byte_before_uri_limit_is_400_however_split() {
-    let limits = LimitsConfig::default().http();
+    let limits = ocsp_origin::http::parse::Limits::from_config(&LimitsConfig::default());
     let mut bytes = vec![0u8; limits.max_uri_bytes + 1];
     bytes[2] = 0x0b;
     assert_eq!(parse_head(&bytes[..1], &limits), Err(HttpError::BadRequest));
@@ -41,7 +41,7 @@ fn http_invalid_byte_before_uri_limit_is_400_however_split() {
 /// either way, and nothing past it is parsed.
 #[test]
 fn http_invalid_byte_after_head_limit_is_431_however_split() {
-    let limits = LimitsConfig::default().http();
+    let limits = ocsp_origin::http::parse::Limits::from_config(&LimitsConfig::default());
     let mut bytes = b"GET / HTTP/1.1\r\nX-Long: ".to_vec();
     bytes.resize(limits.max_header_bytes + 10, b'a');
     bytes.extend_from_slice(b"\x00\r\n\r\n");
@@ -55,7 +55,7 @@ fn http_invalid_byte_after_head_limit_is_431_however_split() {
 /// limit is a complete head, one byte more is 414 however it arrives.
 #[test]
 fn http_uri_limit_boundary_however_split() {
-    let limits = LimitsConfig::default().http();
+    let limits = ocsp_origin::http::parse::Limits::from_config(&LimitsConfig::default());
     // "GET /aaa… HTTP/1.1\r" is max_uri_bytes long, its '\n' the next byte.
     let fits = |extra: usize| {
         let path = "a".repeat(limits.max_uri_bytes - "GET / HTTP/1.1\r".len() + extra);
@@ -80,7 +80,7 @@ fn http_nul_in_overlong_request_line_is_400_however_split() {
         "/tests/data/fuzz-regressions/http_head/nul-in-overlong-request-line"
     );
     let bytes = std::fs::read(path).unwrap();
-    let limits = LimitsConfig::default().http();
+    let limits = ocsp_origin::http::parse::Limits::from_config(&LimitsConfig::default());
     assert_eq!(bytes.iter().position(|b| *b == b'\n'), Some(4104), "the request line passes the URI limit");
     assert_eq!(bytes[2476], 0);
     assert_eq!(parse_head(&bytes[..2744], &limits), Err(HttpError::BadRequest));

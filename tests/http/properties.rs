@@ -20,11 +20,11 @@ use ocsp_origin::config::LimitsConfig;
 use ocsp_origin::error::{HttpError, OcspError};
 use ocsp_origin::http::get_path::{self, Route};
 use ocsp_origin::http::parse::{parse_head, Limits, Parsed};
-use ocsp_origin::issuer::{parse_certificate, Issuer, Issuers};
+use ocsp_origin::ocsp::issuer::{parse_certificate, Issuer, Issuers};
 use ocsp_origin::ocsp::request::{decode, RequestError};
 use ocsp_origin::ocsp::{CertId, HashAlg, IssuerId, Serial};
 use ocsp_origin::signer::{Signer, SoftwareSigner};
-use ocsp_origin::source::filter::admit;
+use ocsp_origin::source::admission::admit;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use spki::AlgorithmIdentifierOwned;
@@ -137,7 +137,7 @@ proptest! {
         bytes in http_bytes(),
         reads in prop::collection::vec(0usize..64, 0..12),
     ) {
-        for limits in [SMALL, LimitsConfig::default().http()] {
+        for limits in [SMALL, ocsp_origin::http::parse::Limits::from_config(&LimitsConfig::default())] {
             let whole = parse_head(&bytes, &limits);
             prop_assert_eq!(parse_as_read(&bytes, &reads, &limits), whole.clone());
             if let Ok(Parsed::Complete(h)) = &whole {

@@ -7,7 +7,7 @@ use crate::common;
 use std::sync::Arc;
 
 use der::Decode;
-use ocsp_origin::issuer::{parse_certificate, Issuer, Issuers};
+use ocsp_origin::ocsp::issuer::{parse_certificate, Issuer, Issuers};
 use ocsp_origin::ocsp::request::{decode, RequestError};
 use ocsp_origin::ocsp::response::{assemble, response_data, Validity};
 use ocsp_origin::ocsp::{CertId, HashAlg, IssuerId, RevocationReason, Serial};

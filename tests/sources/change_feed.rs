@@ -611,8 +611,10 @@ fn a_100000_row_revocation_under_load() {
         .unwrap();
     }
     let (a, b) = (d.node(), d.node());
-    // The bench asks about 200 of them.
-    let mut run = d.bench(&[&a, &b], 400, 16.0, "mass");
+    // The bench asks about 200 of them, for long enough that the statement
+    // (2-3 s alone, 20 s and more on a loaded 2-vCPU machine) commits
+    // inside it.
+    let mut run = d.bench(&[&a, &b], 400, 40.0, "mass");
     let t0 = run.stage_start();
     sleep_until(t0 + Duration::from_millis(1000));
     let started = Instant::now();

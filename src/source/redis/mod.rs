@@ -341,17 +341,6 @@ mod tests {
         }
     }
 
-    fn issuers() -> Arc<Issuers> {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/client-requests/");
-        let cert =
-            crate::ocsp::issuer::parse_certificate(&std::fs::read(format!("{dir}ca.pem")).unwrap()).unwrap();
-        let key = std::fs::read_to_string(format!("{dir}ca.key")).unwrap();
-        let signer: Arc<dyn crate::signer::Signer> =
-            Arc::new(crate::signer::SoftwareSigner::from_pem(&key).unwrap());
-        let issuer = crate::ocsp::issuer::Issuer::new("t", cert, signer, None).unwrap();
-        Arc::new(Issuers::new(vec![issuer]))
-    }
-
     /// Redis down: every GET and write fails, and every answer is the live
     /// source's, as if Redis held nothing. An error that reached the client
     /// (or a retry loop) would fail this.
@@ -364,7 +353,7 @@ mod tests {
             let validity = Validity { produced_at: now, this_update: now, next_update: now + 3600 };
             let live = Rc::new(Counting { calls: Default::default(), validity });
             let down = Rc::new(store::DownRedis::default());
-            let issuers = issuers();
+            let issuers = crate::ocsp::issuer::test_issuers();
             let fence = Fence::new(Arc::new(crate::source::floors::Floors::new(1000)), &issuers);
             let status: Arc<dyn StatusSource> = Arc::new(crate::status::index_txt::IndexStatus::new());
             let l2 = Rc::new(RedisL2::new(
