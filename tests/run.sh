@@ -17,7 +17,8 @@
 # 3. Runs every unit, integration, doc and bench-smoke test. The integration
 #    tests are one binary per thing they prove (tests/<group>.rs, its modules
 #    in tests/<group>/): http, ocsp, sources, backends, hsm, admin, faults, cli,
-#    bench_harness and structure (the layout's rules); tests/common/ holds their helpers, by service. Servers
+#    bench_harness and structure (the layout's rules); tests/common/ holds
+#    their helpers, by service. Servers
 #    the tests start listen on ephemeral loopback ports and are killed when a
 #    test ends. The chaos suite (tests/faults/chaos.rs, ~75 s) runs its own
 #    redis-server and mariadbd, since it stops and kills them, and runs alone
