@@ -318,7 +318,6 @@ fn main() {
 /// HSM: the delay blocks the signer thread exactly as a remote round trip
 /// would, so it shows what many sessions buy (2 ms per signature: at most 500
 /// signatures/s per session).
-/// Wraps a signer, sleeping `delay` before each signature.
 struct SlowSigner {
     inner: Arc<dyn Signer>,
     delay: Duration,

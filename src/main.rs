@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use ocsp_origin::config::MysqlConfig;
 use ocsp_origin::config::{Config, FileConfig};
 use ocsp_origin::ocsp::Serial;
-use ocsp_origin::ops::change::{apply, Change};
+use ocsp_origin::ops::change::{commit, spread, Change};
 use ocsp_origin::ops::push::CacheStep;
 
 #[global_allocator]
@@ -73,10 +73,11 @@ enum Command {
         cert: CertArgs,
         #[command(flatten)]
         targets: RevokeTargets,
-        /// RFC 5280 reason: keyCompromise, cACompromise, affiliationChanged,
-        /// superseded, cessationOfOperation, certificateHold, privilegeWithdrawn,
-        /// aACompromise, unspecified. With --serials: the reason of lines that
-        /// give none (needed unless every line gives one).
+        /// RFC 5280 reason by its OpenSSL name, any case: keyCompromise,
+        /// CACompromise, affiliationChanged, superseded, cessationOfOperation,
+        /// certificateHold, removeFromCRL, privilegeWithdrawn, AACompromise,
+        /// unspecified. With --serials: the reason of lines that give none
+        /// (needed unless every line gives one).
         #[arg(long, required_unless_present = "serials")]
         reason: Option<String>,
         /// Revocation time: RFC 3339 (`2026-11-01T12:00:00Z`), OpenSSL
@@ -246,23 +247,21 @@ fn run(cli: Cli) -> Result<(), String> {
                 ocsp_origin::ops::input::parse_reason(&reason).map_err(|e| format!("--reason: {e}"))?;
             let at = revocation_time(at)?;
             let change = Change::Revoke { reason, at };
-            let done = apply(&cfg, &name, &serial, change, None, settle_ms).map_err(|e| e.to_string())?;
+            let revision = commit(&cfg, &name, &serial, change).map_err(|e| e.to_string())?;
             println!(
-                "revoked {serial} of {name:?} ({}) in the database, revision {}",
-                reason.openssl_name(),
-                done.revision
+                "revoked {serial} of {name:?} ({}) in the database, revision {revision}",
+                reason.openssl_name()
             );
-            report_cache(&cfg, &done.cache);
+            report_cache(&cfg, &spread(&cfg, &name, &serial, revision, None, settle_ms).cache);
             Ok(())
         }
         Command::Unrevoke { cert: CertArgs { config, issuer, settle_ms }, serial } => {
             let (cfg, _) = mysql_of(&config)?;
             let name = issuer_name(&cfg, &issuer)?;
             let serial = Serial::from_hex(&serial).map_err(|e| format!("--serial: {e}"))?;
-            let done =
-                apply(&cfg, &name, &serial, Change::Release, None, settle_ms).map_err(|e| e.to_string())?;
-            println!("released {serial} of {name:?} from hold in the database, revision {}", done.revision);
-            report_cache(&cfg, &done.cache);
+            let revision = commit(&cfg, &name, &serial, Change::Release).map_err(|e| e.to_string())?;
+            println!("released {serial} of {name:?} from hold in the database, revision {revision}");
+            report_cache(&cfg, &spread(&cfg, &name, &serial, revision, None, settle_ms).cache);
             Ok(())
         }
         Command::Serve { config, cores } => {
@@ -371,7 +370,14 @@ fn revoke_file(
 /// Reads and validates a config file after `overrides` (command-line flags)
 /// are applied; used at start and again by every reload.
 fn read_config(path: &std::path::Path, overrides: impl FnOnce(&mut FileConfig)) -> Result<Config, String> {
-    Config::load_with(path, overrides).map_err(|e| format!("{}: {e}", path.display()))
+    Config::load_with(path, overrides).map_err(|e| {
+        // A file that cannot be read is named by the error itself.
+        if e.field == path.display().to_string() {
+            e.to_string()
+        } else {
+            format!("{}: {e}", path.display())
+        }
+    })
 }
 
 /// What the fast path of a status change did (see `ops::change`): a Redis

@@ -1,7 +1,8 @@
 //! Faults and hostile load against the real binary: the chaos suite (Redis
 //! and MariaDB stopped, killed, restarted and flushed under load), a miss
 //! storm beyond signing capacity, and hostile clients (slowloris, floods,
-//! endless bodies, idle connections, invalid bytes).
+//! endless bodies, idle connections, invalid bytes), and a stuck signer
+//! under the sources themselves.
 //!
 //! The chaos suite and the miss storm time their answers under load, so each
 //! runs alone ([`common::schedule::alone`]); the hostile-client tests run
@@ -15,3 +16,5 @@ mod abuse;
 mod chaos;
 #[path = "faults/overload.rs"]
 mod overload;
+#[path = "faults/stuck_signer.rs"]
+mod stuck_signer;

@@ -5,9 +5,10 @@
 //! file opens with a module doc comment.
 //!
 //! Imports are the `crate::…`, `super::…` and `self::…` paths in code (comments
-//! and `#[cfg(test)]` modules left out), resolved to the longest module they
-//! name. A child using its parent's items through `super::` is an edge like any
-//! other; a parent's `mod child;` is not.
+//! and `#[cfg(test)] mod tests` left out), resolved to the longest module they
+//! name. A child using its parent's items (`super::`) is an edge like any
+//! other; a parent using its own children is not: `mod child;` already makes
+//! the two one unit, and the parent is where the child's shared items live.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -46,11 +47,31 @@ fn modules() -> BTreeMap<Module, (String, String)> {
     out
 }
 
-/// The code of a file: line comments and everything from the first
-/// `#[cfg(test)]` on removed.
+/// The code of a file: line comments removed (a `//` after `:` is a URL in a
+/// string, kept), and the `#[cfg(test)] mod tests` module, which ends every
+/// file that has one, cut; other `#[cfg(test)]` items are kept.
 fn code(text: &str) -> String {
-    let text = text.split("#[cfg(test)]").next().unwrap_or("");
-    text.lines().map(|l| l.split("//").next().unwrap_or("")).collect::<Vec<_>>().join("\n")
+    let mut out = Vec::new();
+    let mut lines = text.lines().peekable();
+    while let Some(line) = lines.next() {
+        if line.trim() == "#[cfg(test)]"
+            && lines.peek().is_some_and(|next| next.trim_start().starts_with("mod tests"))
+        {
+            break;
+        }
+        let mut cut = line.len();
+        let mut from = 0;
+        while let Some(i) = line[from..].find("//") {
+            let at = from + i;
+            if at == 0 || line.as_bytes()[at - 1] != b':' {
+                cut = at;
+                break;
+            }
+            from = at + 2;
+        }
+        out.push(&line[..cut]);
+    }
+    out.join("\n")
 }
 
 /// The module paths a file's code names, absolute, before resolution.
@@ -116,7 +137,8 @@ fn edges(mods: &BTreeMap<Module, (String, String)>) -> BTreeMap<Module, BTreeSet
         let mut to = BTreeSet::new();
         for p in paths(m, &code(text)) {
             let target = (1..=p.len()).rev().map(|n| p[..n].to_vec()).find(|c| mods.contains_key(c));
-            if let Some(t) = target.filter(|t| t != m) {
+            // Not itself, and not one of its own descendants.
+            if let Some(t) = target.filter(|t| !t.starts_with(m)) {
                 to.insert(t);
             }
         }
@@ -189,6 +211,13 @@ fn cycles(nodes: &[Module], edges: &BTreeMap<Module, BTreeSet<Module>>) -> Vec<V
 
 fn show(ms: &[Module]) -> String {
     ms.iter().map(|m| m.join("::")).collect::<Vec<_>>().join(", ")
+}
+
+#[test]
+fn the_checker_reads_code_only() {
+    let text = "use crate::a; // crate::b\nlet u = \"redis://h\"; crate::c::f();\n#[cfg(test)]\npub(crate) mod fake;\nuse crate::d;\n#[cfg(test)]\nmod tests {\n    use crate::e;\n}\n";
+    let got: Vec<String> = paths(&vec!["x".into()], &code(text)).into_iter().map(|p| p.join("::")).collect();
+    assert_eq!(got, ["a", "c::f", "d"]);
 }
 
 #[test]

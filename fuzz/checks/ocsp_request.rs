@@ -1,4 +1,4 @@
-// `ocsp::request::decode` and `source::filter::admit` on arbitrary bytes,
+// `ocsp::request::decode` and `source::admission::admit` on arbitrary bytes,
 // against the test issuer of `tests/data/client-requests`.
 //
 // Besides "never panics": `admit` agrees with `decode`; accepted CertIDs are

@@ -63,7 +63,15 @@ impl AdminState {
 
     /// The node's figures now, for `/metrics` and the histogram exports.
     pub fn snapshot(&self) -> NodeSnapshot {
-        let shards = self.board.iter().filter_map(|s| s.lock().ok().map(|s| s.clone())).collect();
+        // Poisoned or not, every shard keeps its index (its `shard` label).
+        let shards = self
+            .board
+            .iter()
+            .map(|s| match s.lock() {
+                Ok(g) => g.clone(),
+                Err(poisoned) => poisoned.into_inner().clone(),
+            })
+            .collect();
         let st = self.pool.stats();
         let h = self.pool.snapshot();
         let sign = SignSnapshot {

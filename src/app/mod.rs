@@ -99,6 +99,9 @@ pub fn run(
         board: board.clone(),
         floors: floors.clone(),
     });
+    // Before the reloader: a reload that came in between would find no
+    // shard expected and report success on none.
+    control.expect_shards(cores);
     if let Some(reload) = reload {
         let lasting = reload::Lasting { running: config.clone(), pool, timers, board, floors, view };
         control.set_reloader(reload::reloader(reload, lasting));

@@ -56,7 +56,7 @@ pub struct CachedResponse {
     pub headers: Box<str>,
     /// The statuses it asserts, in CertID order: a cached response whose
     /// statuses still match the status source can be served again without
-    /// re-signing (see `source::cached`, max-age revalidation).
+    /// re-signing (see `source::l1`, max-age revalidation).
     pub statuses: Box<[crate::ocsp::CertStatus]>,
     /// Highest status revision it was signed from (orders shared-cache writes).
     pub revision: u64,
@@ -83,7 +83,7 @@ pub enum Origin {
 }
 
 /// How an answer was obtained, as the `X-Cache-Status` response header tells
-/// a load generator or an operator (see `source::cached::Served` for where each
+/// a load generator or an operator (see `source::l1::Served` for where each
 /// is decided).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum CacheStatus {

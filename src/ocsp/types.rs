@@ -370,6 +370,18 @@ mod tests {
             assert_eq!(r.openssl_name(), name);
         }
         assert_eq!(RevocationReason::from_code(7), None);
+        // Every variant is in ALL: this match stops compiling when one is
+        // added, and the count then says ALL needs it too.
+        fn listed(r: RevocationReason) -> bool {
+            use RevocationReason::*;
+            match r {
+                Unspecified | KeyCompromise | CaCompromise | AffiliationChanged | Superseded
+                | CessationOfOperation | CertificateHold | RemoveFromCrl | PrivilegeWithdrawn
+                | AaCompromise => RevocationReason::ALL.iter().any(|(x, _)| *x == r),
+            }
+        }
+        assert!(RevocationReason::ALL.iter().all(|(r, _)| listed(*r)));
+        assert_eq!(RevocationReason::ALL.len(), 10);
         assert_eq!(RevocationReason::from_code(11), None);
     }
 

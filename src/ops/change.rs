@@ -55,9 +55,8 @@ pub struct Outcome {
 const OWN_MEMLOCK: usize = 1 << 20;
 
 /// Makes `change` to `serial` of `issuer` (a name in the config) in the
-/// database, then takes the fast path; waits `settle_ms` after the Redis
-/// tombstones for tracking shards to apply them. Without `[mysql]` there is
-/// nothing to change: [`ChangeError::Refused`].
+/// database, then takes the fast path ([`spread`]). Without `[mysql]` there
+/// is nothing to change: [`ChangeError::Refused`].
 pub fn apply(
     cfg: &Config,
     issuer: &str,
@@ -66,6 +65,12 @@ pub fn apply(
     node: Option<Node<'_>>,
     settle_ms: u64,
 ) -> Result<Outcome, ChangeError> {
+    let revision = commit(cfg, issuer, serial, change)?;
+    Ok(spread(cfg, issuer, serial, revision, node, settle_ms))
+}
+
+/// The database step alone: the change, committed; its new revision.
+pub fn commit(cfg: &Config, issuer: &str, serial: &Serial, change: Change) -> Result<u64, ChangeError> {
     let Some(mysql) = &cfg.mysql else {
         return Err(ChangeError::Refused("statuses are not kept in a database ([mysql])".into()));
     };
@@ -74,12 +79,28 @@ pub fn apply(
         Change::Revoke { reason, at } => db::revoke(&pool, issuer, serial, reason, at)?,
         Change::Release => db::unrevoke(&pool, issuer, serial)?,
     };
+    Ok(changed.revision)
+}
+
+/// The fast path after a committed change at `revision`: Redis tombstones
+/// and the change key (then `settle_ms` for tracking shards to apply them),
+/// and inside a node its floor and its shards. Never fails: what it could
+/// not do is in the [`Outcome`], and the change feed does it within its
+/// bound.
+pub fn spread(
+    cfg: &Config,
+    issuer: &str,
+    serial: &Serial,
+    revision: u64,
+    node: Option<Node<'_>>,
+    settle_ms: u64,
+) -> Outcome {
     // Inside a server the shards already hold their share of locked memory.
     let memlock = match node {
         Some(_) => crate::uring::memlock_for(cfg.cores) + OWN_MEMLOCK,
         None => OWN_MEMLOCK,
     };
-    let cache = push_to_redis(cfg, issuer, serial, changed.revision, memlock);
+    let cache = push_to_redis(cfg, issuer, serial, revision, memlock);
     if cache == Ok(CacheStep::Tombstoned) {
         std::thread::sleep(Duration::from_millis(settle_ms));
     }
@@ -89,14 +110,9 @@ pub fn apply(
     let shards_dropped = node.map(|n| {
         let now = crate::clock::unix_now();
         // Its seq is its revision (an update); the feed raises the same floor.
-        let r = Raise {
-            revision: changed.revision,
-            seq: changed.revision,
-            at: now,
-            until: now + cfg.feed.fence_window_secs,
-        };
+        let r = Raise { revision, seq: revision, at: now, until: now + cfg.feed.fence_window_secs };
         n.floors.raise(n.floors.issuer(issuer), *serial, r);
         n.control.invalidate(issuer, *serial)
     });
-    Ok(Outcome { revision: changed.revision, cache, shards_dropped })
+    Outcome { revision, cache, shards_dropped }
 }

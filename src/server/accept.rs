@@ -3,7 +3,7 @@
 //! come, metrics published once a second; on drain, stop accepting and let
 //! connections finish within `limits.drain_timeout_ms`.
 
-use std::os::fd::{FromRawFd, RawFd};
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,14 +21,14 @@ use crate::control::Control;
 /// listener closes), let connections finish what they have (each closes after
 /// its current answers, idle ones at once), and return when they are done or
 /// `limits.drain_timeout_ms` has passed.
-pub(super) async fn run(fd: RawFd, index: usize, shared: Arc<ShardParts>, control: Arc<Control>) {
+pub(super) async fn run(fd: OwnedFd, index: usize, shared: Arc<ShardParts>, control: Arc<Control>) {
     // fred's timers need a tokio context on this thread for the shard's life.
     let timers = shared.timers.clone();
     let _timers = timers.as_ref().map(|h| h.enter());
-    // SAFETY: `fd` is a listening socket created by `listener::bind_all` whose
-    // ownership was handed to exactly this shard.
+    // SAFETY: `fd` is a listening socket created by `listener::bind_all`,
+    // owned by this shard alone; `into_raw_fd` hands that ownership on.
     #[allow(unsafe_code)]
-    let listener = unsafe { TcpListener::from_raw_fd(fd) };
+    let listener = unsafe { TcpListener::from_raw_fd(fd.into_raw_fd()) };
     let shard = Rc::new(Shard::new(Generation::new(&shared)));
     // What the loop needs beyond the first generation, which is dropped here
     // so a reload can retire it completely.

@@ -2,18 +2,19 @@
 //! reported before a thread runs.
 
 use std::net::SocketAddr;
-use std::os::fd::{IntoRawFd, RawFd};
+use std::os::fd::OwnedFd;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
 /// Binds `n` SO_REUSEPORT sockets to `addr` (the kernel spreads connections
 /// over them). With port 0 the first socket picks the port and the rest join
-/// it, so every shard listens on the same address.
+/// it, so every shard listens on the same address. A failure part-way closes
+/// the sockets already bound (they are owned until handed out).
 pub(super) fn bind_all(
     addr: SocketAddr,
     n: usize,
     backlog: u32,
-) -> std::io::Result<(Vec<RawFd>, SocketAddr)> {
+) -> std::io::Result<(Vec<OwnedFd>, SocketAddr)> {
     let mut fds = Vec::with_capacity(n);
     let mut bound = addr;
     for i in 0..n {
@@ -29,7 +30,7 @@ pub(super) fn bind_all(
                 .as_socket()
                 .ok_or_else(|| std::io::Error::other("listener has no IP address"))?;
         }
-        fds.push(sock.into_raw_fd());
+        fds.push(OwnedFd::from(sock));
     }
     Ok((fds, bound))
 }

@@ -23,7 +23,7 @@ mod listener;
 pub mod shard;
 
 use std::net::SocketAddr;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -81,7 +81,7 @@ fn allowed_cpus() -> Option<CpuSet> {
 /// Every shard's listening socket, bound, and the memlock limit raised for
 /// the shards' executors. Dropped without [`run`], the sockets close.
 pub struct Listeners {
-    fds: Vec<RawFd>,
+    fds: Vec<OwnedFd>,
     addr: SocketAddr,
 }
 
@@ -89,17 +89,6 @@ impl Listeners {
     /// The bound address (the port picked when the config said 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr
-    }
-}
-
-impl Drop for Listeners {
-    fn drop(&mut self) {
-        for fd in self.fds.drain(..) {
-            // SAFETY: the fd came from `listener::bind_all` and was never
-            // handed to a shard (those are drained out first).
-            #[allow(unsafe_code)]
-            drop(unsafe { OwnedFd::from_raw_fd(fd) });
-        }
     }
 }
 
@@ -116,14 +105,12 @@ pub fn bind(config: &Config) -> Result<Listeners, ServerError> {
 /// Runs one shard per listener until every shard has drained
 /// ([`Control::drain`]). Each shard builds its first [`Generation`] from
 /// `first`; `control` reaches them afterwards (reloads, invalidations).
-pub fn run(
-    mut listeners: Listeners,
-    first: Arc<ShardParts>,
-    control: Arc<Control>,
-) -> Result<(), ServerError> {
+pub fn run(listeners: Listeners, first: Arc<ShardParts>, control: Arc<Control>) -> Result<(), ServerError> {
     let cores = listeners.fds.len();
     let pin = first.config.pin;
-    let fds = Arc::new(Mutex::new(listeners.fds.drain(..).enumerate().collect::<Vec<_>>()));
+    // Sockets no shard took (executors that failed to start) close with the
+    // last handle on this list.
+    let fds = Arc::new(Mutex::new(listeners.fds.into_iter().enumerate().collect::<Vec<_>>()));
     control.expect_shards(cores);
     let first_gen = Arc::new(Mutex::new(vec![first; cores]));
     let placement =

@@ -8,8 +8,10 @@
 //!           └ live::Live       status lookup (fenced) → ResponseData → signer pool
 //! ```
 //!
-//! Every layer below admission implements [`Source`]; futures are `!Send`
-//! because they run on the shard that received the request. [`floors`] holds
+//! Redis and live implement [`Source`], so each nests in the one above it;
+//! `l1::Cached` is the chain's entry, which also says how it served
+//! (`l1::Served`, for `X-Cache-Status`). Futures are `!Send` because they run
+//! on the shard that received the request. [`floors`] holds
 //! the node's revision floors, which every layer holds its copies to (the
 //! change feed, [`crate::feed`], raises them).
 
@@ -34,7 +36,7 @@ pub struct Query {
     pub issuer: IssuerId,
     /// CertIDs in request order.
     pub ids: Vec<CertId>,
-    /// Compact encoding of `ids` (see [`filter::cache_key`]).
+    /// Compact encoding of `ids` (see [`admission::cache_key`]).
     pub key: Box<[u8]>,
 }
 

@@ -138,7 +138,7 @@ fn wait_for_admin(addr: SocketAddr) {
     );
 }
 
-/// The server prints "listening" (its readiness signal; `server::run`'s
+/// The server prints "listening" (its readiness signal; `app::run`'s
 /// `on_ready` promises every listener is bound by then) before it binds the
 /// admin listener, so a script or probe that calls the admin API as soon as
 /// the server is ready can be refused.
@@ -284,7 +284,7 @@ fn non_loopback_ipv4() -> Option<Ipv4Addr> {
 fn a_remote_caller_gets_401_for_everything() {
     let Some(ip) = non_loopback_ipv4() else {
         let msg = "this machine has no non-loopback IPv4 address: a remote caller cannot be simulated \
-                   (admin::tests::the_access_rules covers the peer check)";
+                   (admin::access::tests::the_access_rules covers the peer check)";
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!("{msg}");
         }

@@ -169,9 +169,9 @@ impl Server {
     }
 }
 
-/// Runs the real server (`server::run`) on `parts` in a thread of this
+/// Runs the real server (`app::run`) on `parts` in a thread of this
 /// process, for tests that build the parts themselves; returns its address
-/// once it listens. `server::run` does not return: the server ends with the
+/// once it listens. `app::run` does not return: the server ends with the
 /// test process.
 pub fn serve_in_process(config: ocsp_origin::config::Config, parts: ocsp_origin::app::Parts) -> SocketAddr {
     let (tx, rx) = std::sync::mpsc::channel();

@@ -10,7 +10,7 @@
 //! **Why in-process.** SoftHSM2 is a library loaded into the server process:
 //! there is no HSM process to SIGSTOP and no network to delay, so the chaos
 //! suite's way (faults from outside, tests/faults/chaos.rs) cannot reach it. This
-//! test therefore runs the real server (`server::run`: shards, L1,
+//! test therefore runs the real server (`app::run`: shards, L1,
 //! coalescing, live signing, the signer pool, HTTP) in this process, with
 //! statuses from an index file, around the real `Pkcs11Signer` on a real
 //! SoftHSM2 token, and drives it with the real `ocsp-origin bench` from
@@ -32,7 +32,7 @@
 //!
 //! The server signs with this process's token ([`hsm_in_process`]: SoftHSM2
 //! reads SOFTHSM2_CONF once per process, at C_Initialize) and runs alone, so
-//! nothing else loads the box while answers are timed; `server::run` does not
+//! nothing else loads the box while answers are timed; `app::run` does not
 //! return, so the server ends with the process.
 
 use crate::common;

@@ -2,7 +2,7 @@
 //!
 //! One instance per shard, so no locks: interior mutability through `RefCell`,
 //! never borrowed across an `.await`. Keys are the compact byte encoding of the
-//! request's CertIDs (see `source::filter::cache_key`), values are shared
+//! request's CertIDs (see `source::admission::cache_key`), values are shared
 //! `Rc<CachedResponse>`s. Expired entries are dropped when met.
 //!
 //! A multi-CertID entry is also listed under each certificate it names, so a

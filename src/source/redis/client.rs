@@ -71,12 +71,40 @@ pub fn client(cfg: &RedisConfig) -> Result<Client, String> {
     b.build().map_err(|e| e.to_string())
 }
 
-/// Most lookups in flight at once, process-wide; past it a connect attempt
-/// fails (fred retries it with its backoff) rather than starting threads
-/// without bound while DNS hangs.
-pub const MAX_LOOKUPS: usize = 16;
+/// Most lookups in flight at once, process-wide. A lookup past it waits for
+/// a slot (every shard resolves at once at start and after a reload) up to
+/// [`SLOT_WAIT`], then fails (fred retries with its backoff), so a hanging
+/// DNS never piles up threads without bound.
+pub const MAX_LOOKUPS: usize = 64;
+
+/// How long a lookup waits for one of the [`MAX_LOOKUPS`] slots.
+pub const SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 static LOOKUPS: AtomicUsize = AtomicUsize::new(0);
+
+/// One of the [`MAX_LOOKUPS`] slots, given back on drop.
+struct Slot;
+
+impl Slot {
+    fn take() -> Option<Slot> {
+        let mut n = LOOKUPS.load(Ordering::Acquire);
+        loop {
+            if n >= MAX_LOOKUPS {
+                return None;
+            }
+            match LOOKUPS.compare_exchange_weak(n, n + 1, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Some(Slot),
+                Err(now) => n = now,
+            }
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        LOOKUPS.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// A hostname lookup, blocking; run off the shard by [`ThreadResolver`].
 pub type Lookup = fn(&str, u16) -> std::io::Result<Vec<SocketAddr>>;
@@ -109,21 +137,27 @@ impl ThreadResolver {
         if let Ok(ip) = host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>() {
             return Ok(vec![SocketAddr::new(ip, port)]);
         }
-        if LOOKUPS.fetch_add(1, Ordering::AcqRel) >= MAX_LOOKUPS {
-            LOOKUPS.fetch_sub(1, Ordering::AcqRel);
-            return Err(std::io::Error::other(format!("{MAX_LOOKUPS} DNS lookups already in flight")));
-        }
+        let waited = std::time::Instant::now();
+        let slot = loop {
+            match Slot::take() {
+                Some(slot) => break slot,
+                None if waited.elapsed() >= SLOT_WAIT => {
+                    return Err(std::io::Error::other(format!(
+                        "{MAX_LOOKUPS} DNS lookups in flight for {SLOT_WAIT:?}"
+                    )))
+                }
+                None => glommio::timer::sleep(std::time::Duration::from_millis(10)).await,
+            }
+        };
         let (tx, rx) = futures::channel::oneshot::channel();
         let (name, lookup) = (host.to_string(), self.lookup);
-        let spawned = std::thread::Builder::new().name("redis-dns".into()).spawn(move || {
-            let r = lookup(&name, port);
-            LOOKUPS.fetch_sub(1, Ordering::AcqRel);
-            let _ = tx.send(r);
-        });
-        if let Err(e) = spawned {
-            LOOKUPS.fetch_sub(1, Ordering::AcqRel);
-            return Err(e);
-        }
+        // The slot goes with the thread and is given back when it ends,
+        // however it ends (a panicking lookup included); if the thread
+        // cannot start, the closure is dropped and the slot with it.
+        std::thread::Builder::new().name("redis-dns".into()).spawn(move || {
+            let _slot = slot;
+            let _ = tx.send(lookup(&name, port));
+        })?;
         let addrs = rx.await.map_err(|_| std::io::Error::other("DNS lookup thread ended"))??;
         if addrs.is_empty() {
             return Err(std::io::Error::other(format!("{host} has no address")));
@@ -205,8 +239,28 @@ mod tests {
         });
     }
 
+    /// A lookup that panics gives its slot back: after more panicking
+    /// lookups than there are slots, a good lookup still gets one.
+    #[test]
+    fn a_panicking_lookup_gives_its_slot_back() {
+        crate::uring::raise_memlock(1 << 20).unwrap();
+        let ex = glommio::LocalExecutorBuilder::default().io_memory(crate::uring::IO_MEMORY).make().unwrap();
+        ex.run(async {
+            fn boom(_: &str, _: u16) -> std::io::Result<Vec<SocketAddr>> {
+                panic!("a resolver library bug")
+            }
+            let bad = ThreadResolver::with_lookup(boom);
+            for _ in 0..=MAX_LOOKUPS {
+                assert!(bad.resolve_addrs("x.example", 1).await.is_err());
+            }
+            let good = ThreadResolver::with_lookup(slow_lookup);
+            assert!(good.resolve_addrs("redis.example", 2).await.is_ok());
+        });
+    }
+
     #[test]
     fn ip_literals_need_no_lookup() {
+        crate::uring::raise_memlock(1 << 20).unwrap();
         let ex = glommio::LocalExecutorBuilder::default().io_memory(crate::uring::IO_MEMORY).make().unwrap();
         ex.run(async {
             fn never(_: &str, _: u16) -> std::io::Result<Vec<SocketAddr>> {
@@ -223,6 +277,7 @@ mod tests {
 
     #[test]
     fn localhost_resolves() {
+        crate::uring::raise_memlock(1 << 20).unwrap();
         let ex = glommio::LocalExecutorBuilder::default().io_memory(crate::uring::IO_MEMORY).make().unwrap();
         ex.run(async {
             let addrs = ThreadResolver::new().resolve_addrs("localhost", 6379).await.unwrap();
