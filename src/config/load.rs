@@ -9,10 +9,7 @@ use super::{err, Config, ConfigError, FileConfig};
 impl Config {
     /// Reads and validates a TOML file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| err(path.display().to_string(), e.to_string()))?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        Config::from_toml(&text, base)
+        Config::load_with(path, |_| {})
     }
 
     /// Reads a TOML file, lets `overrides` change what it says (the CLI's
