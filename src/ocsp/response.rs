@@ -224,7 +224,7 @@ impl<'a> Tlv<'a> {
         Some((tag, &rest[..len]))
     }
 
-    fn expect(&mut self, tag: u8) -> Option<&'a [u8]> {
+    fn take(&mut self, tag: u8) -> Option<&'a [u8]> {
         match self.next()? {
             (t, c) if t == tag => Some(c),
             _ => None,
@@ -267,16 +267,16 @@ fn agrees_in_place(
     v: Validity,
 ) -> Option<bool> {
     let mut top = Tlv(der);
-    let mut resp = Tlv(top.expect(0x30)?);
-    if !top.done() || resp.expect(0x0a)? != [ResponseStatus::Successful as u8] {
+    let mut resp = Tlv(top.take(0x30)?);
+    if !top.done() || resp.take(0x0a)? != [ResponseStatus::Successful as u8] {
         return Some(false);
     }
-    let mut bytes = Tlv(Tlv(resp.expect(0xa0)?).expect(0x30)?);
-    if bytes.expect(0x06)? != &OID_OCSP_BASIC[2..] {
+    let mut bytes = Tlv(Tlv(resp.take(0xa0)?).take(0x30)?);
+    if bytes.take(0x06)? != &OID_OCSP_BASIC[2..] {
         return Some(false);
     }
-    let mut basic = Tlv(Tlv(bytes.expect(0x04)?).expect(0x30)?);
-    let mut tbs = Tlv(basic.expect(0x30)?);
+    let mut basic = Tlv(Tlv(bytes.take(0x04)?).take(0x30)?);
+    let mut tbs = Tlv(basic.take(0x30)?);
     if tbs.peek()? == 0xa0 {
         tbs.next()?; // version, v1 = default
     }
@@ -284,26 +284,26 @@ fn agrees_in_place(
         (0xa1 | 0xa2, _) => {} // responderID
         _ => return Some(false),
     }
-    if generalized_time(tbs.expect(0x18)?)? != v.produced_at || statuses.len() != ids.len() {
+    if generalized_time(tbs.take(0x18)?)? != v.produced_at || statuses.len() != ids.len() {
         return Some(false);
     }
-    let mut responses = Tlv(tbs.expect(0x30)?);
+    let mut responses = Tlv(tbs.take(0x30)?);
     for (id, status) in ids.iter().zip(statuses) {
-        let mut single = Tlv(responses.expect(0x30)?);
-        let mut cert_id = Tlv(single.expect(0x30)?);
-        let mut alg = Tlv(cert_id.expect(0x30)?);
-        let same_id = alg.expect(0x06)? == id.alg.oid().as_bytes()
-            && cert_id.expect(0x04)? == issuer.name_hash(id.alg)
-            && cert_id.expect(0x04)? == issuer.key_hash(id.alg)
-            && cert_id.expect(0x02)? == id.serial.as_bytes();
+        let mut single = Tlv(responses.take(0x30)?);
+        let mut cert_id = Tlv(single.take(0x30)?);
+        let mut alg = Tlv(cert_id.take(0x30)?);
+        let same_id = alg.take(0x06)? == id.alg.oid().as_bytes()
+            && cert_id.take(0x04)? == issuer.name_hash(id.alg)
+            && cert_id.take(0x04)? == issuer.key_hash(id.alg)
+            && cert_id.take(0x02)? == id.serial.as_bytes();
         let same_status = match (single.next()?, status) {
             ((0x80, []), CertStatus::Good) => true,
             ((0xa1, info), CertStatus::Revoked { at, reason }) => {
                 let mut info = Tlv(info);
-                let time = generalized_time(info.expect(0x18)?)?;
+                let time = generalized_time(info.take(0x18)?)?;
                 let code = match info.next() {
                     None => None,
-                    Some((0xa0, r)) => match Tlv(r).expect(0x0a)? {
+                    Some((0xa0, r)) => match Tlv(r).take(0x0a)? {
                         [c] => Some(*c),
                         _ => return Some(false),
                     },
@@ -313,8 +313,8 @@ fn agrees_in_place(
             }
             _ => false,
         };
-        let same_times = generalized_time(single.expect(0x18)?)? == v.this_update
-            && generalized_time(Tlv(single.expect(0xa0)?).expect(0x18)?)? == v.next_update;
+        let same_times = generalized_time(single.take(0x18)?)? == v.this_update
+            && generalized_time(Tlv(single.take(0xa0)?).take(0x18)?)? == v.next_update;
         if !(same_id && same_status && same_times) {
             return Some(false);
         }

@@ -90,6 +90,20 @@ impl Deployment {
         Node { server, admin: ([127, 0, 0, 1], admin).into() }
     }
 
+    /// A transaction on the primary that has revoked `serial` and not
+    /// committed yet (its seq is taken; `COMMIT` on the connection ends it).
+    fn open_revocation(&self, serial: &str) -> mysql::PooledConn {
+        let mut conn = mysql::Pool::new(self.url.as_str()).unwrap().get_conn().unwrap();
+        conn.query_drop("START TRANSACTION").unwrap();
+        conn.query_drop(format!(
+            "UPDATE ocsp_certificates SET status = 1, reason = 1, revoked_at = 1 \
+             WHERE issuer = 'test' AND serial = UNHEX('{}')",
+            der_hex(serial)
+        ))
+        .unwrap();
+        conn
+    }
+
     /// Runs `sql` on the primary.
     fn sql(&self, sql: &str) {
         mysql::Pool::new(self.url.as_str()).unwrap().get_conn().unwrap().query_drop(sql).unwrap();
@@ -688,15 +702,7 @@ fn a_change_committed_after_a_later_one_is_not_skipped() {
     for req in &reqs {
         until_everywhere(&mut conns, req, "good", Duration::ZERO).unwrap();
     }
-    let pool = mysql::Pool::new(d.url.as_str()).unwrap();
-    let mut slow = pool.get_conn().unwrap();
-    slow.query_drop("START TRANSACTION").unwrap();
-    slow.query_drop(format!(
-        "UPDATE ocsp_certificates SET status = 1, reason = 1, revoked_at = 1 \
-         WHERE issuer = 'test' AND serial = UNHEX('{}')",
-        der_hex(&d.serials[0])
-    ))
-    .unwrap();
+    let mut slow = d.open_revocation(&d.serials[0]);
     d.revoke_with_sql(&[&d.serials[1]]); // a higher seq, committed first
     until_everywhere(&mut conns, &reqs[1], "revoked", Duration::from_millis(BOUND_MS)).unwrap();
     assert!(
@@ -718,15 +724,7 @@ fn a_transaction_open_while_a_node_starts_is_not_skipped() {
     // The import is old history: the two changes below are the only ones in
     // the fence window.
     d.sql("UPDATE ocsp_changes SET changed_at = changed_at - INTERVAL 2 HOUR");
-    let pool = mysql::Pool::new(d.url.as_str()).unwrap();
-    let mut slow = pool.get_conn().unwrap();
-    slow.query_drop("START TRANSACTION").unwrap();
-    slow.query_drop(format!(
-        "UPDATE ocsp_certificates SET status = 1, reason = 1, revoked_at = 1 \
-         WHERE issuer = 'test' AND serial = UNHEX('{}')",
-        der_hex(&d.serials[0])
-    ))
-    .unwrap();
+    let mut slow = d.open_revocation(&d.serials[0]);
     d.revoke_with_sql(&[&d.serials[1]]); // committed first, with the higher seq
     let a = d.node();
     let mut conns = connections(&[&a]);

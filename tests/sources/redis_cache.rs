@@ -182,15 +182,7 @@ fn redis_flushed_killed_and_restarted_under_load() {
         .set("redis", "connect_timeout_ms", 300)
         .issuer(IssuerTable::test());
     let cfg = config.write(dir.path().join("c.toml"));
-    assert!(run(bin().args(["db", "migrate", "--config"]).arg(&cfg)).0);
-    assert!(
-        run(bin()
-            .args(["db", "import", "--config"])
-            .arg(&cfg)
-            .args(["--issuer", "test", "--index"])
-            .arg(dir.path().join("index.txt")))
-        .0
-    );
+    migrate_and_import(&cfg, &dir.path().join("index.txt"));
     let reqs = requests_for(&serials);
     let node = Server::start(&config);
     let mut c = node.connect();
@@ -308,15 +300,7 @@ fn revoke_with_redis_down_is_recorded_and_warns() {
         .set("redis", "connect_timeout_ms", 300)
         .issuer(IssuerTable::test())
         .write(dir.path().join("c.toml"));
-    assert!(run(bin().args(["db", "migrate", "--config"]).arg(&cfg)).0);
-    assert!(
-        run(bin()
-            .args(["db", "import", "--config"])
-            .arg(&cfg)
-            .args(["--issuer", "test", "--index"])
-            .arg(data("index.txt")))
-        .0
-    );
+    migrate_and_import(&cfg, &data("index.txt"));
     let out = bin()
         .args(["revoke", "--config"])
         .arg(&cfg)
