@@ -2,11 +2,17 @@
 //! with varied reasons, written as the files a real deployment would use
 //! (`ca.pem`, `ca.key`, an OpenSSL `index.txt`, a few leaf PEMs and an
 //! `ocsp-origin.toml`), so the demo exercises exactly the `serve` code path.
+//!
+//! It follows the Baseline Requirements profile the server defaults to:
+//! revocation reasons are those the BR allows for subscriber certificates,
+//! the CA's subjectKeyIdentifier is RFC 5280 §4.2.1.2 method 1 (SHA-1 of the
+//! subjectPublicKey bits), and leaves carry their own SKI and an
+//! authorityKeyIdentifier naming the CA's.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose};
 
 use crate::clock::unix_now;
 use crate::ocsp::{RevocationReason, Serial};
@@ -27,16 +33,22 @@ pub struct DemoFiles {
     pub unknown_serial: String,
 }
 
-const REASONS: [RevocationReason; 8] = [
+/// Every reason the Baseline Requirements allow for a subscriber
+/// certificate, rotated through the revoked demo entries.
+const REASONS: [RevocationReason; 6] = [
     RevocationReason::KeyCompromise,
     RevocationReason::Superseded,
     RevocationReason::CessationOfOperation,
     RevocationReason::AffiliationChanged,
-    RevocationReason::CertificateHold,
     RevocationReason::Unspecified,
     RevocationReason::PrivilegeWithdrawn,
-    RevocationReason::CaCompromise,
 ];
+
+/// RFC 5280 §4.2.1.2 method 1: the SHA-1 of the subjectPublicKey BIT STRING's
+/// bits (rcgen's default is a truncated SHA-256 of the whole SPKI).
+fn key_id(key: &KeyPair) -> KeyIdMethod {
+    KeyIdMethod::PreSpecified(crate::ocsp::HashAlg::Sha1.digest(key.public_key_raw()))
+}
 
 fn random_serial() -> Result<Serial, String> {
     let mut b = [0u8; 16];
@@ -64,6 +76,7 @@ pub fn create(dir: &Path, n: usize) -> Result<DemoFiles, String> {
     ca_params.distinguished_name.push(DnType::CommonName, "ocsp-origin demo CA");
     ca_params.distinguished_name.push(DnType::OrganizationName, "ocsp-origin demo");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_identifier_method = key_id(&ca_key);
     ca_params.key_usages =
         vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     let nb = ymd(now - day);
@@ -90,7 +103,7 @@ pub fn create(dir: &Path, n: usize) -> Result<DemoFiles, String> {
         let (flag, not_after, rev) = match i {
             0..=2 => ('V', leaf_not_after, None),
             3 => ('R', leaf_not_after, Some(RevocationReason::KeyCompromise)),
-            4 => ('R', leaf_not_after, Some(RevocationReason::CertificateHold)),
+            4 => ('R', leaf_not_after, Some(RevocationReason::Superseded)),
             _ if i % 10 == 7 => ('R', leaf_not_after, Some(REASONS[(i / 10) % REASONS.len()])),
             _ if i % 100 == 51 => ('E', now - 30 * day, None),
             _ => ('V', leaf_not_after, None),
@@ -117,6 +130,10 @@ pub fn create(dir: &Path, n: usize) -> Result<DemoFiles, String> {
             let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
             let mut p = CertificateParams::new(vec![cn.clone()]).map_err(|e| e.to_string())?;
             p.distinguished_name.push(DnType::CommonName, cn);
+            // basicConstraints CA:FALSE, which is also what makes rcgen write the SKI.
+            p.is_ca = IsCa::ExplicitNoCa;
+            p.key_identifier_method = key_id(&key);
+            p.use_authority_key_identifier_extension = true;
             p.serial_number = Some(rcgen::SerialNumber::from_slice(serial.as_bytes()));
             p.not_before = ca_params.not_before;
             let la = ymd(not_after);

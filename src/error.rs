@@ -114,7 +114,11 @@ pub fn disposition(f: &Failure) -> Disposition {
     match f {
         Failure::Ocsp(e) => ocsp(match e {
             OcspError::Request(
-                RequestError::Malformed(_) | RequestError::Empty | RequestError::TooMany(..),
+                RequestError::Malformed(_)
+                | RequestError::Empty
+                | RequestError::TooMany(..)
+                | RequestError::CriticalExtension(_)
+                | RequestError::BadHashParams,
             )
             | OcspError::BadBase64 => ResponseStatus::MalformedRequest,
             OcspError::Request(

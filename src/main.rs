@@ -230,15 +230,7 @@ fn run(cli: Cli) -> Result<(), String> {
             let serial = match (serial, serials) {
                 (Some(s), _) => Serial::from_hex(&s).map_err(|e| format!("--serial: {e}"))?,
                 (None, Some(file)) => {
-                    return revoke_file(
-                        &m,
-                        cfg.feed.bound_ms,
-                        &name,
-                        &file,
-                        reason,
-                        at,
-                        batch.unwrap_or(1000),
-                    )
+                    return revoke_file(&cfg, &m, &name, &file, reason, at, batch.unwrap_or(1000))
                 }
                 (None, None) => return Err("give --serial or --serials".into()),
             };
@@ -323,14 +315,16 @@ const MASS_REVOCATION_TIMEOUT_MS: u64 = 30_000;
 /// and the change feed already carries every committed change to every
 /// responder.
 fn revoke_file(
+    cfg: &Config,
     m: &MysqlConfig,
-    bound_ms: u64,
     name: &str,
     file: &std::path::Path,
     reason: Option<String>,
     at: Option<String>,
     batch: usize,
 ) -> Result<(), String> {
+    let bound_ms = cfg.feed.bound_ms;
+    let baseline = cfg.response.profile == ocsp_origin::config::Profile::Baseline;
     if !(1..=10_000).contains(&batch) {
         return Err(format!("--batch: {batch} rows per transaction; use 1 to 10000"));
     }
@@ -339,7 +333,8 @@ fn revoke_file(
         .transpose()?;
     let at = revocation_time(at)?;
     let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
-    let list = ocsp_origin::ops::serials_file::parse(&text, &file.display().to_string(), reason, at)?;
+    let list =
+        ocsp_origin::ops::serials_file::parse(&text, &file.display().to_string(), reason, at, baseline)?;
     // `[mysql] timeout_ms` bounds a lookup on the request path (1 s); one
     // batch of a mass revocation on a busy primary may rightly take longer.
     let mut m = m.clone();

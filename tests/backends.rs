@@ -1,6 +1,7 @@
 //! The status backend and the test services: statuses in a real MariaDB
 //! (migrations, import, revoke and unrevoke, mass revocation, a node that
-//! starts while its database is down), and a self-check of the services the
+//! starts while its database is down; garbage serials, floods and bad rows),
+//! and a self-check of the services the
 //! other suites rely on (the MariaDB replica, a private Redis Cluster).
 //!
 //! The replica self-check waits for the replica to cover everything the
@@ -13,3 +14,5 @@ mod common;
 mod mysql_status;
 #[path = "backends/services_selfcheck.rs"]
 mod services_selfcheck;
+#[path = "backends/unknown_serials.rs"]
+mod unknown_serials;

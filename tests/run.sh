@@ -7,7 +7,12 @@
 #    Debian and it is missing: the `openssl` CLI (interop) and SoftHSM2 (the
 #    PKCS#11 tests; each test initialises its own private token under its own
 #    SOFTHSM2_CONF, so nothing system-wide is touched).
-#    Likewise MariaDB (`mariadb-server`) and Redis (`redis-server`).
+#    Likewise MariaDB (`mariadb-server`) and Redis (`redis-server`), and the
+#    strict clients of tests/ocsp/strict_clients.rs: Bouncy Castle
+#    (`libbcpkix-java`, with a JDK to run tests/interop/BcOcspCheck.java) and
+#    pkilint (PyPI, pinned, in a private virtualenv, target/pkilint-venv);
+#    points the tests at them (OCSP_TEST_BC_CLASSPATH, OCSP_TEST_PKILINT).
+#    Either variable set beforehand names one's own copy instead.
 # 2. Starts, each on free loopback ports (tests/services.sh): a private MariaDB
 #    primary (own datadir, binary log) and a replica of it (GTID replication,
 #    so every test database also appears there), a standalone Redis and a
@@ -33,8 +38,9 @@
 #    commit's, to see which guarantees it lacks).
 #
 # A test that needs an external tool fails when it is missing. A database test
-# run by plain `cargo test` without OCSP_TEST_MYSQL_URL says so and passes
-# vacuously, except under CI=true, where it fails.
+# run by plain `cargo test` without OCSP_TEST_MYSQL_URL, or a strict-client test
+# without Bouncy Castle or pkilint, says so and passes vacuously, except under
+# CI=true, where it fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,6 +50,16 @@ command -v softhsm2-util >/dev/null 2>&1 || need_pkgs+=(softhsm2)
 { command -v mariadbd >/dev/null 2>&1 || [[ -x /usr/sbin/mariadbd ]]; } || need_pkgs+=(mariadb-server)
 command -v redis-server >/dev/null 2>&1 || need_pkgs+=(redis-server)
 command -v python3 >/dev/null 2>&1 || need_pkgs+=(python3)
+# `python3 -m venv` needs ensurepip, which Debian ships apart, in python3-venv.
+python3 -c 'import ensurepip' >/dev/null 2>&1 || need_pkgs+=(python3-venv)
+# javac, not only java: running a source file (the checker) needs the JDK.
+command -v javac >/dev/null 2>&1 || need_pkgs+=(default-jdk-headless)
+bc_jars=(/usr/share/java/bcprov.jar /usr/share/java/bcpkix.jar /usr/share/java/bcutil.jar)
+if [[ -z ${OCSP_TEST_BC_CLASSPATH:-} ]]; then
+    for jar in "${bc_jars[@]}"; do
+        [[ -e $jar ]] || { need_pkgs+=(libbcprov-java libbcpkix-java libbcutil-java); break; }
+    done
+fi
 if ((${#need_pkgs[@]})); then
     if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
         echo "tests/run.sh: installing ${need_pkgs[*]}" >&2
@@ -54,6 +70,22 @@ if ((${#need_pkgs[@]})); then
         exit 1
     fi
 fi
+
+if [[ -z ${OCSP_TEST_BC_CLASSPATH:-} ]]; then
+    OCSP_TEST_BC_CLASSPATH=$(IFS=:; echo "${bc_jars[*]}")
+fi
+export OCSP_TEST_BC_CLASSPATH
+if [[ -z ${OCSP_TEST_PKILINT:-} ]]; then
+    pkilint_venv=target/pkilint-venv
+    OCSP_TEST_PKILINT=$PWD/$pkilint_venv/bin/lint_ocsp_response
+    if ! "$OCSP_TEST_PKILINT" --help >/dev/null 2>&1; then
+        echo "tests/run.sh: installing pkilint into $pkilint_venv" >&2
+        rm -rf "$pkilint_venv"
+        python3 -m venv "$pkilint_venv"
+        "$pkilint_venv/bin/pip" install -q --disable-pip-version-check pkilint==0.13.3
+    fi
+fi
+export OCSP_TEST_PKILINT
 
 source tests/services.sh
 trap stop_services EXIT

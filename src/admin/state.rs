@@ -41,6 +41,8 @@ pub struct View {
     pub signers: Vec<(String, Arc<dyn Signer>)>,
     /// The status source (whether it is up).
     pub status: Arc<dyn StatusSource>,
+    /// Per issuer with a delegated responder: its certificate's notAfter.
+    pub responder_not_after: Vec<(String, u64)>,
 }
 
 impl View {
@@ -48,7 +50,9 @@ impl View {
     /// status source.
     pub fn new(config: &Config, issuers: &Issuers, status: &Arc<dyn StatusSource>) -> View {
         let signers = issuers.iter().map(|(_, i)| (i.name.clone(), i.responder.signer.clone())).collect();
-        View { config: config.clone(), signers, status: status.clone() }
+        let responder_not_after =
+            issuers.iter().filter_map(|(_, i)| i.responder_not_after.map(|t| (i.name.clone(), t))).collect();
+        View { config: config.clone(), signers, status: status.clone(), responder_not_after }
     }
 }
 
@@ -121,10 +125,17 @@ impl AdminState {
                 Err(poisoned) => poisoned.into_inner().clone(),
             },
         });
+        let now = crate::clock::unix_now() as i64;
+        let responder_cert_expiry = view
+            .responder_not_after
+            .iter()
+            .map(|(name, until)| (name.clone(), *until as i64 - now))
+            .collect();
         NodeSnapshot {
             shards,
             sign,
             signer_faults,
+            responder_cert_expiry,
             status,
             floors: self.floors.len(),
             trust_from: self.floors.trust_from(),

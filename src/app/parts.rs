@@ -34,6 +34,10 @@ pub fn load_parts(config: &Config) -> Result<Parts, ConfigError> {
     load_parts_for_serving(config)
 }
 
+/// A delegated responder certificate closer than this to its notAfter is
+/// warned of at start-up and every reload (30 days: time to renew it).
+const RESPONDER_CERT_WARN_SECS: u64 = 30 * 86_400;
+
 /// Like [`load_parts`], but a `[mysql]` database that cannot be reached is
 /// not an error: the server starts, logs a warning, serves what Redis holds,
 /// answers other misses `tryLater` and recovers by itself when the database
@@ -63,14 +67,27 @@ pub fn load_parts_for_serving(config: &Config) -> Result<Parts, ConfigError> {
             ),
             None => None,
         };
-        let issuer = Issuer::new(&ic.name, cert, signer, responder).map_err(|e| {
-            let field = match e {
-                crate::ocsp::issuer::IssuerError::Responder(_) => "responder_cert",
-                crate::ocsp::issuer::IssuerError::KeyMismatch(_) => "key",
-                crate::ocsp::issuer::IssuerError::Cert(_) => "cert",
-            };
-            field_err(i, field, e)
-        })?;
+        let baseline = config.response.profile == crate::config::Profile::Baseline;
+        let issuer = Issuer::new(&ic.name, cert, signer, responder)
+            .map(|is| is.with_baseline(baseline))
+            .map_err(|e| {
+                let field = match e {
+                    crate::ocsp::issuer::IssuerError::Responder(_) => "responder_cert",
+                    crate::ocsp::issuer::IssuerError::KeyMismatch(_) => "key",
+                    crate::ocsp::issuer::IssuerError::Cert(_) => "cert",
+                };
+                field_err(i, field, e)
+            })?;
+        if let Some(until) = issuer.responder_not_after {
+            let left = until.saturating_sub(crate::clock::unix_now());
+            if left < RESPONDER_CERT_WARN_SECS {
+                log::warn!(
+                    "issuer {:?}: the delegated responder certificate expires in {} days: renew it and reload",
+                    ic.name,
+                    left / 86_400
+                );
+            }
+        }
         match &ic.index {
             Some(index) => {
                 let n = status.load_file(IssuerId(i as u16), index).map_err(|e| field_err(i, "index", e))?;

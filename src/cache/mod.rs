@@ -7,22 +7,30 @@
 use std::rc::Rc;
 
 use crate::ocsp::response::Validity;
-use crate::ocsp::{CertId, IssuerId, Serial};
+use crate::ocsp::{CertId, HashAlg, HashParams, IssuerId, Serial};
 
 /// The cache key of a list of CertIDs: per CertID, issuer (2 bytes), hash
-/// algorithm (1), serial length (1) and serial. Distinct lists give distinct
-/// keys; the same CertIDs from any client give the same key, so responses are
-/// shared whatever the request's nonce or encoding.
+/// algorithm and its parameters' encoding (1: [`alg_byte`]), serial length
+/// (1) and serial. Distinct lists give distinct keys; the same CertIDs from
+/// any client give the same key, so responses are shared whatever the
+/// request's nonce. (Admission sorts and de-duplicates a list first, so its
+/// order and repeats do not make new keys either.)
 pub fn key_of(ids: &[CertId]) -> Vec<u8> {
     let mut k = Vec::with_capacity(ids.len() * 24);
     for id in ids {
         k.extend_from_slice(&id.issuer.0.to_be_bytes());
-        k.push(id.alg as u8);
+        k.push(alg_byte(id.alg, id.params));
         let s = id.serial.as_bytes();
         k.push(s.len() as u8);
         k.extend_from_slice(s);
     }
     k
+}
+
+/// The key byte of a hash algorithm as a client encoded it: the algorithm's
+/// index, with the high bit set for absent parameters.
+pub fn alg_byte(alg: HashAlg, params: HashParams) -> u8 {
+    alg as u8 | if params == HashParams::Absent { 0x80 } else { 0 }
 }
 
 /// The certificates a key names (issuer, serial), in order; an undecodable

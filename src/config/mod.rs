@@ -87,6 +87,22 @@ pub struct FileConfig {
     pub issuers: Vec<IssuerConfig>,
 }
 
+/// Which rules responses are held to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// The CA/Browser Forum Baseline Requirements (a publicly-trusted CA):
+    /// a validity interval of 8 hours to 10 days, refreshed by the BR's
+    /// update point; only the revocation reasons the BR allows for
+    /// subscriber certificates appear in responses (any other is left out,
+    /// as unspecified) or are accepted by `revoke`. The default.
+    #[default]
+    Baseline,
+    /// RFC 6960 / RFC 5019 only (a private PKI): any lifetime the other
+    /// checks allow, every RFC 5280 reason.
+    Rfc6960,
+}
+
 /// What happens to requests about certificates past their notAfter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -115,6 +131,8 @@ pub struct ResponseConfig {
     pub backdate_secs: u64,
     /// Policy for expired certificates. Default `serve`.
     pub expired: ExpiredPolicy,
+    /// `baseline` (default) or `rfc6960`: see [`Profile`].
+    pub profile: Profile,
     /// Send `X-Cache-Status: HIT | STALE | REVALIDATED | HIT-L2 | MISS` on 200
     /// and 304 answers, so load generators and operators can tell cache hits
     /// from signatures. Default true; false for operators who do not want to
@@ -129,6 +147,7 @@ impl Default for ResponseConfig {
             refresh_fraction: 0.5,
             backdate_secs: 3600,
             expired: ExpiredPolicy::Serve,
+            profile: Profile::Baseline,
             cache_status_header: true,
         }
     }
@@ -166,6 +185,18 @@ pub struct LimitsConfig {
     /// `signing.timeout_ms` and below the supervisor's kill timeout (systemd
     /// `TimeoutStopSec`). Default 10000.
     pub drain_timeout_ms: u64,
+    /// Fresh signatures of multi-CertID responses per second per shard
+    /// (burst as many); past it such a miss gets `tryLater`. A multi-CertID
+    /// response is cached under its exact list, so lists made of a few public
+    /// serials could otherwise force any number of signatures; single-CertID
+    /// misses (what relying parties send) are not counted. Default 100.
+    pub multi_cert_id_signs_per_sec: u32,
+    /// When not empty, only serials whose hex form (upper-case, two digits a
+    /// magnitude octet, as `index.txt` and the CLI write them) starts with one
+    /// of these are looked up; any other gets `unauthorized` without a
+    /// database read. For a CA whose serials carry a fixed prefix. Default
+    /// empty.
+    pub serial_prefixes: Vec<String>,
 }
 
 impl Default for LimitsConfig {
@@ -181,6 +212,8 @@ impl Default for LimitsConfig {
             max_connections_per_shard: 16_384,
             listen_backlog: 4096,
             drain_timeout_ms: 10_000,
+            multi_cert_id_signs_per_sec: 100,
+            serial_prefixes: Vec::new(),
         }
     }
 }
@@ -243,6 +276,15 @@ pub struct CacheConfig {
     /// could take. On dedicated, pinned cores set it to about half the hit
     /// latency budget (5 for a 10 ms p99). See `source::admission`.
     pub max_shard_lag_ms: u64,
+    /// A serial the status source does not know is answered `unauthorized`
+    /// from a per-shard negative cache for this long, seconds, so garbage
+    /// serials at line rate do not each cost a database read. An entry goes
+    /// as soon as the change feed reports the certificate (its insert), and
+    /// on a reload. 0 = off. Default 10.
+    pub unknown_serial_secs: u64,
+    /// Entries of that negative cache per shard (about 40 bytes each); past
+    /// it the oldest go. Default 65536.
+    pub unknown_serial_entries: usize,
 }
 
 impl Default for CacheConfig {
@@ -252,6 +294,8 @@ impl Default for CacheConfig {
             max_inflight_per_shard: 4096,
             l1_max_age_secs: None,
             max_shard_lag_ms: 0,
+            unknown_serial_secs: 10,
+            unknown_serial_entries: 65_536,
         }
     }
 }

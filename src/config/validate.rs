@@ -37,6 +37,9 @@ impl Config {
         if r.backdate_secs >= r.lifetime_secs {
             return Err(err("response.backdate_secs", "must be below response.lifetime_secs"));
         }
+        if r.profile == super::Profile::Baseline {
+            baseline_validity(r.lifetime_secs, r.refresh_fraction)?;
+        }
         let l = &f.limits;
         for (name, v, min) in [
             ("limits.max_uri_bytes", l.max_uri_bytes, 64),
@@ -47,9 +50,20 @@ impl Config {
             ("signing.queue_depth", f.signing.queue_depth, 1),
             ("signing.batch", f.signing.batch, 1),
             ("cache.max_inflight_per_shard", f.cache.max_inflight_per_shard, 1),
+            ("cache.unknown_serial_entries", f.cache.unknown_serial_entries, 1),
+            ("limits.multi_cert_id_signs_per_sec", l.multi_cert_id_signs_per_sec as usize, 1),
         ] {
             if v < min {
                 return Err(err(name, format!("must be at least {min}")));
+            }
+        }
+        for (i, p) in l.serial_prefixes.iter().enumerate() {
+            // 40 hex digits: RFC 5280's 20 octets.
+            if p.is_empty() || !p.bytes().all(|b| b.is_ascii_hexdigit()) || p.len() > 40 {
+                return Err(err(
+                    format!("limits.serial_prefixes[{i}]"),
+                    format!("{p:?} is not a hex serial prefix"),
+                ));
             }
         }
         if l.max_uri_bytes > l.max_header_bytes {
@@ -244,4 +258,75 @@ impl Config {
 /// The MySQL client's own URL parser, so `serve` never refuses what passed.
 fn check_mysql_url(url: &str) -> Result<(), String> {
     mysql::Opts::from_url(url).map(drop).map_err(|e| format!("bad MySQL URL: {}", redact(&e.to_string())))
+}
+
+/// The Baseline Requirements' rules for a response's validity (BR §4.9.10),
+/// for `lifetime` = nextUpdate − thisUpdate and the refresh point live
+/// signing uses (thisUpdate + lifetime × fraction). The BR counts the
+/// validity interval inclusively: nextUpdate − thisUpdate + 1 second.
+pub(super) fn baseline_validity(lifetime: u64, fraction: f64) -> Result<(), ConfigError> {
+    const HOUR: u64 = 3600;
+    let interval = lifetime + 1;
+    if !(8 * HOUR..=10 * 24 * HOUR).contains(&interval) {
+        return Err(err(
+            "response.lifetime_secs",
+            format!(
+                "{lifetime} makes a validity interval of {interval} s (nextUpdate - thisUpdate + 1 s); the Baseline Requirements (profile = \"baseline\") allow 28800 (8 h) to 864000 (10 days): lifetime_secs 28799 to 863999"
+            ),
+        ));
+    }
+    let refresh = (lifetime as f64 * fraction) as u64;
+    let before_next = lifetime - refresh;
+    if interval < 16 * HOUR {
+        if before_next < interval.div_ceil(2) {
+            return Err(err(
+                "response.refresh_fraction",
+                format!("{fraction} refreshes {before_next} s before nextUpdate; with a validity interval under 16 h the Baseline Requirements want it at least half the interval ({} s) before: at most {:.4}", interval.div_ceil(2), (lifetime - interval.div_ceil(2)) as f64 / lifetime as f64),
+            ));
+        }
+    } else if before_next < 8 * HOUR || refresh > 4 * 24 * HOUR {
+        return Err(err(
+            "response.refresh_fraction",
+            format!(
+                "{fraction} refreshes {refresh} s after thisUpdate and {before_next} s before nextUpdate; the Baseline Requirements want it at least 8 h (28800 s) before nextUpdate and at most 4 days (345600 s) after thisUpdate"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod baseline_tests {
+    use super::baseline_validity;
+
+    fn field(lifetime: u64, fraction: f64) -> Option<String> {
+        baseline_validity(lifetime, fraction)
+            .err()
+            .map(|e| e.to_string().split(':').next().unwrap().to_string())
+    }
+
+    #[test]
+    fn the_br_validity_interval_is_8_hours_to_10_days_inclusive() {
+        assert_eq!(field(8 * 3600 - 1, 0.5), None, "exactly 8 h counted inclusively");
+        assert_eq!(field(8 * 3600 - 2, 0.5).as_deref(), Some("response.lifetime_secs"));
+        assert_eq!(field(10 * 86_400 - 1, 0.3), None, "exactly 10 days");
+        assert_eq!(field(10 * 86_400, 0.3).as_deref(), Some("response.lifetime_secs"));
+        assert_eq!(field(96 * 3600, 0.5), None, "the default");
+    }
+
+    #[test]
+    fn the_br_update_point_bounds_the_refresh() {
+        // Under 16 h: refresh no later than half the interval before nextUpdate.
+        assert_eq!(field(12 * 3600, 0.49), None);
+        assert_eq!(field(12 * 3600, 0.51).as_deref(), Some("response.refresh_fraction"));
+        // 16 h and more: at least 8 h before nextUpdate, at most 4 days after thisUpdate.
+        assert_eq!(field(24 * 3600, 0.66), None);
+        assert_eq!(field(24 * 3600, 0.7).as_deref(), Some("response.refresh_fraction"));
+        assert_eq!(
+            field(10 * 86_400 - 1, 0.5).as_deref(),
+            Some("response.refresh_fraction"),
+            "5 days after thisUpdate"
+        );
+        assert_eq!(field(7 * 86_400, 0.5), None, "3.5 days");
+    }
 }

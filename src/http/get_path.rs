@@ -29,9 +29,35 @@ pub enum Route<'a> {
     NotFound,
 }
 
+/// The path of an absolute-form target (`http://host[:port]/path`, RFC 9112
+/// §3.2.2: what a client talking to a proxy sends, and what a server must
+/// accept), or the target itself (origin form). The authority ends at the
+/// first `/` (it holds none), so a `/` inside the base64 stays in the path.
+fn origin_form(target: &[u8]) -> &[u8] {
+    let scheme_len = [&b"http://"[..], b"https://"]
+        .into_iter()
+        .find(|s| target.len() >= s.len() && target[..s.len()].eq_ignore_ascii_case(s))
+        .map(<[u8]>::len);
+    match scheme_len {
+        None => target,
+        Some(n) => {
+            let rest = &target[n..];
+            match rest.iter().position(|b| *b == b'/' || *b == b'?') {
+                Some(i) if rest[i] == b'/' => &rest[i..],
+                _ => b"/",
+            }
+        }
+    }
+}
+
 /// Splits a request target into a route. `prefix` is empty or `/x` (no
-/// trailing slash); the query string is ignored.
+/// trailing slash); the query string is ignored; an absolute-form target is
+/// routed by its path.
 pub fn route<'a>(target: &'a [u8], prefix: &str) -> Route<'a> {
+    let target = origin_form(target);
+    if target.first() != Some(&b'/') {
+        return Route::NotFound; // neither origin nor absolute form
+    }
     let path = match target.iter().position(|b| *b == b'?') {
         Some(q) => &target[..q],
         None => target,
@@ -117,6 +143,18 @@ mod tests {
         assert_eq!(route(b"/", "/ocsp"), Route::Health);
         assert_eq!(route(b"/other/MEow", "/ocsp"), Route::NotFound);
         assert_eq!(route(b"/ocspx/MEow", "/ocsp"), Route::NotFound);
+    }
+
+    /// RFC 9112 §3.2.2: a server must accept the absolute form.
+    #[test]
+    fn absolute_form_targets_route_by_their_path() {
+        assert_eq!(route(b"http://ocsp.example/MEow", ""), Route::Ocsp(b"MEow"));
+        assert_eq!(route(b"HTTP://ocsp.example:8080/ME/ow", ""), Route::Ocsp(b"ME/ow"));
+        assert_eq!(route(b"https://h/ocsp/MEow", "/ocsp"), Route::Ocsp(b"MEow"));
+        assert_eq!(route(b"http://h", ""), Route::Health);
+        assert_eq!(route(b"http://h?x", ""), Route::Health);
+        assert_eq!(route(b"http://h/other/MEow", "/ocsp"), Route::NotFound);
+        assert_eq!(route(b"httpx://h/MEow", ""), Route::NotFound, "not a scheme we know: not a path either");
     }
 
     #[test]

@@ -2,8 +2,16 @@
 //!
 //! Successful OCSP answers carry the RFC 5019 §6 caching headers:
 //! `Last-Modified` (thisUpdate), `Expires` (nextUpdate), `ETag` (SHA-256 of
-//! the body) and `Cache-Control: max-age=<seconds to nextUpdate>, public,
-//! no-transform, must-revalidate`. Failures carry `max-age=0, no-cache`.
+//! the body) and `Cache-Control: max-age=<seconds to the refresh point>,
+//! public, no-transform, must-revalidate`. Failures carry `max-age=0,
+//! no-cache`.
+//!
+//! `max-age` runs to the response's refresh point (where this origin would
+//! sign it anew), not to nextUpdate: a CDN's copy is fetched again by then,
+//! so what relying parties get from it is updated when the Baseline
+//! Requirements want it updated (RFC 5019 §6.2 allows any value before
+//! nextUpdate). Past its refresh point a response still served here (while
+//! its re-signature runs) carries `max-age=0`.
 //!
 //! 200 and 304 answers may also carry `X-Cache-Status` (`HIT`, `STALE`,
 //! `REVALIDATED`, `HIT-L2`, `MISS`; see [`CacheStatus`]) so load generators and
@@ -83,7 +91,7 @@ pub fn write_ocsp(
     body: bool,
     cache_status: Option<CacheStatus>,
 ) {
-    let max_age = r.validity.next_update.saturating_sub(now);
+    let max_age = max_age(r, now);
     let _ = write!(
         out,
         "HTTP/1.1 200 OK\r\nServer: ocsp-origin\r\nDate: {date}\r\n{}Cache-Control: max-age={max_age}, public, no-transform, must-revalidate\r\n",
@@ -107,7 +115,7 @@ pub fn write_not_modified(
     conn: ConnHeader,
     cache_status: Option<CacheStatus>,
 ) {
-    let max_age = r.validity.next_update.saturating_sub(now);
+    let max_age = max_age(r, now);
     let _ = write!(
         out,
         "HTTP/1.1 304 Not Modified\r\nServer: ocsp-origin\r\nDate: {date}\r\nETag: {}\r\nLast-Modified: {}\r\nExpires: {}\r\nCache-Control: max-age={max_age}, public, no-transform, must-revalidate\r\n",
@@ -118,6 +126,11 @@ pub fn write_not_modified(
     out.extend_from_slice(cache_status_line(cache_status));
     out.extend_from_slice(conn.line());
     out.extend_from_slice(b"\r\n");
+}
+
+/// Seconds a shared cache may keep `r`: to its refresh point.
+fn max_age(r: &CachedResponse, now: u64) -> u64 {
+    r.refresh_at.min(r.validity.next_update).saturating_sub(now)
 }
 
 /// A failure: an unsigned OCSP error body with HTTP 200, or a plain HTTP error.
@@ -202,7 +215,8 @@ mod tests {
         write_ocsp(&mut out, &resp(), 2000, "D", ConnHeader::Default, true, Some(CacheStatus::Hit));
         let s = String::from_utf8_lossy(&out);
         assert!(s.starts_with("HTTP/1.1 200 OK\r\n"));
-        assert!(s.contains("Cache-Control: max-age=3000, public, no-transform, must-revalidate\r\n"));
+        // To the refresh point (3000), not to nextUpdate (5000).
+        assert!(s.contains("Cache-Control: max-age=1000, public, no-transform, must-revalidate\r\n"));
         assert!(s.contains("Content-Length: 10\r\n"));
         assert!(s.contains("\r\nX-Cache-Status: HIT\r\n"));
         assert!(s.ends_with("\r\n\r\n\t\t\t\t\t\t\t\t\t\t"));

@@ -17,6 +17,9 @@ pub struct NodeSnapshot {
     pub sign: SignSnapshot,
     /// Per issuer key: (issuer, signature retries, session reopens).
     pub signer_faults: Vec<(String, u64, u64)>,
+    /// Per issuer signing through a delegated responder certificate: the
+    /// seconds until it expires (negative once it has).
+    pub responder_cert_expiry: Vec<(String, i64)>,
     /// The status source.
     pub status: StatusSnapshot,
     /// Certificates whose recent change fences older copies.
@@ -132,6 +135,12 @@ pub fn prometheus(src: &NodeSnapshot) -> String {
             out,
             "ocsp_origin_signer_faults_total{{issuer=\"{issuer}\",fault=\"session_reopen\"}} {reopens}"
         );
+    }
+    if !src.responder_cert_expiry.is_empty() {
+        let _ = writeln!(out, "# HELP ocsp_origin_responder_cert_expiry_seconds Seconds until the delegated responder certificate expires (a reload with a renewed one resets it).\n# TYPE ocsp_origin_responder_cert_expiry_seconds gauge");
+        for (issuer, secs) in &src.responder_cert_expiry {
+            let _ = writeln!(out, "ocsp_origin_responder_cert_expiry_seconds{{issuer=\"{issuer}\"}} {secs}");
+        }
     }
     let _ = writeln!(
         out,

@@ -10,7 +10,7 @@ use der::{Decode, DecodePem, Encode};
 use x509_cert::ext::pkix::ExtendedKeyUsage;
 use x509_cert::Certificate;
 
-use super::{HashAlg, IssuerId};
+use super::{HashAlg, IssuerId, RevocationReason};
 use crate::signer::Signer;
 
 /// Who signs an issuer's responses.
@@ -38,6 +38,12 @@ pub struct Issuer {
     key_hashes: Vec<Vec<u8>>,
     /// Who signs.
     pub responder: ResponderIdentity,
+    /// The delegated responder certificate's notAfter (Unix seconds), if
+    /// one signs: exported as `ocsp_origin_responder_cert_expiry_seconds`.
+    pub responder_not_after: Option<u64>,
+    /// Held to the Baseline Requirements (`response.profile`): only the
+    /// reasons the BR allows for subscriber certificates are shown.
+    pub baseline: bool,
 }
 
 /// Why an issuer could not be set up.
@@ -82,7 +88,9 @@ impl Issuer {
     ///
     /// Refuses a key that does not match the certificate it signs for, and a
     /// responder certificate that the issuer did not issue or that lacks the
-    /// id-kp-OCSPSigning extended key usage (clients would reject its answers).
+    /// id-kp-OCSPSigning extended key usage (clients would reject its
+    /// answers), or that fails [`super::responder_cert::check`] now (not
+    /// signed by the issuer, outside its validity, no id-pkix-ocsp-nocheck).
     pub fn new(
         name: &str,
         cert: Certificate,
@@ -90,6 +98,7 @@ impl Issuer {
         responder_cert: Option<Certificate>,
     ) -> Result<Issuer, IssuerError> {
         let cert_der = cert.to_der().map_err(|e| IssuerError::Cert(e.to_string()))?;
+        let mut responder_not_after = None;
         let (name_hashes, key_hashes) = HashAlg::ALL
             .iter()
             .map(|a| cert_id_hashes(&cert, *a))
@@ -112,6 +121,9 @@ impl Issuer {
                 if !has_eku {
                     return Err(IssuerError::Responder("lacks extendedKeyUsage id-kp-OCSPSigning".into()));
                 }
+                let until = super::responder_cert::check(rc, &cert, crate::clock::unix_now())
+                    .map_err(IssuerError::Responder)?;
+                responder_not_after = Some(until);
                 let rc_der = rc.to_der().map_err(|e| IssuerError::Responder(e.to_string()))?;
                 let mut seq = Vec::new();
                 crate::asn1::der_tlv(0x30, &rc_der, &mut seq);
@@ -135,7 +147,30 @@ impl Issuer {
             name_hashes,
             key_hashes,
             responder: ResponderIdentity { key_hash, certs_field, signer },
+            baseline: true,
+            responder_not_after,
         })
+    }
+
+    /// Holds responses to the Baseline Requirements (`true`, the default) or
+    /// to RFC 6960 only.
+    pub fn with_baseline(mut self, baseline: bool) -> Issuer {
+        self.baseline = baseline;
+        self
+    }
+
+    /// The `revocationReason` a response shows for `reason`: none for
+    /// unspecified (RFC 5280 §5.3.1 advises leaving it out, the BR requires
+    /// it) and, under the Baseline Requirements, none for a reason the BR does
+    /// not allow for subscriber certificates (§7.2.2: cACompromise,
+    /// certificateHold, removeFromCRL, aACompromise): the status stays
+    /// revoked, only the reason is left out.
+    pub fn shown_reason(&self, reason: RevocationReason) -> Option<RevocationReason> {
+        match reason {
+            RevocationReason::Unspecified => None,
+            r if self.baseline && !r.br_subscriber_allowed() => None,
+            r => Some(r),
+        }
     }
 
     /// Hash of the issuer's Name under `alg` (CertID `issuerNameHash`).

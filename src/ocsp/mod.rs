@@ -7,7 +7,8 @@
 
 pub mod issuer;
 pub mod request;
+pub mod responder_cert;
 pub mod response;
 pub mod types;
 
-pub use types::{CertId, CertStatus, HashAlg, IssuerId, RevocationReason, Serial};
+pub use types::{CertId, CertStatus, HashAlg, HashParams, IssuerId, RevocationReason, Serial};

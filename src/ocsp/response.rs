@@ -27,7 +27,7 @@ use x509_cert::ext::pkix::CrlReason;
 use x509_cert::serial_number::SerialNumber;
 use x509_ocsp::{OcspGeneralizedTime, ResponderId, ResponseData, RevokedInfo, SingleResponse, Version};
 
-use super::types::{CertId, RevocationReason};
+use super::types::{CertId, HashParams, RevocationReason};
 pub use crate::asn1::der_tlv;
 use crate::ocsp::issuer::{Issuer, ResponderIdentity};
 use crate::ocsp::CertStatus;
@@ -99,10 +99,13 @@ fn crl_reason(r: RevocationReason) -> CrlReason {
 
 /// Encodes the `ResponseData` (the to-be-signed part) for `answers`, all of
 /// which belong to `issuer`. CertIDs are rebuilt from the issuer's hashes with
-/// the client's algorithm and NULL parameters, as OpenSSL and most clients
-/// send them (clients compare the algorithm OID, the hashes and the serial).
+/// the client's algorithm, its parameters encoded as the client sent them
+/// (NULL or absent: a client comparing whole CertIDs, as Bouncy Castle does,
+/// finds only its own form).
 ///
-/// A revocation reason of `unspecified` is omitted, as RFC 5280 §5.3.1 advises.
+/// A revocation reason of `unspecified` is omitted, as RFC 5280 §5.3.1
+/// advises, and so is one the issuer's profile does not show
+/// ([`Issuer::shown_reason`]).
 pub fn response_data(
     issuer: &Issuer,
     answers: &[(CertId, CertStatus)],
@@ -116,7 +119,10 @@ pub fn response_data(
             let cert_id = x509_ocsp::CertId {
                 hash_algorithm: AlgorithmIdentifierOwned {
                     oid: id.alg.oid(),
-                    parameters: Some(der::Any::null()),
+                    parameters: match id.params {
+                        HashParams::Null => Some(der::Any::null()),
+                        HashParams::Absent => None,
+                    },
                 },
                 issuer_name_hash: OctetString::new(issuer.name_hash(id.alg))?,
                 issuer_key_hash: OctetString::new(issuer.key_hash(id.alg))?,
@@ -126,10 +132,7 @@ pub fn response_data(
                 CertStatus::Good => x509_ocsp::CertStatus::good(),
                 CertStatus::Revoked { at, reason } => x509_ocsp::CertStatus::Revoked(RevokedInfo {
                     revocation_time: gen_time(at)?,
-                    revocation_reason: match reason {
-                        RevocationReason::Unspecified => None,
-                        r => Some(crl_reason(r)),
-                    },
+                    revocation_reason: issuer.shown_reason(reason).map(crl_reason),
                 }),
             };
             responses.push(SingleResponse {
@@ -292,7 +295,12 @@ fn agrees_in_place(
         let mut single = Tlv(responses.take(0x30)?);
         let mut cert_id = Tlv(single.take(0x30)?);
         let mut alg = Tlv(cert_id.take(0x30)?);
-        let same_id = alg.take(0x06)? == id.alg.oid().as_bytes()
+        let same_alg = alg.take(0x06)? == id.alg.oid().as_bytes()
+            && match id.params {
+                HashParams::Null => alg.take(0x05)?.is_empty() && alg.done(),
+                HashParams::Absent => alg.done(),
+            };
+        let same_id = same_alg
             && cert_id.take(0x04)? == issuer.name_hash(id.alg)
             && cert_id.take(0x04)? == issuer.key_hash(id.alg)
             && cert_id.take(0x02)? == id.serial.as_bytes();
@@ -309,7 +317,7 @@ fn agrees_in_place(
                     },
                     Some(_) => return Some(false),
                 };
-                time == *at && code == (*reason != RevocationReason::Unspecified).then_some(*reason as u8)
+                time == *at && code == issuer.shown_reason(*reason).map(|r| r as u8)
             }
             _ => false,
         };
@@ -350,7 +358,12 @@ mod tests {
             }
             for ((single, id), status) in tbs.responses.iter().zip(ids).zip(statuses) {
                 let c = &single.cert_id;
+                let params = match id.params {
+                    HashParams::Null => Some(der::Any::null()),
+                    HashParams::Absent => None,
+                };
                 let same_id = c.hash_algorithm.oid == id.alg.oid()
+                    && c.hash_algorithm.parameters == params
                     && c.issuer_name_hash.as_bytes() == issuer.name_hash(id.alg)
                     && c.issuer_key_hash.as_bytes() == issuer.key_hash(id.alg)
                     && c.serial_number.as_bytes() == id.serial.as_bytes();
@@ -359,7 +372,7 @@ mod tests {
                     (x509_ocsp::CertStatus::Revoked(info), CertStatus::Revoked { at, reason }) => {
                         secs(&info.revocation_time) == *at
                             && info.revocation_reason.map(|r| r as u8)
-                                == (*reason != RevocationReason::Unspecified).then_some(*reason as u8)
+                                == issuer.shown_reason(*reason).map(|r| r as u8)
                     }
                     _ => false,
                 };
@@ -384,11 +397,8 @@ mod tests {
         let signer: std::sync::Arc<dyn crate::signer::Signer> =
             std::sync::Arc::new(crate::signer::SoftwareSigner::from_pem(&key).unwrap());
         let issuer = Issuer::new("t", cert, signer, None).unwrap();
-        let id = |alg, n: u8| CertId {
-            issuer: IssuerId(0),
-            alg,
-            serial: Serial::from_magnitude(&[n, 0x80]).unwrap(),
-        };
+        let id = |alg, n: u8| CertId::new(IssuerId(0), alg, Serial::from_magnitude(&[n, 0x80]).unwrap());
+        let absent = |c: CertId| CertId { params: crate::ocsp::HashParams::Absent, ..c };
         let v =
             Validity { produced_at: 1_795_000_000, this_update: 1_794_996_400, next_update: 1_795_342_000 };
         let revoked = |r| CertStatus::Revoked { at: 1_790_000_000, reason: r };
@@ -396,6 +406,12 @@ mod tests {
             (vec![id(HashAlg::Sha1, 1)], vec![CertStatus::Good]),
             (vec![id(HashAlg::Sha256, 2)], vec![revoked(RevocationReason::KeyCompromise)]),
             (vec![id(HashAlg::Sha384, 3)], vec![revoked(RevocationReason::Unspecified)]),
+            (vec![id(HashAlg::Sha1, 9)], vec![revoked(RevocationReason::CertificateHold)]),
+            (vec![absent(id(HashAlg::Sha256, 6))], vec![CertStatus::Good]),
+            (
+                vec![absent(id(HashAlg::Sha1, 7)), id(HashAlg::Sha1, 8)],
+                vec![CertStatus::Good, CertStatus::Good],
+            ),
             (
                 vec![id(HashAlg::Sha1, 4), id(HashAlg::Sha512, 5)],
                 vec![CertStatus::Good, revoked(RevocationReason::Superseded)],
@@ -423,6 +439,17 @@ mod tests {
                 })
                 .collect();
             assert!(!both(&der, &other_alg, &statuses, v));
+            let other_params: Vec<CertId> = ids
+                .iter()
+                .map(|c| CertId {
+                    params: match c.params {
+                        crate::ocsp::HashParams::Null => crate::ocsp::HashParams::Absent,
+                        crate::ocsp::HashParams::Absent => crate::ocsp::HashParams::Null,
+                    },
+                    ..*c
+                })
+                .collect();
+            assert!(!both(&der, &other_params, &statuses, v), "the other parameters encoding");
             let flipped: Vec<CertStatus> = statuses
                 .iter()
                 .map(|s| {
@@ -456,6 +483,45 @@ mod tests {
             &[CertStatus::Good],
             v
         ));
+    }
+
+    /// Under the Baseline Requirements a reason the BR forbids for a
+    /// subscriber certificate is left out (the status stays revoked); under
+    /// RFC 6960 it is shown.
+    #[test]
+    fn baseline_leaves_out_reasons_the_br_forbids() {
+        use crate::ocsp::{HashAlg, IssuerId, Serial};
+        use der::Decode;
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/client-requests/");
+        let key = std::fs::read_to_string(format!("{dir}ca.key")).unwrap();
+        let issuer = |baseline| {
+            let cert =
+                crate::ocsp::issuer::parse_certificate(&std::fs::read(format!("{dir}ca.pem")).unwrap())
+                    .unwrap();
+            let signer: std::sync::Arc<dyn crate::signer::Signer> =
+                std::sync::Arc::new(crate::signer::SoftwareSigner::from_pem(&key).unwrap());
+            Issuer::new("t", cert, signer, None).unwrap().with_baseline(baseline)
+        };
+        let id = CertId::new(IssuerId(0), HashAlg::Sha1, Serial::from_hex("42").unwrap());
+        let v =
+            Validity { produced_at: 1_795_000_000, this_update: 1_794_996_400, next_update: 1_795_342_000 };
+        let reason_of = |is: &Issuer, r: RevocationReason| {
+            let tbs =
+                response_data(is, &[(id, CertStatus::Revoked { at: 1_790_000_000, reason: r })], v).unwrap();
+            let data = x509_ocsp::ResponseData::from_der(&tbs).unwrap();
+            match &data.responses[0].cert_status {
+                x509_ocsp::CertStatus::Revoked(info) => info.revocation_reason.map(|c| c as u8),
+                other => panic!("{other:?}"),
+            }
+        };
+        let (br, rfc) = (issuer(true), issuer(false));
+        for (r, _) in RevocationReason::ALL {
+            let want_br =
+                (r.br_subscriber_allowed() && r != RevocationReason::Unspecified).then_some(r as u8);
+            assert_eq!(reason_of(&br, r), want_br, "{r:?} under the BR");
+            assert_eq!(reason_of(&rfc, r), (r != RevocationReason::Unspecified).then_some(r as u8), "{r:?}");
+        }
+        assert_eq!(reason_of(&br, RevocationReason::CertificateHold), None);
     }
 
     #[test]

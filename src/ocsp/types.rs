@@ -231,16 +231,49 @@ impl fmt::Debug for Serial {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct IssuerId(pub u16);
 
+/// How the client encoded the `parameters` of its CertID's hash
+/// `AlgorithmIdentifier`: both forms are in use (OpenSSL sends NULL; RFC 5754
+/// says SHA-2 parameters are absent, and Bouncy Castle builds them so), and a
+/// client that compares CertIDs by equality (Bouncy Castle's
+/// `CertificateID.equals`) finds only the form it sent. The response echoes
+/// it, so it is part of every cache key.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum HashParams {
+    /// `parameters` is an explicit NULL (`05 00`).
+    #[default]
+    Null,
+    /// `parameters` is absent.
+    Absent,
+}
+
+impl HashParams {
+    /// Both forms, in the order keys of one certificate are enumerated.
+    pub const ALL: [HashParams; 2] = [HashParams::Null, HashParams::Absent];
+}
+
 /// A CertID the responder recognises: the issuer it names (matched by both name
-/// and key hash), the hash algorithm the client used, and the serial.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// and key hash), the hash algorithm the client used (and how it encoded
+/// the algorithm's parameters), and the serial.
+///
+/// Ordered by certificate first (issuer, serial), so a sorted multi-CertID
+/// list is one canonical form whatever order a client sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CertId {
     /// Which configured issuer the CertID's hashes name.
     pub issuer: IssuerId,
-    /// The client's hash algorithm, echoed in the response.
-    pub alg: HashAlg,
     /// The certificate serial.
     pub serial: Serial,
+    /// The client's hash algorithm, echoed in the response.
+    pub alg: HashAlg,
+    /// The client's encoding of the algorithm's parameters, echoed too.
+    pub params: HashParams,
+}
+
+impl CertId {
+    /// A CertID with NULL hash parameters (what OpenSSL sends).
+    pub fn new(issuer: IssuerId, alg: HashAlg, serial: Serial) -> CertId {
+        CertId { issuer, serial, alg, params: HashParams::Null }
+    }
 }
 
 /// Revocation reason (RFC 5280 §5.3.1 `CRLReason`).
@@ -307,6 +340,25 @@ impl RevocationReason {
     /// above 10.
     pub fn from_code(code: u8) -> Option<RevocationReason> {
         Self::ALL.iter().find(|(r, _)| *r as u8 == code).map(|(r, _)| *r)
+    }
+
+    /// Whether the Baseline Requirements (§7.2.2) allow this reason for a
+    /// subscriber certificate: unspecified (left out of responses),
+    /// keyCompromise, affiliationChanged, superseded, cessationOfOperation
+    /// and privilegeWithdrawn. cACompromise and aACompromise are for CA and
+    /// attribute-authority certificates; certificateHold and removeFromCRL
+    /// are forbidden.
+    pub fn br_subscriber_allowed(self) -> bool {
+        use RevocationReason::*;
+        matches!(
+            self,
+            Unspecified
+                | KeyCompromise
+                | AffiliationChanged
+                | Superseded
+                | CessationOfOperation
+                | PrivilegeWithdrawn
+        )
     }
 
     /// The accepted names, comma separated, for error messages.

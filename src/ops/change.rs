@@ -74,6 +74,11 @@ pub fn commit(cfg: &Config, issuer: &str, serial: &Serial, change: Change) -> Re
     let Some(mysql) = &cfg.mysql else {
         return Err(ChangeError::Refused("statuses are not kept in a database ([mysql])".into()));
     };
+    if let Change::Revoke { reason, at } = change {
+        let baseline = cfg.response.profile == crate::config::Profile::Baseline;
+        super::input::check_revocation(baseline, reason, at, crate::clock::unix_now())
+            .map_err(ChangeError::Refused)?;
+    }
     let pool = db::connect(mysql).map_err(ChangeError::Database)?;
     let changed = match change {
         Change::Revoke { reason, at } => db::revoke(&pool, issuer, serial, reason, at)?,

@@ -9,6 +9,29 @@ pub fn parse_reason(name: &str) -> Result<RevocationReason, String> {
         .ok_or_else(|| format!("unknown reason {name:?} ({})", RevocationReason::names()))
 }
 
+/// Whether a revocation may be recorded: never at a time later than `now`
+/// (a response must not state a revocation in the future), and under the
+/// Baseline Requirements (`baseline`) only for a reason the BR allows for
+/// subscriber certificates.
+pub fn check_revocation(baseline: bool, reason: RevocationReason, at: u64, now: u64) -> Result<(), String> {
+    if at > now {
+        return Err(format!("revocation time {at} is in the future (now is {now})"));
+    }
+    if baseline && !reason.br_subscriber_allowed() {
+        let allowed: Vec<&str> = RevocationReason::ALL
+            .iter()
+            .filter(|(r, _)| r.br_subscriber_allowed())
+            .map(|(_, n)| *n)
+            .collect();
+        return Err(format!(
+            "reason {} is not one the Baseline Requirements allow for subscriber certificates (response.profile = \"baseline\"); use {}",
+            reason.openssl_name(),
+            allowed.join(", ")
+        ));
+    }
+    Ok(())
+}
+
 /// A revocation time: RFC 3339 UTC (`2026-11-01T12:00:00Z`), OpenSSL
 /// (`261101120000Z`) or Unix seconds.
 pub fn parse_time(t: &str) -> Option<u64> {
@@ -49,6 +72,19 @@ mod tests {
         assert_eq!(parse_time(" 1793534400 "), Some(1_793_534_400));
         for bad in ["", "yesterday", "2026-11-01", "2026-13-01T00:00:00Z", "99999999999999999999999"] {
             assert_eq!(parse_time(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn revocations_in_the_future_or_for_reasons_the_br_forbids_are_refused() {
+        use RevocationReason::*;
+        assert_eq!(check_revocation(true, KeyCompromise, 100, 100), Ok(()));
+        assert!(check_revocation(true, KeyCompromise, 101, 100).unwrap_err().contains("in the future"));
+        assert!(check_revocation(false, KeyCompromise, 101, 100).is_err(), "whatever the profile");
+        for r in [CaCompromise, CertificateHold, RemoveFromCrl, AaCompromise] {
+            let e = check_revocation(true, r, 1, 100).unwrap_err();
+            assert!(e.contains(r.openssl_name()) && e.contains("superseded"), "{e}");
+            assert_eq!(check_revocation(false, r, 1, 100), Ok(()));
         }
     }
 

@@ -32,7 +32,9 @@ pub fn parse(
     name: &str,
     default_reason: Option<RevocationReason>,
     default_at: u64,
+    baseline: bool,
 ) -> Result<Vec<Revocation>, String> {
+    let now = crate::clock::unix_now();
     let mut out = Vec::new();
     let mut seen: HashMap<Serial, usize> = HashMap::new();
     let mut errors = Vec::new();
@@ -43,7 +45,9 @@ pub fn parse(
         if content.trim().is_empty() {
             continue;
         }
-        match parse_line(content, default_reason, default_at) {
+        let line = parse_line(content, default_reason, default_at)
+            .and_then(|r| super::input::check_revocation(baseline, r.reason, r.at, now).map(|()| r));
+        match line {
             Ok(r) => match seen.insert(r.serial, n) {
                 Some(first) => {
                     bad += 1;
@@ -113,7 +117,7 @@ mod tests {
     fn lines_take_their_own_reason_and_time_or_the_defaults() {
         let text = "# mass revocation 2026-11\n\n0A1B\n0a1c keyCompromise  # this one leaked\n\
                     \t0x0A1D   superseded 2026-11-01T12:00:00Z\n0A1E cessationOfOperation 1700000000\n";
-        let got = parse(text, "f", Some(Unspecified), 42).unwrap();
+        let got = parse(text, "f", Some(Unspecified), 42, false).unwrap();
         assert_eq!(
             got,
             vec![
@@ -127,9 +131,9 @@ mod tests {
 
     #[test]
     fn every_line_with_a_reason_needs_no_default() {
-        let got = parse("01 certificateHold\n02 keyCompromise\n", "f", None, 1).unwrap();
+        let got = parse("01 certificateHold\n02 keyCompromise\n", "f", None, 1, false).unwrap();
         assert_eq!(got.len(), 2);
-        let e = parse("01 certificateHold\n02\n03\n", "f", None, 1).unwrap_err();
+        let e = parse("01 certificateHold\n02\n03\n", "f", None, 1, false).unwrap_err();
         assert!(e.starts_with("f:2: no reason for serial 02, and no --reason"), "{e}");
         assert!(e.contains("f:3: no reason for serial 03"), "{e}");
         assert!(e.ends_with("f: 2 bad line(s); nothing was revoked"), "{e}");
@@ -146,7 +150,7 @@ mod tests {
             ("01\n02\n0x01 superseded", "f:3: serial 01 is also on line 1"),
         ];
         for (text, want) in cases {
-            let e = parse(text, "f", Some(Unspecified), 0).unwrap_err();
+            let e = parse(text, "f", Some(Unspecified), 0, false).unwrap_err();
             assert!(e.starts_with(want), "{text:?}: {e}");
         }
     }
@@ -154,14 +158,27 @@ mod tests {
     #[test]
     fn many_bad_lines_are_counted_not_all_named() {
         let text: String = (0..25).map(|i| format!("{i:02X} nope\n")).collect();
-        let e = parse(&text, "f", None, 0).unwrap_err();
+        let e = parse(&text, "f", None, 0, false).unwrap_err();
         assert_eq!(e.lines().count(), ERRORS_NAMED + 2, "{e}");
         assert!(e.contains("… and 15 more bad lines") && e.contains("25 bad line(s)"), "{e}");
     }
 
     #[test]
     fn a_file_without_serials_is_refused() {
-        let e = parse("# nothing yet\n\n", "f", Some(Unspecified), 0).unwrap_err();
+        let e = parse("# nothing yet\n\n", "f", Some(Unspecified), 0, false).unwrap_err();
         assert_eq!(e, "f: no serials in the file; nothing was revoked");
+    }
+
+    /// Under the Baseline Requirements a line revoking for a reason the BR
+    /// forbids, or at a time in the future, is a bad line, named.
+    #[test]
+    fn baseline_lines_are_checked() {
+        let e =
+            parse("01 keyCompromise\n02 certificateHold\n03 superseded 99999999999\n", "f", None, 1, true)
+                .unwrap_err();
+        assert!(e.contains("f:2: reason certificateHold is not one the Baseline Requirements allow"), "{e}");
+        assert!(e.contains("f:3: revocation time 99999999999 is in the future"), "{e}");
+        assert!(e.contains("nothing was revoked"), "{e}");
+        assert_eq!(parse("01 keyCompromise\n", "f", None, 1, true).unwrap().len(), 1);
     }
 }

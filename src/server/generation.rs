@@ -70,8 +70,8 @@ pub struct Generation {
     pub responder: Cached,
     /// HTTP limits.
     pub limits: Limits,
-    /// CertIDs per request.
-    pub max_cert_ids: usize,
+    /// What admission checks (CertIDs per request, serial prefixes).
+    pub admission: crate::source::admission::Policy,
     /// Normalised path prefix.
     pub prefix: String,
     /// Time allowed for a whole request to arrive.
@@ -91,6 +91,8 @@ pub struct Generation {
     pub cache_status_header: bool,
     /// The Redis layer, for its counters.
     pub redis: Option<Rc<RedisL2>>,
+    /// The live source, for its counters.
+    live: Rc<Live>,
     /// This generation's Redis client and the task keeping L1 coherent with
     /// it; stopped when a reload retires the generation.
     redis_conn: Option<(fred::prelude::Client, glommio::task::JoinHandle<()>)>,
@@ -119,11 +121,12 @@ impl Generation {
                 backdate_secs: c.response.backdate_secs,
                 expired: c.response.expired,
                 sign_timeout: Duration::from_millis(c.signing.timeout_ms),
+                multi_signs_per_sec: c.limits.multi_cert_id_signs_per_sec,
             },
             stages.clone(),
             fence.clone(),
         ));
-        let mut inner: Rc<dyn Source> = Rc::new(live);
+        let mut inner: Rc<dyn Source> = Rc::new(live.clone());
         let mut redis_client = None;
         let mut redis_layer = None;
         if let Some(rc) = &c.redis {
@@ -163,6 +166,7 @@ impl Generation {
                 cached
             }
         };
+        responder.set_unknowns(c.cache.unknown_serial_secs, c.cache.unknown_serial_entries);
         let redis_conn = match (redis_client, &c.redis) {
             (Some(client), Some(rc)) => {
                 let task = glommio::spawn_local(redis::tracking::connect_and_track(
@@ -180,7 +184,7 @@ impl Generation {
             issuers: shared.issuers.clone(),
             responder,
             limits: Limits::from_config(&c.limits),
-            max_cert_ids: c.limits.max_cert_ids,
+            admission: crate::source::admission::Policy::from_config(&c.limits),
             prefix: c.path_prefix.clone(),
             header_timeout: Duration::from_millis(c.limits.header_timeout_ms),
             idle_timeout: Duration::from_millis(c.limits.idle_timeout_ms),
@@ -190,6 +194,7 @@ impl Generation {
             stages,
             cache_status_header: c.response.cache_status_header,
             redis: redis_layer,
+            live,
             redis_conn,
         }
     }
@@ -227,6 +232,8 @@ impl Generation {
             ("l1_overloaded", c.overloaded.get()),
             ("l1_revalidations", c.revalidations.get()),
             ("l1_shed_lag", c.shed_lag.get()),
+            ("l1_unknown_hits", c.unknown_hits.get()),
+            ("multi_cert_id_refused", self.live.multi_refused.get()),
         ];
         if let Some(r) = &self.redis {
             counters.extend([

@@ -97,7 +97,7 @@ async fn answer_inner(
         }
         (Method::Post, _) => &req[head.head_len..],
     };
-    let query = match admission::admit(der, &gen.issuers, gen.max_cert_ids) {
+    let query = match admission::admit(der, &gen.issuers, &gen.admission) {
         Ok(q) => q,
         Err(e) => return (fail(gen, Failure::Ocsp(e), conn, with_body, b), None),
     };

@@ -18,7 +18,10 @@
 //!   digest computed here, with the raw `r‖s` turned into a DER
 //!   `ECDSA-Sig-Value`; `CKM_SHA256_RSA_PKCS` for RSA.
 //! - **The PIN** comes from an environment variable or a file, is held as a
-//!   secret (zeroised on drop, redacted in `Debug`) and is never logged.
+//!   secret (zeroised on drop, redacted in `Debug`) and is never logged. A
+//!   variable is read once, then overwritten and removed from the process
+//!   environment, so no child process, core dump or `/proc/<pid>/environ`
+//!   reader finds it later; reloads take the PIN kept from that read.
 //!
 //! At start-up the key's public half is read from the token (the public-key
 //! object with the same label or id), so the issuer set-up can refuse a key that
@@ -157,10 +160,52 @@ fn sweep_retired(sessions: &mut HashMap<u64, (Session, ObjectHandle)>) {
     }
 }
 
+/// PINs taken from the environment, by variable (see the module docs).
+static ENV_PINS: std::sync::Mutex<Option<HashMap<String, String>>> = std::sync::Mutex::new(None);
+
+/// The PIN in environment variable `var`: read once, then scrubbed from the
+/// environment (its bytes overwritten where the process's environment block
+/// holds them, which is what `/proc/<pid>/environ` shows, then the variable
+/// removed) and kept here for later reads. The first read happens while the
+/// node loads its issuers, before it starts any thread.
+fn pin_from_env(var: &str) -> Option<String> {
+    let mut pins = ENV_PINS.lock().unwrap_or_else(|p| p.into_inner());
+    let pins = pins.get_or_insert_with(HashMap::new);
+    if let Some(pin) = pins.get(var) {
+        return Some(pin.clone());
+    }
+    let pin = std::env::var(var).ok()?;
+    scrub_env(var);
+    pins.insert(var.to_string(), pin.clone());
+    Some(pin)
+}
+
+/// Overwrites the value of `var` in place and removes it from the
+/// environment.
+#[allow(unsafe_code)]
+fn scrub_env(var: &str) {
+    if let Ok(name) = std::ffi::CString::new(var) {
+        // SAFETY: getenv returns NULL or a pointer to the NUL-terminated value
+        // inside the environment block, valid until the variable is changed;
+        // only its own bytes (strlen of them, not the NUL) are written, and
+        // nothing else reads this variable (the PIN is read only here, under
+        // ENV_PINS).
+        unsafe {
+            let value = libc::getenv(name.as_ptr());
+            if !value.is_null() {
+                std::ptr::write_bytes(value, b'0', libc::strlen(value));
+            }
+        }
+    }
+    // SAFETY (edition 2024's rule, kept here): the first read happens before
+    // the node starts threads; std serialises this with its own env reads.
+    std::env::remove_var(var);
+}
+
 fn read_pin(cfg: &Pkcs11Config) -> Result<AuthPin, Pkcs11Error> {
     let pin = match (&cfg.pin_env, &cfg.pin_file) {
-        (Some(var), None) => std::env::var(var)
-            .map_err(|_| Pkcs11Error::Config(format!("pin_env: environment variable {var} is not set")))?,
+        (Some(var), None) => pin_from_env(var)
+            .ok_or_else(|| Pkcs11Error::Config(format!("pin_env: environment variable {var} is not set")))?,
         (None, Some(path)) => std::fs::read_to_string(path)
             .map_err(|e| Pkcs11Error::Config(format!("pin_file: {}: {e}", path.display())))?
             .lines()
@@ -471,6 +516,11 @@ mod tests {
         let f = d.path().join("pin");
         std::fs::write(&f, "1234\n").unwrap();
         assert!(read_pin(&cfg(None, Some(f))).is_ok());
+        // From the environment: read once, then gone from it, kept for reloads.
+        std::env::set_var("OCSP_ORIGIN_TEST_PIN_SCRUBBED", "2468");
+        assert!(read_pin(&cfg(Some("OCSP_ORIGIN_TEST_PIN_SCRUBBED"), None)).is_ok());
+        assert!(std::env::var_os("OCSP_ORIGIN_TEST_PIN_SCRUBBED").is_none(), "removed from the environment");
+        assert!(read_pin(&cfg(Some("OCSP_ORIGIN_TEST_PIN_SCRUBBED"), None)).is_ok(), "a reload still has it");
         assert!(format!("{:?}", cfg(None, None)).contains("pin_env"));
     }
 }

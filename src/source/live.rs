@@ -16,6 +16,7 @@
 //! change arrives while the lookups run, they are made once more before
 //! signing.
 
+use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,6 +50,32 @@ pub struct LivePolicy {
     pub expired: ExpiredPolicy,
     /// Longest wait for a signature.
     pub sign_timeout: Duration,
+    /// Fresh multi-CertID signatures per second (burst as many).
+    pub multi_signs_per_sec: u32,
+}
+
+/// A token bucket: `rate` a second, at most `rate` saved up.
+struct Budget {
+    rate: f64,
+    tokens: Cell<f64>,
+    last: Cell<Instant>,
+}
+
+impl Budget {
+    fn new(rate: u32) -> Budget {
+        let rate = f64::from(rate.max(1));
+        Budget { rate, tokens: Cell::new(rate), last: Cell::new(Instant::now()) }
+    }
+
+    fn take(&self) -> bool {
+        let now = Instant::now();
+        let earned = now.duration_since(self.last.get()).as_secs_f64() * self.rate;
+        self.last.set(now);
+        let t = (self.tokens.get() + earned).min(self.rate);
+        let ok = t >= 1.0;
+        self.tokens.set(if ok { t - 1.0 } else { t });
+        ok
+    }
 }
 
 /// Status + signing. Shared by reference within a shard.
@@ -61,6 +88,12 @@ pub struct Live {
     stages: Rc<StageTimes>,
     /// The node's revision floors.
     fence: Fence,
+    /// Fresh multi-CertID signatures left this second: such lists are
+    /// cached under their exact (canonical) list, so a client choosing
+    /// lists of public serials could otherwise ask for any number.
+    multi: Budget,
+    /// Multi-CertID misses refused for want of budget (`tryLater`).
+    pub multi_refused: Cell<u64>,
 }
 
 impl Live {
@@ -74,7 +107,8 @@ impl Live {
         stages: Rc<StageTimes>,
         fence: Fence,
     ) -> Live {
-        Live { issuers, status, pool, policy, stages, fence }
+        let multi = Budget::new(policy.multi_signs_per_sec);
+        Live { issuers, status, pool, policy, stages, fence, multi, multi_refused: Cell::new(0) }
     }
 
     /// Reads every CertID's status (applying the expired policy), each no
@@ -111,7 +145,7 @@ impl Live {
                     return Err(OcspError::Expired);
                 }
                 revisions.push(rec.revision);
-                answers.push((*id, rec.status));
+                answers.push((*id, not_in_the_future(rec.status, id, now)));
             }
             // A change the feed brought while the lookups ran: read again
             // rather than sign what is already older.
@@ -140,6 +174,7 @@ impl Live {
         if same {
             return Ok(prev);
         }
+        self.spend(q)?;
         self.sign(q, answers, revisions, now).await.map(Rc::new)
     }
 
@@ -147,8 +182,20 @@ impl Live {
     /// signs one response for all of them.
     pub async fn answer(&self, q: &Query, at_least: u64) -> Result<CachedResponse, OcspError> {
         let now = unix_now();
+        // Before the lookups: a refused list costs no database read either.
+        self.spend(q)?;
         let (answers, revisions) = self.statuses(q, now, at_least, None, false).await?;
         self.sign(q, answers, revisions, now).await
+    }
+
+    /// A multi-CertID signature takes from the shard's budget; past it,
+    /// `tryLater` (a single-CertID one is never refused here).
+    fn spend(&self, q: &Query) -> Result<(), OcspError> {
+        if q.ids.len() > 1 && !self.multi.take() {
+            self.multi_refused.set(self.multi_refused.get() + 1);
+            return Err(OcspError::Overloaded);
+        }
+        Ok(())
     }
 
     async fn sign(
@@ -159,7 +206,17 @@ impl Live {
         now: u64,
     ) -> Result<CachedResponse, OcspError> {
         let p = &self.policy;
-        let this_update = now.saturating_sub(p.backdate_secs);
+        // Never before a revocation it reports (a revocation within the
+        // backdate window): the status was not known true before it.
+        let revoked_at = answers
+            .iter()
+            .filter_map(|(_, s)| match s {
+                CertStatus::Revoked { at, .. } => Some(*at),
+                CertStatus::Good => None,
+            })
+            .max()
+            .unwrap_or(0);
+        let this_update = now.saturating_sub(p.backdate_secs).max(revoked_at.min(now));
         let validity = Validity { produced_at: now, this_update, next_update: this_update + p.lifetime_secs };
         let refresh_at = this_update + (p.lifetime_secs as f64 * p.refresh_fraction) as u64;
         let issuer = self.issuers.get(q.issuer);
@@ -182,6 +239,22 @@ impl Live {
         resp.revision = revisions.iter().copied().max().unwrap_or(0);
         resp.revisions = revisions.into();
         Ok(resp)
+    }
+}
+
+/// A revocation time later than now (a writer's clock or typo) is reported
+/// as now: a response never states a revocation in the future, and the
+/// certificate is revoked already by the database's word.
+fn not_in_the_future(status: CertStatus, id: &CertId, now: u64) -> CertStatus {
+    match status {
+        CertStatus::Revoked { at, reason } if at > now => {
+            log::warn!(
+                "certificate {} has a revocation time {at} in the future; answering revoked as of now",
+                id.serial
+            );
+            CertStatus::Revoked { at: now, reason }
+        }
+        other => other,
     }
 }
 
@@ -210,6 +283,41 @@ mod tests {
     use crate::source::floors::{Floors, Raise};
     use crate::status::fake::LaggingReplica;
     use crate::status::CertRecord;
+
+    /// A live source over `status` with one signer thread (which ends with
+    /// the pool), a 1-hour lifetime and `backdate` seconds of backdating.
+    fn test_live(
+        status: Arc<LaggingReplica>,
+        floors: Arc<Floors>,
+        issuers: Arc<Issuers>,
+        backdate: u64,
+    ) -> Live {
+        let (pool, _threads) =
+            SignPool::start(&SignPoolConfig { threads: 1, queue_depth: 16, max_queue_wait_us: 0, batch: 1 })
+                .unwrap();
+        let policy = LivePolicy {
+            lifetime_secs: 3600,
+            refresh_fraction: 0.5,
+            backdate_secs: backdate,
+            expired: ExpiredPolicy::Serve,
+            sign_timeout: Duration::from_secs(5),
+            multi_signs_per_sec: 100,
+        };
+        let fence = Fence::new(floors, &issuers);
+        Live::new(issuers, status, pool, policy, Rc::new(StageTimes::default()), fence)
+    }
+
+    /// The multi-CertID budget: a burst of `rate`, then about `rate` a
+    /// second.
+    #[test]
+    fn the_multi_cert_id_budget_refills_at_its_rate() {
+        let b = Budget::new(3);
+        assert!((0..3).all(|_| b.take()), "a full burst");
+        assert!(!b.take(), "then nothing");
+        std::thread::sleep(Duration::from_millis(400));
+        assert!(b.take(), "one more after a third of a second");
+        assert!(!b.take());
+    }
 
     /// The change feed has brought revision 2 (a revocation) of a
     /// certificate; the replica still has revision 1 (good) and hands it out
@@ -242,24 +350,8 @@ mod tests {
                 serial,
                 Raise { revision: 2, seq: 2, at: now, until: now + 600 },
             );
-            let (pool, _threads) = SignPool::start(&SignPoolConfig {
-                threads: 1,
-                queue_depth: 16,
-                max_queue_wait_us: 0,
-                batch: 1,
-            })
-            .unwrap();
-            let policy = LivePolicy {
-                lifetime_secs: 3600,
-                refresh_fraction: 0.5,
-                backdate_secs: 60,
-                expired: ExpiredPolicy::Serve,
-                sign_timeout: Duration::from_secs(5),
-            };
-            let fence = Fence::new(floors, &issuers);
-            let status_source: Arc<dyn StatusSource> = status.clone();
-            let live = Live::new(issuers, status_source, pool, policy, Rc::new(StageTimes::default()), fence);
-            let id = CertId { issuer, alg: HashAlg::Sha256, serial };
+            let live = test_live(status.clone(), floors, issuers, 60);
+            let id = CertId::new(issuer, HashAlg::Sha256, serial);
             let q = Query { issuer, ids: vec![id], key: vec![1].into() };
             match live.answer(&q, 0).await {
                 Err(OcspError::Status(StatusError::Behind { found: 1, need: 2 })) => {}
@@ -276,6 +368,48 @@ mod tests {
             assert_eq!(&*fresh.statuses, &[revoked]);
             assert_eq!(fresh.revision, 2);
             assert_eq!(*status.primary_reads.lock().unwrap(), 1);
+        });
+    }
+
+    /// A revocation within the backdate window: thisUpdate is not before it
+    /// (the status was not known true earlier); a revocation time in the
+    /// future (a writer's clock) is stated as now, never later.
+    #[test]
+    fn a_revoked_answer_never_starts_before_its_revocation_or_states_a_future_one() {
+        crate::uring::raise_memlock(1 << 20).unwrap();
+        let ex = glommio::LocalExecutorBuilder::default().io_memory(crate::uring::IO_MEMORY).make().unwrap();
+        ex.run(async {
+            let now = unix_now();
+            let status = Arc::new(LaggingReplica::default());
+            let (recent, future) =
+                (Serial::from_magnitude(&[1]).unwrap(), Serial::from_magnitude(&[2]).unwrap());
+            for (serial, at) in [(recent, now - 10), (future, now + 86_400)] {
+                let revoked = CertStatus::Revoked { at, reason: RevocationReason::KeyCompromise };
+                status.replica.lock().unwrap().insert(
+                    (IssuerId(0), serial),
+                    CertRecord { status: revoked, not_after: u64::MAX, revision: 1 },
+                );
+            }
+            let live = test_live(status, Arc::new(Floors::new(10)), crate::ocsp::issuer::test_issuers(), 600);
+            let ask = |serial| {
+                let id = CertId::new(IssuerId(0), HashAlg::Sha1, serial);
+                Query { issuer: IssuerId(0), ids: vec![id], key: crate::cache::key_of(&[id]).into() }
+            };
+            let r = live.answer(&ask(recent), 0).await.unwrap();
+            assert_eq!(
+                r.validity.this_update,
+                now - 10,
+                "thisUpdate moved up to the revocation, not 600 s before"
+            );
+            assert_eq!(r.validity.next_update, now - 10 + 3600);
+            let r = live.answer(&ask(future), 0).await.unwrap();
+            match r.statuses[0] {
+                CertStatus::Revoked { at, .. } => {
+                    assert!((now..now + 5).contains(&at), "stated as now: {at}")
+                }
+                CertStatus::Good => panic!("revoked is revoked"),
+            }
+            assert!(r.validity.this_update <= unix_now());
         });
     }
 }

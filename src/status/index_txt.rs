@@ -7,6 +7,14 @@
 //! V|R|E <TAB> notAfter <TAB> [revoked-at[,reason[,detail]]] <TAB> serial-hex <TAB> file <TAB> subject
 //! ```
 //!
+//! The revocation field is what `openssl ca` writes: the time, then a reason
+//! name, then for three of them a detail — `-crl_hold` writes
+//! `holdInstruction,<OID>` (certificateHold), `-crl_compromise`
+//! `keyTime,<time>` (keyCompromise, with the key's compromise time) and
+//! `-crl_CA_compromise` `CAkeyTime,<time>` (cACompromise). The detail (a hold
+//! instruction, an invalidity date) is read past: a response states the
+//! revocation time and reason only.
+//!
 //! Times are `YYMMDDHHMMSSZ` (UTCTime, years 50–99 are 19xx) or
 //! `YYYYMMDDHHMMSSZ`. `E` (expired) rows are treated as not revoked; whether an
 //! expired certificate is answered at all is the responder's policy, not the
@@ -98,14 +106,26 @@ pub fn parse_line(line: &str) -> Result<(Serial, CertRecord), String> {
             let at = parse_openssl_time(at_text).ok_or_else(|| format!("bad revocation time {at_text:?}"))?;
             let reason = match parts.next() {
                 None | Some("") => RevocationReason::Unspecified,
-                Some(name) => RevocationReason::from_openssl_name(name)
-                    .ok_or_else(|| format!("unknown revocation reason {name:?}"))?,
+                Some(name) => {
+                    openssl_ca_reason(name).ok_or_else(|| format!("unknown revocation reason {name:?}"))?
+                }
             };
             CertStatus::Revoked { at, reason }
         }
         other => return Err(format!("unknown status flag {other:?} (expected V, R or E)")),
     };
     Ok((serial, CertRecord { status, not_after, revision: 0 }))
+}
+
+/// A reason as `openssl ca` writes it into the revocation field: a CRL
+/// reason name, or one of its three pseudo-reasons that carry a detail.
+fn openssl_ca_reason(name: &str) -> Option<RevocationReason> {
+    match name {
+        n if n.eq_ignore_ascii_case("holdInstruction") => Some(RevocationReason::CertificateHold),
+        n if n.eq_ignore_ascii_case("keyTime") => Some(RevocationReason::KeyCompromise),
+        n if n.eq_ignore_ascii_case("CAkeyTime") => Some(RevocationReason::CaCompromise),
+        n => RevocationReason::from_openssl_name(n),
+    }
 }
 
 impl IndexStatus {
@@ -200,6 +220,26 @@ mod tests {
         assert_eq!(parse_openssl_time("700101000000Z"), parse_openssl_time("19700101000000Z"));
         assert!(parse_openssl_time("2611011200Z").is_none());
         assert!(parse_openssl_time("26110112000xZ").is_none());
+    }
+
+    /// What `openssl ca -revoke` writes with `-crl_hold`, `-crl_compromise`
+    /// and `-crl_CA_compromise`.
+    #[test]
+    fn openssl_ca_pseudo_reasons_are_read() {
+        for (field, want) in [
+            ("261101120000Z,holdInstruction,holdInstructionReject", RevocationReason::CertificateHold),
+            ("261101120000Z,holdInstruction,1.2.840.10040.2.2", RevocationReason::CertificateHold),
+            ("261101120000Z,keyTime,20261031000000Z", RevocationReason::KeyCompromise),
+            ("261101120000Z,CAkeyTime,20261030000000Z", RevocationReason::CaCompromise),
+            ("261101120000Z,keyCompromise", RevocationReason::KeyCompromise),
+            ("261101120000Z,superseded", RevocationReason::Superseded),
+            ("261101120000Z", RevocationReason::Unspecified),
+        ] {
+            let line = format!("R\t361125115433Z\t{field}\t0A\tunknown\t/CN=x");
+            let (_, rec) = parse_line(&line).unwrap_or_else(|e| panic!("{field}: {e}"));
+            assert_eq!(rec.status, CertStatus::Revoked { at: 1_793_534_400, reason: want }, "{field}");
+        }
+        assert!(parse_line("R\t361125115433Z\t261101120000Z,whim\t0A\tunknown\t/CN=x").is_err());
     }
 
     #[test]

@@ -48,6 +48,9 @@ pub enum StatusError {
         /// The revision the node knows of.
         need: u64,
     },
+    /// The row cannot be answered from (revoked without a revocation time).
+    #[error("bad status row: {0}")]
+    BadRow(String),
 }
 
 /// How fresh a lookup's answer must be.

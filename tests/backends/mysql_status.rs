@@ -171,8 +171,24 @@ fn server_answers_from_mysql_and_sees_revocations() {
 #[test]
 fn revoke_and_unrevoke_rules() {
     let _turn = schedule::with_others();
-    let Some((_dir, cfg, _, _)) = setup("revoke", ConfigBuilder::new()) else { return };
+    // Holds are RFC 5280's (a private PKI's); the Baseline Requirements
+    // forbid them, which the default profile enforces (checked first).
+    let rfc = ConfigBuilder::new().set("response", "profile", "rfc6960");
+    let Some((dir, cfg, _, config)) = setup("revoke", rfc) else { return };
     migrate_and_import(&cfg);
+    let baseline = config.set("response", "profile", "baseline").write(dir.path().join("baseline.toml"));
+    let revoke_baseline = |reason: &str, at: &str| {
+        run(bin()
+            .args(["revoke", "--config"])
+            .arg(&baseline)
+            .args(["--issuer", "test", "--serial", GOOD, "--reason", reason, "--at", at]))
+    };
+    for reason in ["certificateHold", "cACompromise", "removeFromCRL", "aACompromise"] {
+        let (okk, out) = revoke_baseline(reason, "2026-11-01T00:00:00Z");
+        assert!(!okk && out.contains("not one the Baseline Requirements allow"), "{reason}: {out}");
+    }
+    let (okk, out) = revoke_baseline("keyCompromise", "2099-01-01T00:00:00Z");
+    assert!(!okk && out.contains("is in the future"), "{out}");
     let revoke = |serial: &str, reason: &str| {
         run(bin()
             .args(["revoke", "--config"])
@@ -322,7 +338,8 @@ fn row_of(url: &str, serial: &str) -> Option<(u8, Option<u8>, Option<u64>)> {
 #[test]
 fn import_never_turns_a_revoked_row_good() {
     let _turn = schedule::with_others();
-    let Some((_dir, cfg, url, _)) = setup("keeprevoked", ConfigBuilder::new()) else { return };
+    let rfc = ConfigBuilder::new().set("response", "profile", "rfc6960"); // holds
+    let Some((_dir, cfg, url, _)) = setup("keeprevoked", rfc) else { return };
     migrate_and_import(&cfg);
     let import = || {
         ok(bin()
@@ -369,7 +386,8 @@ fn import_never_turns_a_revoked_row_good() {
 fn mass_revocation_from_a_file() {
     let _turn = schedule::with_others();
     use mysql::prelude::Queryable;
-    let Some((dir, cfg, url, _)) = setup("mass", ConfigBuilder::new()) else { return };
+    let rfc = ConfigBuilder::new().set("response", "profile", "rfc6960"); // holds
+    let Some((dir, cfg, url, _)) = setup("mass", rfc) else { return };
     ok(bin().args(["db", "migrate", "--config"]).arg(&cfg));
     let (index, serials) = index_with(50);
     std::fs::write(dir.path().join("index.txt"), index).unwrap();

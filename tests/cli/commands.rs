@@ -87,6 +87,42 @@ fn demo_writes_a_ca_and_its_commands_verify() {
     let index = std::fs::read_to_string(d.path().join("index.txt")).unwrap();
     assert_eq!(index.lines().count(), 200);
     assert!(index.lines().filter(|l| l.starts_with("R\t")).count() >= 15);
+    // The Baseline Requirements profile: only reasons the BR allows for
+    // subscriber certificates, key identifiers by RFC 5280's method 1.
+    for l in index.lines().filter(|l| l.starts_with("R\t")) {
+        let revocation = l.split('\t').nth(2).unwrap();
+        if let Some((_, reason)) = revocation.split_once(',') {
+            let r = ocsp_origin::ocsp::RevocationReason::from_openssl_name(reason).unwrap();
+            assert!(r.br_subscriber_allowed(), "{l}");
+        }
+    }
+    {
+        use x509_cert::ext::pkix::{AuthorityKeyIdentifier, SubjectKeyIdentifier};
+        let cert = |name: &str| {
+            ocsp_origin::ocsp::issuer::parse_certificate(&std::fs::read(d.path().join(name)).unwrap())
+                .unwrap()
+        };
+        let method_1 = |c: &x509_cert::Certificate| {
+            let bits = c.tbs_certificate.subject_public_key_info.subject_public_key.raw_bytes();
+            ocsp_origin::ocsp::HashAlg::Sha1.digest(bits)
+        };
+        let ski = |c: &x509_cert::Certificate| {
+            let (_, ski) = c.tbs_certificate.get::<SubjectKeyIdentifier>().unwrap().expect("an SKI");
+            ski.0.as_bytes().to_vec()
+        };
+        let ca = cert("ca.pem");
+        assert_eq!(ski(&ca), method_1(&ca), "the CA's SKI is RFC 5280 method 1");
+        for leaf in ["good-1.pem", "revoked-1.pem"] {
+            let leaf = cert(leaf);
+            assert_eq!(ski(&leaf), method_1(&leaf));
+            let (_, aki) = leaf.tbs_certificate.get::<AuthorityKeyIdentifier>().unwrap().expect("an AKI");
+            assert_eq!(
+                aki.key_identifier.unwrap().as_bytes(),
+                &ski(&ca)[..],
+                "the leaf's AKI names the CA's SKI"
+            );
+        }
+    }
 
     // Run the printed POST commands exactly as a user would paste them.
     let mut verified = 0;

@@ -129,6 +129,16 @@ impl Server {
         s
     }
 
+    /// The address it listens on.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// The server process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Base URL.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)

@@ -288,8 +288,11 @@ impl Suite {
         let key = ocsp_origin::source::redis::key_for(
             &self.prefix,
             "test",
-            ocsp_origin::ocsp::HashAlg::Sha1,
-            &serial,
+            &ocsp_origin::ocsp::CertId::new(
+                ocsp_origin::ocsp::IssuerId(0),
+                ocsp_origin::ocsp::HashAlg::Sha1,
+                serial,
+            ),
         );
         let key = format!("EXISTS {key}");
         redis_command(self.redis.port, &key).as_deref() == Some(":1")

@@ -51,8 +51,7 @@ impl Signer for StuckHsm {
 }
 
 fn query(serial: &str) -> Query {
-    let ids =
-        vec![CertId { issuer: IssuerId(0), alg: HashAlg::Sha1, serial: Serial::from_hex(serial).unwrap() }];
+    let ids = vec![CertId::new(IssuerId(0), HashAlg::Sha1, Serial::from_hex(serial).unwrap())];
     Query { issuer: IssuerId(0), key: cache_key(&ids).into(), ids }
 }
 
@@ -84,6 +83,7 @@ fn stuck_signer_gives_bounded_try_later_and_stale_answers() {
         backdate_secs: 3600,
         expired: ExpiredPolicy::Serve,
         sign_timeout: Duration::from_millis(200),
+        multi_signs_per_sec: 100,
     };
     ocsp_origin::uring::raise_memlock(4 << 20).unwrap();
     glommio::LocalExecutorBuilder::default().io_memory(64 << 10).make().unwrap().run(async move {

@@ -36,6 +36,12 @@ fn ec_key_in_softhsm_signs_verifiable_answers() {
     let issuer = hsm_issuer(&token, "issuer-ec", data("ca.pem"), data("index.txt"));
     let s =
         Server::start_env(tempfile::tempdir().unwrap(), &ConfigBuilder::new().issuer(issuer), &token.env());
+    // The PIN was read, then scrubbed from the server's environment: nothing
+    // reading /proc/<pid>/environ (or a child, or a core dump) finds it.
+    let environ = std::fs::read(format!("/proc/{}/environ", s.pid())).unwrap();
+    let pin = format!("OCSP_TEST_PIN={}", token.env()[1].1);
+    assert!(!environ.windows(pin.len()).any(|w| w == pin.as_bytes()), "the PIN is still in the environment");
+    assert!(environ.windows(14).any(|w| w == b"SOFTHSM2_CONF="), "the environment was read");
     let url = s.url();
     for (cert, want) in [("leaf-good.pem", ": good"), ("leaf-revoked.pem", ": revoked")] {
         for sha in [&[][..], &["-sha256"][..]] {

@@ -22,7 +22,7 @@ fn test_issuers() -> Issuers {
 }
 
 fn id(alg: HashAlg, serial: &str) -> CertId {
-    CertId { issuer: IssuerId(0), alg, serial: Serial::from_hex(serial).unwrap() }
+    CertId::new(IssuerId(0), alg, Serial::from_hex(serial).unwrap())
 }
 
 #[test]

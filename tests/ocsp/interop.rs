@@ -179,21 +179,62 @@ fn delegated_responder_cert_is_included_and_verifies() {
     assert!(out.contains(": good"), "{out}");
 }
 
+/// A delegated responder certificate relying parties would reject is refused
+/// at start-up, naming the field and the fault; a good one's remaining life
+/// is exported.
+#[test]
+fn delegated_responder_certs_are_checked_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    let (ok, out) =
+        run(openssl().args(["ecparam", "-name", "prime256v1", "-genkey", "-out"]).arg(p.join("resp.key")));
+    assert!(ok, "{out}");
+    let issuer = || {
+        IssuerTable::new("test", data("ca.pem"))
+            .key("resp.key")
+            .responder_cert("resp.pem")
+            .index(data("index.txt"))
+    };
+    let check = |what: &str| {
+        let cfg = ConfigBuilder::new().issuer(issuer()).write(p.join("c.toml"));
+        let (ok, out) = run(std::process::Command::new(server_bin()).arg("check-config").arg(&cfg));
+        assert!(!ok, "{what}: accepted: {out}");
+        out
+    };
+    issue_responder_cert_with(p, "no nocheck", "extendedKeyUsage=OCSPSigning\nbasicConstraints=CA:FALSE\n");
+    let out = check("without id-pkix-ocsp-nocheck");
+    assert!(out.contains("issuer[0].responder_cert") && out.contains("id-pkix-ocsp-nocheck"), "{out}");
+    issue_responder_cert_with(p, "no eku", "basicConstraints=CA:FALSE\nnoCheck=ignored\n");
+    let out = check("without id-kp-OCSPSigning");
+    assert!(out.contains("issuer[0].responder_cert") && out.contains("id-kp-OCSPSigning"), "{out}");
+
+    issue_responder_cert(p, "test OCSP responder");
+    let port = free_port();
+    let s = Server::start_in(dir, &ConfigBuilder::new().admin(format!("127.0.0.1:{port}")).issuer(issuer()));
+    drop(s.url());
+    let metrics = admin_metrics(port);
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("ocsp_origin_responder_cert_expiry_seconds{issuer=\"test\"}"))
+        .unwrap_or_else(|| panic!("no expiry gauge: {metrics}"));
+    let secs: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!((29.0 * 86_400.0..=30.0 * 86_400.0).contains(&secs), "{line}: openssl -days 30");
+}
+
+fn admin_metrics(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").unwrap();
+    let mut s = String::new();
+    c.read_to_string(&mut s).unwrap();
+    s
+}
+
 #[test]
 fn rsa_issuer_next_to_ec_issuer() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();
-    // PKCS#1 ("RSA PRIVATE KEY") issuer key.
-    let (ok, out) =
-        run(openssl().args(["genrsa", "-traditional", "-out"]).arg(p.join("rsa.key")).arg("2048"));
-    assert!(ok, "{out}");
-    let (ok, out) = run(openssl()
-        .args(["req", "-x509", "-new", "-key"])
-        .arg(p.join("rsa.key"))
-        .args(["-days", "30", "-subj", "/CN=RSA test CA", "-out"])
-        .arg(p.join("rsa.pem")));
-    assert!(ok, "{out}");
-    std::fs::write(p.join("rsa-index.txt"), "V\t361125115433Z\t\t05\tunknown\t/CN=rsa-leaf\nR\t361125115433Z\t260102030405Z,superseded\t06\tunknown\t/CN=rsa-old\n").unwrap();
+    make_rsa_ca(p);
     let issuers = ConfigBuilder::new()
         .test_issuer()
         .issuer(IssuerTable::new("rsa", "rsa.pem").key("rsa.key").index("rsa-index.txt"));

@@ -570,8 +570,11 @@ fn a_redis_cluster_failover_right_after_a_revocation() {
     let key = ocsp_origin::source::redis::key_for(
         &prefix,
         "test",
-        ocsp_origin::ocsp::HashAlg::Sha1,
-        &ocsp_origin::ocsp::Serial::from_hex(&victim).unwrap(),
+        &ocsp_origin::ocsp::CertId::new(
+            ocsp_origin::ocsp::IssuerId(0),
+            ocsp_origin::ocsp::HashAlg::Sha1,
+            ocsp_origin::ocsp::Serial::from_hex(&victim).unwrap(),
+        ),
     );
     let master = cluster.master_of_key(&key);
     let replica = cluster.replica_of(master);

@@ -14,7 +14,7 @@ use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
 use crate::cache::{certs_of_key, key_of, CachedResponse, Freshness, ResponseCache};
-use crate::ocsp::{CertId, HashAlg, IssuerId, Serial};
+use crate::ocsp::{CertId, HashAlg, HashParams, IssuerId, Serial};
 
 struct Slot {
     resp: Rc<CachedResponse>,
@@ -177,12 +177,15 @@ impl ResponseCache for L1Cache {
 }
 
 /// Calls `f` with the single-CertID key of the certificate for each hash
-/// algorithm, built once (a mass revocation drops hundreds of thousands).
+/// algorithm and parameters encoding, built once (a mass revocation drops
+/// hundreds of thousands).
 pub fn for_each_single_key(issuer: IssuerId, serial: &Serial, mut f: impl FnMut(&[u8])) {
-    let mut key = key_of(&[CertId { issuer, alg: HashAlg::Sha1, serial: *serial }]);
+    let mut key = key_of(&[CertId::new(issuer, HashAlg::Sha1, *serial)]);
     for alg in HashAlg::ALL {
-        key[2] = alg as u8;
-        f(&key);
+        for params in HashParams::ALL {
+            key[2] = crate::cache::alg_byte(alg, params);
+            f(&key);
+        }
     }
 }
 
@@ -253,7 +256,7 @@ mod tests {
     }
 
     fn id(serial: u8, alg: HashAlg) -> CertId {
-        CertId { issuer: IssuerId(0), alg, serial: Serial::from_magnitude(&[serial]).unwrap() }
+        CertId::new(IssuerId(0), alg, Serial::from_magnitude(&[serial]).unwrap())
     }
 
     /// A multi-CertID entry used to survive a status change of one of its

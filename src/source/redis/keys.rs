@@ -3,7 +3,7 @@
 //! on one node and one script call covers them.
 
 use crate::ocsp::issuer::Issuers;
-use crate::ocsp::{CertId, HashAlg, Serial};
+use crate::ocsp::{CertId, HashAlg, HashParams, IssuerId, Serial};
 
 /// The slot-sharing part of every key of one certificate: a Redis Cluster
 /// hash tag, so its response keys (one per hash algorithm) and its change
@@ -13,15 +13,26 @@ fn cert_tag(issuer_name: &str, serial: &Serial) -> String {
 }
 
 /// Redis key of the response for one CertID:
-/// `{prefix}r:{<issuer>:<serial>}:<hash>`. Response keys are not tracked:
-/// fills by other shards need not evict anyone.
-pub fn key_for(prefix: &str, issuer_name: &str, alg: HashAlg, serial: &Serial) -> String {
-    format!("{prefix}r:{}:{}", cert_tag(issuer_name, serial), alg.name())
+/// `{prefix}r:{<issuer>:<serial>}:<hash>`, with `-np` after the hash where
+/// the client sent no hash parameters (the response echoes its CertID).
+/// Response keys are not tracked: fills by other shards need not evict
+/// anyone.
+pub fn key_for(prefix: &str, issuer_name: &str, id: &CertId) -> String {
+    let np = if id.params == HashParams::Absent { "-np" } else { "" };
+    format!("{prefix}r:{}:{}{np}", cert_tag(issuer_name, &id.serial), id.alg.name())
 }
 
-/// Every response key of a certificate (one per hash algorithm).
+/// Every CertID form of a certificate: each hash algorithm, each parameters
+/// encoding.
+fn forms(issuer: IssuerId, serial: Serial) -> impl Iterator<Item = CertId> {
+    HashAlg::ALL.into_iter().flat_map(move |alg| {
+        HashParams::ALL.into_iter().map(move |params| CertId { issuer, serial, alg, params })
+    })
+}
+
+/// Every response key of a certificate (one per CertID form).
 pub fn keys_of_cert(prefix: &str, issuer_name: &str, serial: &Serial) -> Vec<String> {
-    HashAlg::ALL.into_iter().map(|alg| key_for(prefix, issuer_name, alg, serial)).collect()
+    forms(IssuerId(0), *serial).map(|id| key_for(prefix, issuer_name, &id)).collect()
 }
 
 /// Redis key announcing a status change of a certificate:
@@ -42,14 +53,14 @@ pub fn position_key(prefix: &str) -> String {
     format!("{prefix}feed:pos")
 }
 
-/// Parses a change key back into the CertIDs (every hash algorithm) whose L1
+/// Parses a change key back into the CertIDs (every form) whose L1
 /// entries must go.
 pub fn certids_of_change(prefix: &str, issuers: &Issuers, key: &[u8]) -> Option<Vec<CertId>> {
     let key = std::str::from_utf8(key).ok()?.strip_prefix(&change_prefix(prefix))?;
     let (name, serial) = key.strip_prefix('{')?.strip_suffix('}')?.rsplit_once(':')?;
     let serial = Serial::from_hex(serial).ok()?;
     let issuer = issuers.by_name(name)?;
-    Some(HashAlg::ALL.into_iter().map(|alg| CertId { issuer, alg, serial }).collect())
+    Some(forms(issuer, serial).collect())
 }
 
 /// Turns an invalidation key list entry into the cache key L1 uses, for

@@ -152,7 +152,7 @@ impl RedisL2 {
 
     fn key(&self, q: &Query) -> Option<String> {
         match q.ids.as_slice() {
-            [id] => Some(key_for(&self.prefix, &self.issuers.get(id.issuer).name, id.alg, &id.serial)),
+            [id] => Some(key_for(&self.prefix, &self.issuers.get(id.issuer).name, id)),
             _ => None,
         }
     }
@@ -366,11 +366,11 @@ mod tests {
                 Rc::new(StageTimes::default()),
             ));
             for n in 1..=3u8 {
-                let id = CertId {
-                    issuer: crate::ocsp::IssuerId(0),
-                    alg: HashAlg::Sha1,
-                    serial: Serial::from_magnitude(&[n]).unwrap(),
-                };
+                let id = CertId::new(
+                    crate::ocsp::IssuerId(0),
+                    HashAlg::Sha1,
+                    Serial::from_magnitude(&[n]).unwrap(),
+                );
                 let q = Rc::new(Query { issuer: id.issuer, ids: vec![id], key: vec![n].into() });
                 let r = l2.fetch(q, 0).await.expect("answered by the live source");
                 assert_eq!(r.validity, validity);
@@ -431,7 +431,11 @@ mod tests {
             let tag = &k[k.find('{').unwrap() + 1..k.find('}').unwrap()];
             assert_eq!(tag, "my:CA:0A1B", "{k}");
         }
-        assert_eq!(key_for("ocsp:", "test", HashAlg::Sha1, &s), "ocsp:r:{test:0A1B}:sha1");
+        let id = CertId::new(crate::ocsp::IssuerId(0), HashAlg::Sha1, s);
+        assert_eq!(key_for("ocsp:", "test", &id), "ocsp:r:{test:0A1B}:sha1");
+        let id = CertId { params: crate::ocsp::HashParams::Absent, alg: HashAlg::Sha256, ..id };
+        assert_eq!(key_for("ocsp:", "test", &id), "ocsp:r:{test:0A1B}:sha256-np");
+        assert_eq!(keys.len(), 9, "4 algorithms x 2 parameter encodings, and the change key");
         assert_eq!(change_key("ocsp:", "test", &s), "ocsp:chg:{test:0A1B}");
     }
 }

@@ -72,7 +72,7 @@ return 1
 );
 
 /// A certificate's status changed at a revision: `KEYS` = its response keys
-/// (every hash algorithm; one slot, see [`key_for`]) and, when `ARGV[3]` is
+/// (every CertID form; one slot, see [`key_for`]) and, when `ARGV[3]` is
 /// `1`, its change key last; `ARGV[1]` = the tombstone, `ARGV[2]` = TTL.
 /// Each response key holding a lower revision (or nothing) gets the
 /// tombstone; then the change key, which tracking nodes hear of, is set.
@@ -117,7 +117,7 @@ pub async fn write_versioned(client: &Client, key: String, value: &[u8], ttl: u6
     WRITE.run(client, vec![key], vec![Value::from(value), Value::from(ttl as i64)]).await
 }
 
-/// After a status change at `revision`: tombstones every hash-algorithm
+/// After a status change at `revision`: tombstones every CertID form's
 /// response key of the certificate (so no older response can be served or
 /// written back) and, with `announce`, sets its change key, which every
 /// tracking shard is told about: one script call. Each is kept `ttl` seconds

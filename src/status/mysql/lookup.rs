@@ -77,7 +77,9 @@ pub(super) fn lookup_thread(
 }
 
 /// What one batch needs from a side: (issuer, serial) pairs.
-pub(super) type Found = HashMap<(IssuerId, Serial), CertRecord>;
+/// Rows found, by certificate; a row that cannot be answered from (revoked
+/// without a revocation time) is an error of its own job only.
+pub(super) type Found = HashMap<(IssuerId, Serial), Result<CertRecord, String>>;
 
 /// Answers a batch, in job order. Lookups read the replica while it is within
 /// `max_replica_lag_ms` (else the primary); a job whose replica row is older
@@ -113,7 +115,9 @@ pub(super) fn serve_batch(
                 Ok(f) => {
                     found = f;
                     let stale = |j: &Lookup| match found.get(&key(j)) {
-                        Some(r) => r.revision < j.need.at_least,
+                        Some(Ok(r)) => r.revision < j.need.at_least,
+                        // A bad replica row: the primary's is the one to judge.
+                        Some(Err(_)) => true,
                         None => j.need.at_least > 0,
                     };
                     let again: Vec<(IssuerId, Serial)> =
@@ -140,13 +144,15 @@ pub(super) fn serve_batch(
     Ok(jobs
         .iter()
         .map(|j| match found.get(&key(j)) {
-            Some(r) if r.revision < j.need.at_least => {
+            Some(Ok(r)) if r.revision < j.need.at_least => {
                 replica.behind.fetch_add(1, Ordering::Relaxed);
                 Err(StatusError::Behind { found: r.revision, need: j.need.at_least })
             }
+            Some(Ok(r)) => Ok(Some(*r)),
+            Some(Err(why)) => Err(StatusError::BadRow(why.clone())),
             // Absent on the primary: deleted or never issued. `unauthorized`
             // is never a wrong "good".
-            other => Ok(other.copied()),
+            None => Ok(None),
         })
         .collect())
 }
@@ -227,16 +233,25 @@ pub(super) fn query_batch(
         let rows: Vec<Row> = conn.exec(sql, params)?;
         for (serial, status, revoked_at, reason, not_after, revision) in rows {
             let Ok(serial) = Serial::from_der_content(&serial) else { continue };
-            let status = match status {
-                0 => CertStatus::Good,
-                _ => CertStatus::Revoked {
-                    at: revoked_at.unwrap_or(0),
+            let record = match (status, revoked_at) {
+                (0, _) => Ok(CertStatus::Good),
+                (_, Some(at)) => Ok(CertStatus::Revoked {
+                    at,
                     reason: reason
                         .and_then(RevocationReason::from_code)
                         .unwrap_or(RevocationReason::Unspecified),
-                },
+                }),
+                // Revoked, but when? Not 1970 (the time is what a relying
+                // party judges signatures made before it by): an error,
+                // `tryLater`, loud, until the row is mended.
+                (_, None) => {
+                    log::error!(
+                        "ocsp_certificates row {name}/{serial} is revoked with a NULL revoked_at: answering tryLater until it is set"
+                    );
+                    Err(format!("{name}/{serial} is revoked with a NULL revoked_at"))
+                }
             };
-            found.insert((issuer, serial), CertRecord { status, not_after, revision });
+            found.insert((issuer, serial), record.map(|status| CertRecord { status, not_after, revision }));
         }
     }
     Ok(found)
