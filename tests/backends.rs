@@ -1,6 +1,6 @@
 //! The status backend and the test services: statuses in a real MariaDB
 //! (migrations, import, revoke and unrevoke, mass revocation, a node that
-//! starts while its database is down; garbage serials, floods and bad rows),
+//! starts while its database is down; garbage serials, floods and bad rows; TLS to MariaDB and Redis),
 //! and a self-check of the services the
 //! other suites rely on (the MariaDB replica, a private Redis Cluster).
 //!
@@ -14,5 +14,7 @@ mod common;
 mod mysql_status;
 #[path = "backends/services_selfcheck.rs"]
 mod services_selfcheck;
+#[path = "backends/tls.rs"]
+mod tls;
 #[path = "backends/unknown_serials.rs"]
 mod unknown_serials;

@@ -14,11 +14,13 @@
 #    points the tests at them (OCSP_TEST_BC_CLASSPATH, OCSP_TEST_PKILINT).
 #    Either variable set beforehand names one's own copy instead.
 # 2. Starts, each on free loopback ports (tests/services.sh): a private MariaDB
-#    primary (own datadir, binary log) and a replica of it (GTID replication,
+#    primary (own datadir, binary log, TLS offered with a throwaway CA's
+#    certificates, OCSP_TEST_TLS_DIR) and a replica of it (GTID replication,
 #    so every test database also appears there), a standalone Redis and a
 #    Redis Cluster of 3 masters with one replica each; points the tests at
 #    them (OCSP_TEST_MYSQL_URL, OCSP_TEST_MYSQL_REPLICA_URL,
 #    OCSP_TEST_REDIS_URL, OCSP_TEST_REDIS_CLUSTER_URL) and stops them on exit.
+#    (tests/backends/tls.rs starts its own TLS-only redis-server.)
 # 3. Runs every unit, integration, doc and bench-smoke test. The integration
 #    tests are one binary per thing they prove (tests/<group>.rs, its modules
 #    in tests/<group>/): http, ocsp, sources, backends, hsm, admin, faults, cli,

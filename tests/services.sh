@@ -3,7 +3,8 @@
 # in a temporary directory, and exports where they are. Sourced by tests/run.sh:
 #
 #   source tests/services.sh
-#   start_mariadb           # primary, binary log on: OCSP_TEST_MYSQL_URL
+#   start_mariadb           # primary, binary log on, TLS offered: OCSP_TEST_MYSQL_URL,
+#                           # OCSP_TEST_TLS_DIR (ca.pem, server.pem/.key, client.pem/.key)
 #   start_mariadb_replica   # GTID replica of it: OCSP_TEST_MYSQL_REPLICA_URL
 #   start_redis             # standalone: OCSP_TEST_REDIS_URL
 #   start_redis_cluster     # 3 masters + 3 replicas: OCSP_TEST_REDIS_CLUSTER_URL
@@ -63,8 +64,35 @@ mariadb_sql() { # PORT SQL: runs SQL as root over TCP
 # copies the primary's revisions and outbox rows instead of re-running the
 # triggers). Tests connect as root, which may create triggers with binary
 # logging on (SUPER). Exports OCSP_TEST_MYSQL_URL.
+# make_tls DIR: a throwaway CA (P-256) and, signed by it, a server
+# certificate for 127.0.0.1/localhost and a client certificate, as PEM files
+# in DIR (ca.pem, server.pem, server.key, client.pem, client.key).
+make_tls() {
+    local d=$1 kind
+    mkdir -p "$d"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$d/ca.key" -out "$d/ca.pem" \
+        -days 2 -subj "/CN=ocsp-origin test services CA" >/dev/null 2>&1 || return 1
+    for kind in server client; do
+        openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$d/$kind.key" \
+            -out "$d/$kind.csr" -subj "/CN=ocsp-origin test $kind" >/dev/null 2>&1 || return 1
+        if [[ $kind == server ]]; then
+            printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >"$d/$kind.ext"
+        else
+            printf 'extendedKeyUsage=clientAuth\n' >"$d/$kind.ext"
+        fi
+        openssl x509 -req -in "$d/$kind.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial -days 2 \
+            -extfile "$d/$kind.ext" -out "$d/$kind.pem" >/dev/null 2>&1 || return 1
+    done
+}
+
 start_mariadb() {
-    start_mariadbd mariadb 1 --log-bin="$SERVICES_DIR/mariadb/data/mysql-bin" --binlog-format=MIXED || return 1
+    make_tls "$SERVICES_DIR/tls" || { echo "services: could not make the test TLS certificates" >&2; return 1; }
+    export OCSP_TEST_TLS_DIR="$SERVICES_DIR/tls"
+    # TLS offered (not required): the TLS tests connect with it and make
+    # accounts that require it; every other test connects in the clear.
+    start_mariadbd mariadb 1 --log-bin="$SERVICES_DIR/mariadb/data/mysql-bin" --binlog-format=MIXED \
+        --ssl-ca="$OCSP_TEST_TLS_DIR/ca.pem" --ssl-cert="$OCSP_TEST_TLS_DIR/server.pem" \
+        --ssl-key="$OCSP_TEST_TLS_DIR/server.key" || return 1
     MARIADB_PRIMARY_PORT="$MARIADB_PORT"
     # The replica's account (a real deployment's is never root).
     mariadb_sql "$MARIADB_PRIMARY_PORT" "CREATE USER 'repl'@'127.0.0.1' IDENTIFIED BY 'repl';

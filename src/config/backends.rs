@@ -96,6 +96,17 @@ pub struct RedisConfig {
     /// Prefix of every key. Default `ocsp:`.
     #[serde(default = "d_prefix")]
     pub key_prefix: String,
+    /// With a `rediss://` URL (TLS): the CA certificates (PEM) the server's
+    /// certificate must chain to. Default: the system's roots.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// With `rediss://`: a client certificate chain (PEM), for a server that
+    /// asks for one (`tls-auth-clients yes`); with `tls_key_file`.
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM: PKCS#8, SEC1 or PKCS#1).
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for RedisConfig {
@@ -107,6 +118,9 @@ impl std::fmt::Debug for RedisConfig {
             .field("command_timeout_ms", &self.command_timeout_ms)
             .field("connect_timeout_ms", &self.connect_timeout_ms)
             .field("key_prefix", &self.key_prefix)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("tls_cert_file", &self.tls_cert_file)
+            .field("tls_key_file", &self.tls_key_file)
             .finish()
     }
 }

@@ -205,6 +205,30 @@ impl Config {
             };
             parsed.map_err(|e| err("redis.url", format!("bad Redis URL: {}", redact(&e.to_string()))))?;
         }
+        if let Some(r) = &mut f.redis {
+            let tls = r.url.starts_with("rediss://") || r.url.starts_with("rediss-cluster://");
+            for (name, file) in [
+                ("tls_ca_file", &mut r.tls_ca_file),
+                ("tls_cert_file", &mut r.tls_cert_file),
+                ("tls_key_file", &mut r.tls_key_file),
+            ] {
+                if let Some(p) = file {
+                    if !tls {
+                        return Err(err(format!("redis.{name}"), "is for TLS: use a rediss:// URL"));
+                    }
+                    *p = base.join(&*p);
+                    if !p.is_file() {
+                        return Err(err(format!("redis.{name}"), format!("{}: no such file", p.display())));
+                    }
+                }
+            }
+            if r.tls_cert_file.is_some() != r.tls_key_file.is_some() {
+                return Err(err(
+                    "redis.tls_cert_file",
+                    "set both tls_cert_file and tls_key_file, or neither",
+                ));
+            }
+        }
         let (admin, admin_token) = match &f.admin {
             Some(a) => {
                 let listen = a

@@ -56,6 +56,9 @@ pub fn client(cfg: &RedisConfig) -> Result<Client, String> {
     let mut c = if cfg.cluster { Config::from_url_clustered(&cfg.url) } else { Config::from_url(&cfg.url) }
         .map_err(|e| format!("bad Redis URL: {}", redact(&e.to_string())))?;
     c.version = RespVersion::RESP3;
+    if let Some(tls) = super::tls::config(cfg)? {
+        c.tls = Some(tls);
+    }
     // Commands fail at once while disconnected (a miss), instead of queueing.
     c.fail_fast = true;
     let mut b = Builder::from_config(c);

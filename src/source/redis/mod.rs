@@ -53,6 +53,7 @@ pub mod codec;
 pub mod keys;
 pub mod scripts;
 pub mod store;
+pub mod tls;
 pub mod tracking;
 
 pub use client::{client, TimerRuntime};
