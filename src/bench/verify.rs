@@ -20,7 +20,6 @@
 
 use std::collections::HashMap;
 
-use aws_lc_rs::signature::{self, UnparsedPublicKey, VerificationAlgorithm};
 use const_oid::ObjectIdentifier;
 use der::{Decode, Encode};
 use x509_cert::Certificate;
@@ -191,32 +190,12 @@ fn first_element(seq: &[u8]) -> Option<&[u8]> {
     inner.get(..h2 + l2)
 }
 
-const ECDSA_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
-const ECDSA_SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.3");
-const RSA_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.11");
-const RSA_SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.12");
-const RSA_SHA512: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.13");
-const P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
-const P384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
 const OCSP_SIGNING: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.9");
 
 /// Verifies `sig` over `msg` by the key in `spki_der` with `alg`.
 fn verify_sig(spki_der: &[u8], alg: &ObjectIdentifier, msg: &[u8], sig: &[u8]) -> Result<(), String> {
     let spki = spki::SubjectPublicKeyInfoOwned::from_der(spki_der).map_err(|e| format!("key: {e}"))?;
-    let curve = spki.algorithm.parameters.as_ref().and_then(|p| p.decode_as::<ObjectIdentifier>().ok());
-    let va: &'static dyn VerificationAlgorithm = match (*alg, curve) {
-        (ECDSA_SHA256, Some(P256)) => &signature::ECDSA_P256_SHA256_ASN1,
-        (ECDSA_SHA384, Some(P256)) => &signature::ECDSA_P256_SHA384_ASN1,
-        (ECDSA_SHA256, Some(P384)) => &signature::ECDSA_P384_SHA256_ASN1,
-        (ECDSA_SHA384, Some(P384)) => &signature::ECDSA_P384_SHA384_ASN1,
-        (RSA_SHA256, _) => &signature::RSA_PKCS1_2048_8192_SHA256,
-        (RSA_SHA384, _) => &signature::RSA_PKCS1_2048_8192_SHA384,
-        (RSA_SHA512, _) => &signature::RSA_PKCS1_2048_8192_SHA512,
-        (a, c) => return wrong(format!("unsupported signature algorithm {a} for key curve {c:?}")),
-    };
-    UnparsedPublicKey::new(va, spki.subject_public_key.raw_bytes())
-        .verify(msg, sig)
-        .map_err(|_| "signature does not verify".to_string())
+    crate::ocsp::verify::verify(&spki, alg, msg, sig)
 }
 
 fn unix(t: &x509_ocsp::OcspGeneralizedTime) -> u64 {

@@ -10,5 +10,6 @@ pub mod request;
 pub mod responder_cert;
 pub mod response;
 pub mod types;
+pub mod verify;
 
 pub use types::{CertId, CertStatus, HashAlg, HashParams, IssuerId, RevocationReason, Serial};

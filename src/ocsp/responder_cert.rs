@@ -6,57 +6,20 @@
 //! issuer name) and id-pkix-ocsp-nocheck (without it a client is asked to
 //! check the responder's own status, which the BR forbids leaving undefined).
 
-use aws_lc_rs::signature::{self, UnparsedPublicKey, VerificationAlgorithm};
 use const_oid::ObjectIdentifier;
 use der::Encode;
 use x509_cert::Certificate;
 
 /// id-pkix-ocsp-nocheck (RFC 6960 §4.2.2.2.1).
 const OCSP_NOCHECK: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.1.5");
-const EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
-const P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
-const P384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
-const RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
-const ECDSA_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
-const ECDSA_SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.3");
-const RSA_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.11");
-const RSA_SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.12");
-const RSA_SHA512: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.13");
-
-/// The verification algorithm for a certificate signed with `sig_alg` by a
-/// key of type `key_alg` (curve `curve` for EC).
-fn algorithm(
-    sig_alg: &ObjectIdentifier,
-    key_alg: &ObjectIdentifier,
-    curve: Option<ObjectIdentifier>,
-) -> Option<&'static dyn VerificationAlgorithm> {
-    Some(match (*key_alg, curve, *sig_alg) {
-        (EC_PUBLIC_KEY, Some(P256), ECDSA_SHA256) => &signature::ECDSA_P256_SHA256_ASN1,
-        (EC_PUBLIC_KEY, Some(P256), ECDSA_SHA384) => &signature::ECDSA_P256_SHA384_ASN1,
-        (EC_PUBLIC_KEY, Some(P384), ECDSA_SHA256) => &signature::ECDSA_P384_SHA256_ASN1,
-        (EC_PUBLIC_KEY, Some(P384), ECDSA_SHA384) => &signature::ECDSA_P384_SHA384_ASN1,
-        (RSA, _, RSA_SHA256) => &signature::RSA_PKCS1_2048_8192_SHA256,
-        (RSA, _, RSA_SHA384) => &signature::RSA_PKCS1_2048_8192_SHA384,
-        (RSA, _, RSA_SHA512) => &signature::RSA_PKCS1_2048_8192_SHA512,
-        _ => return None,
-    })
-}
 
 /// Whether `issuer`'s key signed `cert`.
 fn signed_by(cert: &Certificate, issuer: &Certificate) -> Result<(), String> {
-    let spki = &issuer.tbs_certificate.subject_public_key_info;
-    let curve = spki.algorithm.parameters.as_ref().and_then(|p| p.decode_as::<ObjectIdentifier>().ok());
-    let alg = algorithm(&cert.signature_algorithm.oid, &spki.algorithm.oid, curve).ok_or_else(|| {
-        format!(
-            "signature algorithm {} with an issuer key of type {} is not supported",
-            cert.signature_algorithm.oid, spki.algorithm.oid
-        )
-    })?;
     let tbs = cert.tbs_certificate.to_der().map_err(|e| e.to_string())?;
     let sig = cert.signature.as_bytes().ok_or("the signature is not whole octets")?;
-    UnparsedPublicKey::new(alg, spki.subject_public_key.raw_bytes())
-        .verify(&tbs, sig)
-        .map_err(|_| "the issuer's signature on it does not verify".to_string())
+    let spki = &issuer.tbs_certificate.subject_public_key_info;
+    super::verify::verify(spki, &cert.signature_algorithm.oid, &tbs, sig)
+        .map_err(|e| format!("the issuer's key: {e}"))
 }
 
 /// Checks `cert`, a delegated responder certificate of `issuer`, at `now`

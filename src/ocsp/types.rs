@@ -274,6 +274,14 @@ impl CertId {
     pub fn new(issuer: IssuerId, alg: HashAlg, serial: Serial) -> CertId {
         CertId { issuer, serial, alg, params: HashParams::Null }
     }
+
+    /// Every form a CertID of this certificate can take (each hash
+    /// algorithm, each parameters encoding): what a change of it must reach.
+    pub fn forms(issuer: IssuerId, serial: Serial) -> impl Iterator<Item = CertId> {
+        HashAlg::ALL.into_iter().flat_map(move |alg| {
+            HashParams::ALL.into_iter().map(move |params| CertId { issuer, serial, alg, params })
+        })
+    }
 }
 
 /// Revocation reason (RFC 5280 §5.3.1 `CRLReason`).

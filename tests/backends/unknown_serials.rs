@@ -15,10 +15,6 @@ use common::*;
 use mysql::prelude::Queryable;
 use ocsp_origin::ocsp::HashAlg;
 
-fn bin() -> std::process::Command {
-    std::process::Command::new(env!("CARGO_BIN_EXE_ocsp-origin"))
-}
-
 /// A fresh database with `n` good certificates (serials 0x1000 + i) of
 /// issuer "test", and a one-shard server on it with an admin listener:
 /// the server, its admin address, the database URL and the serials.
@@ -34,15 +30,7 @@ fn node(
     let cfg = config.write(dir.path().join("c.toml"));
     let (index, serials) = index_with(n);
     std::fs::write(dir.path().join("index.txt"), index).unwrap();
-    for args in [&["db", "migrate"][..], &["db", "import", "--issuer", "test", "--index"][..]] {
-        let mut cmd = bin();
-        cmd.args(args);
-        if args.len() > 2 {
-            cmd.arg(dir.path().join("index.txt"));
-        }
-        let (ok, out) = run(cmd.arg("--config").arg(&cfg));
-        assert!(ok, "{out}");
-    }
+    migrate_and_import(&cfg, &dir.path().join("index.txt"));
     Some((Server::start_in(dir, &config), admin, url, serials))
 }
 
@@ -72,11 +60,7 @@ impl Client {
 
 /// Status lookups the node made (the count of its `db` stage).
 fn db_lookups(admin: std::net::SocketAddr) -> u64 {
-    use std::io::Read;
-    let mut s = std::net::TcpStream::connect(admin).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
+    let text = load::metrics(admin);
     let line =
         text.lines().find(|l| l.starts_with("ocsp_origin_db_seconds_count")).expect("the db stage count");
     line.rsplit(' ').next().unwrap().parse().unwrap()

@@ -350,13 +350,19 @@ impl Probe {
     }
 }
 
-/// Sums a per-shard counter of a server's `/metrics`.
-pub fn counter(admin: SocketAddr, name: &str) -> u64 {
+/// A server's `/metrics` text (with the response head).
+pub fn metrics(admin: SocketAddr) -> String {
     let mut s = TcpStream::connect(admin).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
+    text
+}
+
+/// Sums a per-shard counter of a server's `/metrics`.
+pub fn counter(admin: SocketAddr, name: &str) -> u64 {
+    let text = metrics(admin);
     let pat = format!("counter=\"{name}\"}} ");
     text.lines().filter_map(|l| l.split_once(&pat)).filter_map(|(_, v)| v.trim().parse::<u64>().ok()).sum()
 }

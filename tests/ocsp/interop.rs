@@ -212,22 +212,13 @@ fn delegated_responder_certs_are_checked_at_start() {
     let port = free_port();
     let s = Server::start_in(dir, &ConfigBuilder::new().admin(format!("127.0.0.1:{port}")).issuer(issuer()));
     drop(s.url());
-    let metrics = admin_metrics(port);
+    let metrics = load::metrics(([127, 0, 0, 1], port).into());
     let line = metrics
         .lines()
         .find(|l| l.starts_with("ocsp_origin_responder_cert_expiry_seconds{issuer=\"test\"}"))
         .unwrap_or_else(|| panic!("no expiry gauge: {metrics}"));
     let secs: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
     assert!((29.0 * 86_400.0..=30.0 * 86_400.0).contains(&secs), "{line}: openssl -days 30");
-}
-
-fn admin_metrics(port: u16) -> String {
-    use std::io::{Read, Write};
-    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").unwrap();
-    let mut s = String::new();
-    c.read_to_string(&mut s).unwrap();
-    s
 }
 
 #[test]

@@ -176,9 +176,9 @@ impl ResponseCache for L1Cache {
     }
 }
 
-/// Calls `f` with the single-CertID key of the certificate for each hash
-/// algorithm and parameters encoding, built once (a mass revocation drops
-/// hundreds of thousands).
+/// Calls `f` with the single-CertID key of each of the certificate's
+/// [`CertId::forms`], built once and its algorithm byte rewritten (a mass
+/// revocation drops hundreds of thousands).
 pub fn for_each_single_key(issuer: IssuerId, serial: &Serial, mut f: impl FnMut(&[u8])) {
     let mut key = key_of(&[CertId::new(issuer, HashAlg::Sha1, *serial)]);
     for alg in HashAlg::ALL {

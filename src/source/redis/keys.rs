@@ -3,7 +3,7 @@
 //! on one node and one script call covers them.
 
 use crate::ocsp::issuer::Issuers;
-use crate::ocsp::{CertId, HashAlg, HashParams, IssuerId, Serial};
+use crate::ocsp::{CertId, HashParams, IssuerId, Serial};
 
 /// The slot-sharing part of every key of one certificate: a Redis Cluster
 /// hash tag, so its response keys (one per hash algorithm) and its change
@@ -22,17 +22,9 @@ pub fn key_for(prefix: &str, issuer_name: &str, id: &CertId) -> String {
     format!("{prefix}r:{}:{}{np}", cert_tag(issuer_name, &id.serial), id.alg.name())
 }
 
-/// Every CertID form of a certificate: each hash algorithm, each parameters
-/// encoding.
-fn forms(issuer: IssuerId, serial: Serial) -> impl Iterator<Item = CertId> {
-    HashAlg::ALL.into_iter().flat_map(move |alg| {
-        HashParams::ALL.into_iter().map(move |params| CertId { issuer, serial, alg, params })
-    })
-}
-
 /// Every response key of a certificate (one per CertID form).
 pub fn keys_of_cert(prefix: &str, issuer_name: &str, serial: &Serial) -> Vec<String> {
-    forms(IssuerId(0), *serial).map(|id| key_for(prefix, issuer_name, &id)).collect()
+    CertId::forms(IssuerId(0), *serial).map(|id| key_for(prefix, issuer_name, &id)).collect()
 }
 
 /// Redis key announcing a status change of a certificate:
@@ -60,7 +52,7 @@ pub fn certids_of_change(prefix: &str, issuers: &Issuers, key: &[u8]) -> Option<
     let (name, serial) = key.strip_prefix('{')?.strip_suffix('}')?.rsplit_once(':')?;
     let serial = Serial::from_hex(serial).ok()?;
     let issuer = issuers.by_name(name)?;
-    Some(forms(issuer, serial).collect())
+    Some(CertId::forms(issuer, serial).collect())
 }
 
 /// Turns an invalidation key list entry into the cache key L1 uses, for
