@@ -27,6 +27,7 @@
 //!  │ takes up to `batch` jobs, signs back to back, answers shards together     │
 //!  └─────────────────────────────────────────────────────────────────────────────┘
 //!  feed: the database's change feed → source::floors + every shard's L1 + Redis
+//!  cdn: cache tags on every 200; purger threads follow the feed → PURGE / purge API at the CDN
 //!  admin listener: snapshots → metrics (Prometheus, .hgrm); reload; revoke (ops)
 //!  control: SIGTERM / SIGHUP / POST /reload, /revoke → every shard applies
 //!           drain, reload (next generation) or invalidate, on its own thread
@@ -53,6 +54,7 @@ pub mod app;
 pub mod asn1;
 pub mod bench;
 pub mod cache;
+pub mod cdn;
 pub mod clock;
 pub mod config;
 pub mod control;

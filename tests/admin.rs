@@ -7,5 +7,7 @@ mod common;
 
 #[path = "admin/metrics.rs"]
 mod metrics;
+#[path = "admin/prometheus.rs"]
+mod prometheus;
 #[path = "admin/security.rs"]
 mod security;

@@ -56,6 +56,13 @@ command -v python3 >/dev/null 2>&1 || need_pkgs+=(python3)
 python3 -c 'import ensurepip' >/dev/null 2>&1 || need_pkgs+=(python3-venv)
 # javac, not only java: running a source file (the checker) needs the JDK.
 command -v javac >/dev/null 2>&1 || need_pkgs+=(default-jdk-headless)
+# The CDN tests (tests/cdn/) run a real Varnish 7 with xkey and bodyaccess.
+{ command -v varnishd >/dev/null 2>&1 || [[ -x /usr/sbin/varnishd ]]; } || need_pkgs+=(varnish)
+[[ -e /usr/lib/x86_64-linux-gnu/varnish/vmods/libvmod_xkey.so || -n $(find /usr/lib -name libvmod_xkey.so -print -quit 2>/dev/null) ]] \
+    || need_pkgs+=(varnish-modules)
+# The operator's rules (tuning/prometheus/) are checked by promtool and
+# scraped by a real Prometheus; Debian's package ships both.
+command -v promtool >/dev/null 2>&1 || need_pkgs+=(prometheus)
 bc_jars=(/usr/share/java/bcprov.jar /usr/share/java/bcpkix.jar /usr/share/java/bcutil.jar)
 if [[ -z ${OCSP_TEST_BC_CLASSPATH:-} ]]; then
     for jar in "${bc_jars[@]}"; do

@@ -7,10 +7,11 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 
+use crate::cdn::PurgeStats;
 use crate::config::Config;
 use crate::control::Control;
 use crate::feed::FeedStats;
-use crate::metrics::{Board, FeedSnapshot, NodeSnapshot, SignSnapshot, StatusSnapshot};
+use crate::metrics::{Board, FeedSnapshot, NodeSnapshot, PurgeSnapshot, SignSnapshot, StatusSnapshot};
 use crate::ocsp::issuer::Issuers;
 use crate::signer::{SignPool, Signer};
 use crate::source::floors::Floors;
@@ -30,6 +31,8 @@ pub struct AdminState {
     pub feed: Option<Arc<FeedStats>>,
     /// The node's revision floors.
     pub floors: Arc<Floors>,
+    /// The CDN purgers' figures, one per target.
+    pub purges: Vec<Arc<PurgeStats>>,
 }
 
 /// The parts of the running generation the admin listener reads.
@@ -140,6 +143,25 @@ impl AdminState {
             floors: self.floors.len(),
             trust_from: self.floors.trust_from(),
             feed,
+            purges: self.purges.iter().map(|p| purge_snapshot(p)).collect(),
         }
+    }
+}
+
+fn purge_snapshot(p: &PurgeStats) -> PurgeSnapshot {
+    PurgeSnapshot {
+        target: p.target.clone(),
+        sent: p.sent.load(Relaxed),
+        failed: p.failed.load(Relaxed),
+        dead_lettered: p.dead_lettered.load(Relaxed),
+        tags: p.tags.load(Relaxed),
+        queued: p.queued.load(Relaxed),
+        oldest_secs: p.oldest_secs(),
+        position: p.position.load(Relaxed),
+        up: p.up.load(Relaxed) == 1,
+        lag_us: match p.lag_us.lock() {
+            Ok(h) => h.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        },
     }
 }

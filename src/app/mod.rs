@@ -74,6 +74,9 @@ pub fn run(
     let floors = Arc::new(Floors::new(config.feed.max_floors));
     let feed = crate::feed::start(config, floors.clone(), control.clone(), timers.clone())
         .map_err(ServerError::Start)?;
+    // Purges follow the feed: each waits until this node has applied it.
+    let purgers =
+        crate::cdn::start(config, feed.as_ref().map(|f| f.stats.clone())).map_err(ServerError::Start)?;
     let view = Arc::new(Mutex::new(Arc::new(View::new(config, &parts.issuers, &parts.status))));
     if let Some(admin) = config.admin {
         let state = AdminState {
@@ -83,6 +86,7 @@ pub fn run(
             view: view.clone(),
             feed: feed.as_ref().map(|f| f.stats.clone()),
             floors: floors.clone(),
+            purges: purgers.as_ref().map(|p| p.stats.clone()).unwrap_or_default(),
         };
         let bound = crate::admin::serve(admin, state)
             .map_err(|source| ServerError::Listen { addr: admin, source })?;
@@ -98,6 +102,7 @@ pub fn run(
         timers: timers.clone(),
         board: board.clone(),
         floors: floors.clone(),
+        node_fills: Arc::new(crate::source::l1::node::NodeFills::new(config.cache.l1_entries)),
     });
     // Before the reloader: a reload that came in between would find no
     // shard expected and report success on none.
@@ -108,6 +113,7 @@ pub fn run(
     }
     crate::server::run(listeners, first, control)?;
     drop(signer_threads);
+    drop(purgers);
     drop(feed);
     log::info!("drained; exiting");
     Ok(())

@@ -68,8 +68,9 @@ pub fn load_parts_for_serving(config: &Config) -> Result<Parts, ConfigError> {
             None => None,
         };
         let baseline = config.response.profile == crate::config::Profile::Baseline;
+        let tags = config.cdn.as_ref().map(|c| Arc::new(crate::cdn::tags::TagFormat::new(c)));
         let issuer = Issuer::new(&ic.name, cert, signer, responder)
-            .map(|is| is.with_baseline(baseline))
+            .map(|is| is.with_baseline(baseline).with_tags(tags))
             .map_err(|e| {
                 let field = match e {
                     crate::ocsp::issuer::IssuerError::Responder(_) => "responder_cert",

@@ -42,7 +42,9 @@ pub(super) fn reloader(reload: Reload, l: Lasting) -> crate::control::Reloader {
             Ok(mut v) => *v = next_view,
             Err(poisoned) => *poisoned.into_inner() = next_view,
         }
+        let node_fills = Arc::new(crate::source::l1::node::NodeFills::new(config.cache.l1_entries));
         let next = ShardParts {
+            node_fills,
             config,
             issuers: parts.issuers,
             status: parts.status,
@@ -76,6 +78,7 @@ fn restart_only(running: &Config, next: &Config) -> Result<(), String> {
             running.mysql.as_ref().map(|m| &m.url) != next.mysql.as_ref().map(|m| &m.url),
         ),
         ("feed", json(&running.feed) != json(&next.feed)),
+        ("cdn (its purge targets follow the feed from start)", json(&running.cdn) != json(&next.cdn)),
         ("limits.listen_backlog", l.0.listen_backlog != l.1.listen_backlog),
         ("limits.max_connections_per_shard", l.0.max_connections_per_shard != l.1.max_connections_per_shard),
         ("limits.drain_timeout_ms", l.0.drain_timeout_ms != l.1.drain_timeout_ms),

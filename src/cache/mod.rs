@@ -49,7 +49,7 @@ pub fn certs_of_key(key: &[u8]) -> Vec<(IssuerId, Serial)> {
 }
 
 /// A signed OCSP response ready to send.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct CachedResponse {
     /// DER `OCSPResponse`.
     pub der: Box<[u8]>,
@@ -88,6 +88,8 @@ pub enum Origin {
     Signed,
     /// Decoded from a Redis value (`source::redis`): signed by some node earlier.
     Redis,
+    /// Taken from another shard of this node (`source::l1::node`).
+    Node,
 }
 
 /// How an answer was obtained, as the `X-Cache-Status` response header tells
@@ -103,7 +105,8 @@ pub enum CacheStatus {
     /// `REVALIDATED`: an L1 entry past its max age whose statuses were checked
     /// and found unchanged, served again without re-signing.
     Revalidated,
-    /// `HIT-L2`: fetched from Redis (signed earlier, maybe by another node).
+    /// `HIT-L2`: a shared copy, signed earlier by another core of this node
+    /// or (from Redis) by any node.
     HitL2,
     /// `MISS`: signed for this request, or for a fetch it joined.
     Miss,
@@ -190,6 +193,15 @@ impl CachedResponse {
             vouched_at: validity.produced_at,
             origin,
         }
+    }
+
+    /// Adds a header line (ending in CRLF) to those every 200 and 304 of it
+    /// carries: its cache tags.
+    pub fn add_header_line(&mut self, line: &str) {
+        let mut h = String::with_capacity(self.headers.len() + line.len());
+        h.push_str(&self.headers);
+        h.push_str(line);
+        self.headers = h.into();
     }
 
     /// The status revision of CertID `i`.

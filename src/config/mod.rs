@@ -11,11 +11,13 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 mod backends;
+mod cdn;
 mod load;
 mod secret;
 mod validate;
 
 pub use backends::{MysqlConfig, Pkcs11Config, RedisConfig};
+pub use cdn::{tag_safe, CdnConfig, TargetConfig, TargetKind};
 pub use secret::{is_loopback, redact, AdminToken};
 
 /// Default upper bound on CertIDs in one request. OpenSSL sends one per `-cert`;
@@ -82,6 +84,9 @@ pub struct FileConfig {
     /// The admin listener (metrics, histogram exports).
     #[serde(default)]
     pub admin: Option<AdminConfig>,
+    /// Cache tags on responses and purges at the CDN (see `crate::cdn`).
+    #[serde(default)]
+    pub cdn: Option<CdnConfig>,
     /// The issuers answered for (at least one).
     #[serde(default, rename = "issuer")]
     pub issuers: Vec<IssuerConfig>,
@@ -285,6 +290,12 @@ pub struct CacheConfig {
     /// Entries of that negative cache per shard (about 40 bytes each); past
     /// it the oldest go. Default 65536.
     pub unknown_serial_entries: usize,
+    /// Share single-CertID fills between the shards of the node
+    /// (`source::l1::node`): every core then sends the same bytes and ETag
+    /// for a request, so a CDN's revalidation gets a 304 whichever core
+    /// takes it, and a miss another core resolved costs no signature. Holds
+    /// up to `l1_entries` more responses. Default true.
+    pub node_fills: bool,
 }
 
 impl Default for CacheConfig {
@@ -296,6 +307,7 @@ impl Default for CacheConfig {
             max_shard_lag_ms: 0,
             unknown_serial_secs: 10,
             unknown_serial_entries: 65_536,
+            node_fills: true,
         }
     }
 }
@@ -435,6 +447,8 @@ pub struct Config {
     pub admin: Option<SocketAddr>,
     /// The admin bearer token from `admin.token_file` (only with `admin`).
     pub admin_token: Option<AdminToken>,
+    /// See [`CdnConfig`]; paths resolved.
+    pub cdn: Option<CdnConfig>,
     /// Issuers with paths resolved.
     pub issuers: Vec<IssuerConfig>,
 }

@@ -260,9 +260,17 @@ impl Config {
             }
             None => (None, None),
         };
+        if let Some(c) = &mut f.cdn {
+            let names: Vec<&str> = f.issuers.iter().map(|i| i.name.as_str()).collect();
+            super::cdn::validate(c, &names, base)?;
+            if !c.targets.is_empty() && f.mysql.is_none() {
+                return Err(err("cdn.target", "purges are driven by the change feed: they need [mysql]"));
+            }
+        }
         Ok(Config {
             admin,
             admin_token,
+            cdn: f.cdn,
             mysql: f.mysql,
             feed: f.feed,
             redis: f.redis,

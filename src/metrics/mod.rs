@@ -35,7 +35,9 @@
 
 mod render;
 
-pub use render::{export, hgrm, prometheus, FeedSnapshot, NodeSnapshot, SignSnapshot, StatusSnapshot};
+pub use render::{
+    export, hgrm, prometheus, FeedSnapshot, NodeSnapshot, PurgeSnapshot, SignSnapshot, StatusSnapshot,
+};
 
 use std::cell::RefCell;
 use std::sync::{Arc, Mutex};

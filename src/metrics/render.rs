@@ -28,6 +28,33 @@ pub struct NodeSnapshot {
     pub trust_from: u64,
     /// The change feed (with `[mysql]`).
     pub feed: Option<FeedSnapshot>,
+    /// One per CDN purge target.
+    pub purges: Vec<PurgeSnapshot>,
+}
+
+/// One CDN purge target's figures.
+#[derive(Debug, Clone)]
+pub struct PurgeSnapshot {
+    /// Its name (the `target` label).
+    pub target: String,
+    /// Requests acknowledged, attempts failed, changes dead-lettered.
+    pub sent: u64,
+    /// Attempts that failed (retried).
+    pub failed: u64,
+    /// Changes given up.
+    pub dead_lettered: u64,
+    /// Tags purged.
+    pub tags: u64,
+    /// Changes read and not yet purged.
+    pub queued: u64,
+    /// Age of the oldest of them, seconds (0: none).
+    pub oldest_secs: f64,
+    /// Every change at or below this seq is purged.
+    pub position: u64,
+    /// The last attempt succeeded.
+    pub up: bool,
+    /// Commit to acknowledgement, µs.
+    pub lag_us: Histogram<u64>,
 }
 
 /// The signer pool's figures.
@@ -155,6 +182,7 @@ pub fn prometheus(src: &NodeSnapshot) -> String {
         let _ = writeln!(out, "# TYPE ocsp_origin_status_{name} {kind}\nocsp_origin_status_{name} {v}");
     }
     feed_metrics(&mut out, src);
+    purge_metrics(&mut out, &src.purges);
     let h = &src.sign;
     summary(
         &mut out,
@@ -215,6 +243,68 @@ fn feed_metrics(out: &mut String, src: &NodeSnapshot) {
         &f.apply_us,
         1e-6,
     );
+}
+
+/// The CDN purgers' part of `/metrics` (nothing without targets).
+fn purge_metrics(out: &mut String, purges: &[PurgeSnapshot]) {
+    if purges.is_empty() {
+        return;
+    }
+    let mut family = |name: &str, kind: &str, help: &str, value: &dyn Fn(&PurgeSnapshot) -> String| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for p in purges {
+            let _ = writeln!(out, "{name}{{target=\"{}\"}} {}", p.target, value(p));
+        }
+    };
+    family("ocsp_origin_purge_tags_total", "counter", "Cache tags purged at the CDN target.", &|p| {
+        p.tags.to_string()
+    });
+    family(
+        "ocsp_origin_purge_queued",
+        "gauge",
+        "Changes read from the feed and not yet purged at the target.",
+        &|p| p.queued.to_string(),
+    );
+    family(
+        "ocsp_origin_purge_oldest_seconds",
+        "gauge",
+        "Since the commit of the oldest change not yet purged at the target (0: none).",
+        &|p| p.oldest_secs.to_string(),
+    );
+    family(
+        "ocsp_origin_purge_position",
+        "gauge",
+        "Every change at or below this seq is purged at the target (or dead-lettered).",
+        &|p| p.position.to_string(),
+    );
+    family("ocsp_origin_purge_up", "gauge", "1 when the last purge attempt to the target succeeded.", &|p| {
+        u8::from(p.up).to_string()
+    });
+    let _ = writeln!(
+        out,
+        "# HELP ocsp_origin_purge_total Purge requests acknowledged (sent), attempts failed (retried), changes dead-lettered (never purged).\n# TYPE ocsp_origin_purge_total counter"
+    );
+    for p in purges {
+        for (result, v) in [("sent", p.sent), ("failed", p.failed), ("dead_lettered", p.dead_lettered)] {
+            let _ =
+                writeln!(out, "ocsp_origin_purge_total{{target=\"{}\",result=\"{result}\"}} {v}", p.target);
+        }
+    }
+    let name = "ocsp_origin_purge_lag_seconds";
+    let _ = writeln!(out, "# HELP {name} From a change's commit to the target's acknowledgement of its purge.\n# TYPE {name} summary");
+    for p in purges {
+        let t = &p.target;
+        for q in [0.5, 0.9, 0.99, 0.999, 1.0] {
+            let v = p.lag_us.value_at_quantile(q) as f64 * 1e-6;
+            let _ = writeln!(out, "{name}{{target=\"{t}\",quantile=\"{q}\"}} {v}");
+        }
+        let sum = p.lag_us.mean() * p.lag_us.len() as f64 * 1e-6;
+        let _ = writeln!(
+            out,
+            "{name}_sum{{target=\"{t}\"}} {sum}\n{name}_count{{target=\"{t}\"}} {}",
+            p.lag_us.len()
+        );
+    }
 }
 
 /// HdrHistogram's percentile-distribution (`.hgrm`) text, values divided by

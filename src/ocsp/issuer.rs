@@ -10,7 +10,7 @@ use der::{Decode, DecodePem, Encode};
 use x509_cert::ext::pkix::ExtendedKeyUsage;
 use x509_cert::Certificate;
 
-use super::{HashAlg, IssuerId, RevocationReason};
+use super::{CertId, HashAlg, IssuerId, RevocationReason};
 use crate::signer::Signer;
 
 /// Who signs an issuer's responses.
@@ -44,6 +44,8 @@ pub struct Issuer {
     /// Held to the Baseline Requirements (`response.profile`): only the
     /// reasons the BR allows for subscriber certificates are shown.
     pub baseline: bool,
+    /// With `[cdn]`: the cache tags its responses carry.
+    pub tags: Option<Arc<crate::cdn::tags::TagFormat>>,
 }
 
 /// Why an issuer could not be set up.
@@ -149,6 +151,7 @@ impl Issuer {
             responder: ResponderIdentity { key_hash, certs_field, signer },
             baseline: true,
             responder_not_after,
+            tags: None,
         })
     }
 
@@ -157,6 +160,17 @@ impl Issuer {
     pub fn with_baseline(mut self, baseline: bool) -> Issuer {
         self.baseline = baseline;
         self
+    }
+
+    /// Tags its responses for a CDN (`[cdn]`).
+    pub fn with_tags(mut self, tags: Option<Arc<crate::cdn::tags::TagFormat>>) -> Issuer {
+        self.tags = tags;
+        self
+    }
+
+    /// The cache-tag header line for a response answering `ids`, if tagged.
+    pub fn tag_line<'a>(&self, ids: impl Iterator<Item = &'a CertId> + Clone) -> Option<String> {
+        self.tags.as_ref().map(|t| t.header_line(&self.name, ids.map(|id| id.serial.magnitude())))
     }
 
     /// The `revocationReason` a response shows for `reason`: none for

@@ -25,6 +25,7 @@ use crate::status::mysql::{redact, MysqlConfig};
 pub const MIGRATIONS: &[(u32, &str, &str)] = &[
     (1, "certificates", include_str!("../../migrations/0001_certificates.sql")),
     (2, "change_feed", include_str!("../../migrations/0002_change_feed.sql")),
+    (3, "cdn_positions", include_str!("../../migrations/0003_cdn_positions.sql")),
 ];
 
 /// Opens a small pool on the primary.

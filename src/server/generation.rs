@@ -40,6 +40,8 @@ pub struct ShardParts {
     pub board: crate::metrics::Board,
     /// The node's revision floors, raised by the change feed.
     pub floors: Arc<Floors>,
+    /// Fills the shards share (this generation's; see `source::l1::node`).
+    pub node_fills: Arc<crate::source::l1::node::NodeFills>,
 }
 
 /// Per-shard request counters (plain cells: one thread).
@@ -167,6 +169,7 @@ impl Generation {
             }
         };
         responder.set_unknowns(c.cache.unknown_serial_secs, c.cache.unknown_serial_entries);
+        responder.set_node_fills(c.cache.node_fills.then(|| shared.node_fills.clone()));
         let redis_conn = match (redis_client, &c.redis) {
             (Some(client), Some(rc)) => {
                 let task = glommio::spawn_local(redis::tracking::connect_and_track(

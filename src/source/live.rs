@@ -235,6 +235,9 @@ impl Live {
         };
         let der = response::assemble(&tbs, identity, &signature);
         let mut resp = CachedResponse::new(der, validity, refresh_at, Origin::Signed);
+        if let Some(line) = issuer.tag_line(answers.iter().map(|(id, _)| id)) {
+            resp.add_header_line(&line);
+        }
         resp.statuses = answers.iter().map(|(_, s)| *s).collect();
         resp.revision = revisions.iter().copied().max().unwrap_or(0);
         resp.revisions = revisions.into();

@@ -25,6 +25,7 @@ pub mod mariadb;
 pub mod redis;
 pub mod schedule;
 pub mod server;
+pub mod varnish;
 
 // Not every test binary uses every one.
 #[allow(unused_imports)]

@@ -15,6 +15,7 @@
 //! [`Cached::answer`] also says how it served ([`Served`]), which the
 //! connection turns into the `X-Cache-Status` header.
 
+pub mod node;
 pub mod shed;
 pub mod store;
 pub mod unknown;
@@ -22,9 +23,11 @@ pub mod unknown;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use futures::future::{FutureExt, Shared};
 
+use self::node::NodeFills;
 use self::shed::Admission;
 use self::store::L1Cache;
 use self::unknown::Unknowns;
@@ -88,7 +91,7 @@ impl Served {
             (Served::Hit, _) => CacheStatus::Hit,
             (Served::Stale, _) => CacheStatus::Stale,
             (Served::Revalidated, _) => CacheStatus::Revalidated,
-            (Served::Fetched, Origin::Redis) => CacheStatus::HitL2,
+            (Served::Fetched, Origin::Redis | Origin::Node) => CacheStatus::HitL2,
             (Served::Fetched, Origin::Signed) => CacheStatus::Miss,
         }
     }
@@ -114,6 +117,8 @@ struct State {
     admission: RefCell<Option<Rc<Admission>>>,
     /// Serials recently found unknown (off until [`Cached::set_unknowns`]).
     unknowns: RefCell<Unknowns>,
+    /// The node's shared fills, if any ([`node`]).
+    node: RefCell<Option<Arc<NodeFills>>>,
 }
 
 /// L1 cache + coalescing in front of an inner source. One per shard.
@@ -142,6 +147,7 @@ impl Cached {
                 stats: CacheStats::default(),
                 admission: RefCell::new(None),
                 unknowns: RefCell::new(Unknowns::new(0, 1)),
+                node: RefCell::new(None),
             }),
         }
     }
@@ -150,6 +156,12 @@ impl Cached {
     /// [`unknown`]; 0 turns it off.
     pub fn set_unknowns(&self, ttl_secs: u64, entries: usize) {
         *self.state.unknowns.borrow_mut() = Unknowns::new(ttl_secs, entries);
+    }
+
+    /// Shares single-CertID fills with the node's other shards through
+    /// `node` (one per generation), see [`node`].
+    pub fn set_node_fills(&self, node: Option<Arc<NodeFills>>) {
+        *self.state.node.borrow_mut() = node;
     }
 
     /// Holds every answer to the node's revision floors from now on.
@@ -284,11 +296,25 @@ impl Cached {
         let inner = st.inner.borrow().clone();
         // The generation this fetch belongs to (see `servable`).
         let fence = st.fence.borrow().clone();
+        let node = st.node.borrow().clone().filter(|_| q.ids.len() == 1);
         let fut: Answer = Box::pin(async move {
             let key = q.key.clone();
-            let r = match prev {
-                Some(prev) => inner.revalidate(q.clone(), prev).await,
-                None => inner.fetch(q.clone(), 0).await,
+            // Another core's fresh copy, held to this generation's fence
+            // and trust horizon like a Redis copy.
+            let shared = match (&prev, &node) {
+                (None, Some(n)) => n
+                    .get(&key, unix_now())
+                    .filter(|r| Cached::servable(&fence, r, &q) && r.vouched_at >= fence.trust_from()),
+                _ => None,
+            };
+            let r = match (shared, prev) {
+                (Some(r), _) => {
+                    let mut copy = CachedResponse::clone(&r);
+                    copy.origin = Origin::Node;
+                    Ok(Rc::new(copy))
+                }
+                (None, Some(prev)) => inner.revalidate(q.clone(), prev).await,
+                (None, None) => inner.fetch(q.clone(), 0).await,
             };
             // Still the current fetch for the key? Then nothing invalidated it
             // while it ran, and its answer may be cached if it is still no
@@ -307,6 +333,9 @@ impl Cached {
                 if let Ok(resp) = &r {
                     if Cached::servable(&fence, resp, &q) {
                         st2.l1.put(&key, resp.clone());
+                        if let (Some(n), false) = (&node, resp.origin == Origin::Node) {
+                            n.put(&key, resp);
+                        }
                     }
                 }
             }
@@ -327,6 +356,9 @@ impl Cached {
     /// older) answer is not cached.
     pub fn invalidate(&self, key: &[u8]) {
         self.state.l1.remove(key);
+        if let Some(n) = &*self.state.node.borrow() {
+            n.remove(key);
+        }
         self.state.inflight.borrow_mut().remove(key);
         let mut unknowns = self.state.unknowns.borrow_mut();
         if !unknowns.is_empty() {
@@ -343,6 +375,9 @@ impl Cached {
     /// served.
     pub fn invalidate_cert(&self, issuer: IssuerId, serial: &Serial) {
         self.state.l1.remove_cert(issuer, serial);
+        if let Some(n) = &*self.state.node.borrow() {
+            n.remove_cert(issuer, serial);
+        }
         self.state.unknowns.borrow_mut().forget(issuer, serial);
         let mut inflight = self.state.inflight.borrow_mut();
         if !inflight.is_empty() {
@@ -355,6 +390,9 @@ impl Cached {
     /// Drops every cached answer and detaches every running fetch.
     pub fn invalidate_all(&self) {
         self.state.l1.clear();
+        if let Some(n) = &*self.state.node.borrow() {
+            n.clear();
+        }
         self.state.inflight.borrow_mut().clear();
         self.state.unknowns.borrow_mut().clear();
     }

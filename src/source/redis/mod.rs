@@ -192,9 +192,12 @@ impl RedisL2 {
         let now = unix_now();
         let found = match got {
             Ok(Some(v)) => match decode(&v) {
-                Some(Stored::Response(r))
+                Some(Stored::Response(mut r))
                     if now < r.validity.next_update && self.believable(&r, id, floor) =>
                 {
+                    if let Some(line) = self.issuers.get(id.issuer).tag_line(std::iter::once(id)) {
+                        r.add_header_line(&line);
+                    }
                     let known = floor.max(r.revision);
                     let vouched = r.vouched_at >= self.fence.trust_from();
                     return match (now >= r.refresh_at, vouched) {

@@ -1,0 +1,11 @@
+//! The CDN as part of the system, with a real Varnish 7 in front: cache tags
+//! and purges driven by the change feed (`cdn/purge.rs`), and the 304s every
+//! core of a node gives for a response any of them issued
+//! (`cdn/across_cores.rs`).
+
+mod common;
+
+#[path = "cdn/across_cores.rs"]
+mod across_cores;
+#[path = "cdn/purge.rs"]
+mod purge;
