@@ -161,6 +161,22 @@ impl Varnish {
         value.unwrap_or_else(|| panic!("no counter {counter} in varnishstat's output:\n{out}"))
     }
 
+    /// [`Varnish::stat`] once it stops moving (two reads 300 ms apart
+    /// agree): worker threads add their counts to the totals a little after
+    /// they answered, so a read right after an answer may not count it yet.
+    pub fn stat_settled(&self, counter: &str) -> u64 {
+        let mut last = self.stat(counter);
+        for _ in 0..30 {
+            std::thread::sleep(Duration::from_millis(300));
+            let now = self.stat(counter);
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+        panic!("{counter} keeps moving");
+    }
+
     /// `PURGE` with `xkey-purge: <tags>` (no header when `tags` is empty):
     /// the status and `X-Purged`, the number of objects purged.
     pub fn purge(&self, tags: &[&str]) -> (u16, Option<u64>) {

@@ -155,6 +155,12 @@ sub vcl_backend_response {
         || beresp.http.Cache-Control !~ "(?i)(^|[,\s])max-age=[0-9]"
         || beresp.http.Cache-Control ~ "(?i)no-cache|no-store|private"
         || beresp.ttl <= 0s) {
+        # A background revalidation that got no signed answer: keep serving
+        # the graced copy (still valid: the origin answers tryLater only
+        # when it holds no valid copy itself) for the rest of its grace.
+        if (bereq.is_bgfetch && !beresp.was_304) {
+            return (abandon);
+        }
         set beresp.ttl = 5s;
         set beresp.grace = 0s;
         set beresp.keep = 0s;
@@ -184,6 +190,10 @@ sub vcl_backend_response {
 }
 
 sub vcl_backend_error {
+    # A background revalidation that failed: the graced copy stays.
+    if (bereq.is_bgfetch) {
+        return (abandon);
+    }
     # The origin is unreachable or timed out: an OCSP client gets an unsigned
     # tryLater (RFC 6960 §2.3), not an HTML page; never cached.
     if (bereq.method == "POST" || bereq.url ~ "^/.*[^/]$") {
