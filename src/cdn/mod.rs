@@ -117,7 +117,7 @@ pub fn start(config: &Config, feed: Option<Arc<FeedStats>>) -> Result<Option<Pur
     let mut stats = Vec::new();
     for t in &cdn.targets {
         let s = Arc::new(PurgeStats::new(&t.name));
-        let send = purger::Sender::new(t, cdn, format.clone())?;
+        let send = purger::Sender::new(t, format.clone())?;
         purger::start(purger::Setup {
             send,
             cdn: cdn.clone(),

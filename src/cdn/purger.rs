@@ -36,7 +36,7 @@ pub struct Sender {
 
 impl Sender {
     /// For `t`, reading its token file.
-    pub fn new(t: &TargetConfig, _cdn: &CdnConfig, format: TagFormat) -> Result<Sender, String> {
+    pub fn new(t: &TargetConfig, format: TagFormat) -> Result<Sender, String> {
         let token = match &t.token_file {
             Some(p) => Some(
                 std::fs::read_to_string(p)
@@ -332,17 +332,13 @@ fn purge_due(s: &Setup, st: &mut State) -> bool {
                     st.failures
                 );
             }
-            let mut given_up = Vec::new();
             for p in st.pending.iter_mut().filter(|p| p.picked) {
                 p.picked = false;
                 p.tries += 1;
-                if p.tries >= s.cdn.max_tries {
-                    given_up.push(p.seq);
-                }
             }
-            if !given_up.is_empty() {
-                let gone: Vec<String> =
-                    st.pending.iter().filter(|p| p.tries >= s.cdn.max_tries).map(|p| p.tag.clone()).collect();
+            let gone: Vec<String> =
+                st.pending.iter().filter(|p| p.tries >= s.cdn.max_tries).map(|p| p.tag.clone()).collect();
+            if !gone.is_empty() {
                 stats.dead_lettered.fetch_add(gone.len() as u64, Ordering::Relaxed);
                 log::error!(
                     "purger {}: DEAD-LETTERED {} change(s) after {} failed attempts ({e}); the CDN may serve their \
@@ -409,7 +405,7 @@ mod tests {
             timeout_ms: 100,
         };
         let cdn = CdnConfig::default();
-        let s = Sender::new(&t, &cdn, TagFormat::new(&cdn)).unwrap();
+        let s = Sender::new(&t, TagFormat::new(&cdn)).unwrap();
         assert_eq!(
             s.body_for(&["a".into(), "b\"".into()]),
             "{\"surrogate_keys\": [\"a\",\"b\\\"\"], \"text\": \"a b\"\"}"

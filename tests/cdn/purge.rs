@@ -157,7 +157,8 @@ fn a_revocation_by_any_writer_is_purged_through_varnish() {
     let serials = with_escapes(&o.serials);
     assert!(serials.len() >= 3, "three serials whose requests have escapes: {serials:?}");
     let cfg = o.dir.path().join("node.toml");
-    let writers: [(&str, Box<dyn Fn(&str)>); 3] = [
+    type Writer<'a> = (&'static str, Box<dyn Fn(&str) + 'a>);
+    let writers: [Writer; 3] = [
         (
             "the CLI",
             Box::new(|s: &str| {
@@ -265,23 +266,19 @@ fn a_purge_target_that_is_down_loses_nothing() {
     assert_eq!(o.purge_metric("ocsp_origin_purge_up"), 1.0);
     assert_eq!(o.purge_metric("ocsp_origin_purge_total{target=\"varnish\",result=\"dead_lettered\"}"), 0.0);
     // The position is kept in the database for the next start.
-    let kept: Option<u64> = mysql::Pool::new(o.url.as_str())
-        .unwrap()
-        .get_conn()
-        .unwrap()
-        .query_first("SELECT seq FROM ocsp_cdn_positions WHERE target = 'varnish'")
-        .unwrap();
+    let kept = || -> Option<u64> {
+        mysql::Pool::new(o.url.as_str())
+            .unwrap()
+            .get_conn()
+            .unwrap()
+            .query_first("SELECT seq FROM ocsp_cdn_positions WHERE target = 'varnish'")
+            .unwrap()
+    };
     assert!(
-        wait_for(Duration::from_secs(3), || {
-            mysql::Pool::new(o.url.as_str())
-                .unwrap()
-                .get_conn()
-                .unwrap()
-                .query_first::<u64, _>("SELECT seq FROM ocsp_cdn_positions WHERE target = 'varnish'")
-                .unwrap()
-                .is_some_and(|p| p as f64 >= o.purge_metric("ocsp_origin_purge_position"))
-        }),
-        "kept position {kept:?}"
+        wait_for(Duration::from_secs(3), || kept()
+            .is_some_and(|p| p as f64 >= o.purge_metric("ocsp_origin_purge_position"))),
+        "kept position {:?}",
+        kept()
     );
 }
 
