@@ -54,6 +54,7 @@ pub mod app;
 pub mod asn1;
 pub mod bench;
 pub mod cache;
+pub mod cache_tags;
 pub mod cdn;
 pub mod clock;
 pub mod config;

@@ -68,7 +68,7 @@ pub fn load_parts_for_serving(config: &Config) -> Result<Parts, ConfigError> {
             None => None,
         };
         let baseline = config.response.profile == crate::config::Profile::Baseline;
-        let tags = config.cdn.as_ref().map(|c| Arc::new(crate::cdn::tags::TagFormat::new(c)));
+        let tags = config.cdn.as_ref().map(|c| Arc::new(crate::cache_tags::TagFormat::new(c)));
         let issuer = Issuer::new(&ic.name, cert, signer, responder)
             .map(|is| is.with_baseline(baseline).with_tags(tags))
             .map_err(|e| {

@@ -1,4 +1,4 @@
-//! The CDN: cache tags on every signed 200 ([`tags`]) and, driven by the
+//! The CDN: cache tags on every signed 200 (`crate::cache_tags`) and, driven by the
 //! change feed, a purge of a certificate's tag at every configured target as
 //! soon as every node answers its new status ([`purger`]).
 //!
@@ -31,7 +31,6 @@
 pub mod http;
 pub mod position;
 pub mod purger;
-pub mod tags;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -112,7 +111,7 @@ pub fn start(config: &Config, feed: Option<Arc<FeedStats>>) -> Result<Option<Pur
         .init(vec!["SET time_zone = '+00:00'"])
         .into();
     let stop = Arc::new(AtomicBool::new(false));
-    let format = tags::TagFormat::new(cdn);
+    let format = crate::cache_tags::TagFormat::new(cdn);
     let issuers: Vec<String> = config.issuers.iter().map(|i| i.name.clone()).collect();
     let mut stats = Vec::new();
     for t in &cdn.targets {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use mysql::Conn;
 
-use super::tags::TagFormat;
+use crate::cache_tags::TagFormat;
 use super::{position, PurgeStats};
 use crate::clock::{unix_now, unix_now_ms};
 use crate::config::{redact, CdnConfig, FeedConfig, TargetConfig, TargetKind};

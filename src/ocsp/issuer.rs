@@ -45,7 +45,7 @@ pub struct Issuer {
     /// reasons the BR allows for subscriber certificates are shown.
     pub baseline: bool,
     /// With `[cdn]`: the cache tags its responses carry.
-    pub tags: Option<Arc<crate::cdn::tags::TagFormat>>,
+    pub tags: Option<Arc<crate::cache_tags::TagFormat>>,
 }
 
 /// Why an issuer could not be set up.
@@ -163,7 +163,7 @@ impl Issuer {
     }
 
     /// Tags its responses for a CDN (`[cdn]`).
-    pub fn with_tags(mut self, tags: Option<Arc<crate::cdn::tags::TagFormat>>) -> Issuer {
+    pub fn with_tags(mut self, tags: Option<Arc<crate::cache_tags::TagFormat>>) -> Issuer {
         self.tags = tags;
         self
     }
