@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use mysql::Conn;
 
-use crate::cache_tags::TagFormat;
 use super::{position, PurgeStats};
+use crate::cache_tags::TagFormat;
 use crate::clock::{unix_now, unix_now_ms};
 use crate::config::{redact, CdnConfig, FeedConfig, TargetConfig, TargetKind};
 use crate::feed::outbox::{self, Cursor, Op};
