@@ -17,7 +17,12 @@ pub fn check(data: &[u8]) {
     let whole = parse_head(data, &limits);
     if let Ok(Parsed::Complete(h)) = &whole {
         assert!(h.head_len <= data.len() && h.head_len <= limits.max_header_bytes, "{h:?}");
-        assert!(h.path.start <= h.path.end && h.path.end <= limits.max_uri_bytes, "{h:?}");
+        // The request line, from its first byte (after any empty lines) to
+        // its '\n', is within the URI limit.
+        let line = data.iter().position(|b| !matches!(b, b'\r' | b'\n')).unwrap_or(0);
+        let line_end = line + data[line..].iter().position(|b| *b == b'\n').expect("a head has a line");
+        assert!(line_end - line < limits.max_uri_bytes + 1, "{h:?}");
+        assert!(line <= h.path.start && h.path.end <= line_end, "{h:?}");
         for r in [&Some(h.path.clone()), &h.if_none_match].into_iter().flatten() {
             assert!(r.start <= r.end && r.end <= h.head_len, "{h:?}");
         }

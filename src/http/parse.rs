@@ -110,6 +110,12 @@ fn content_length_value(value: &[u8]) -> Result<usize, HttpError> {
         .unwrap_or(usize::MAX))
 }
 
+/// Bytes of CR and LF at the start of `buf`: the empty lines before a request
+/// line. A stray CR among them is left for httparse to refuse.
+fn leading_empty_lines(buf: &[u8]) -> usize {
+    buf.iter().position(|b| !matches!(b, b'\r' | b'\n')).unwrap_or(buf.len())
+}
+
 /// Parses the head at the start of `buf`.
 ///
 /// The answer depends only on the bytes, never on how they were split across
@@ -118,17 +124,24 @@ fn content_length_value(value: &[u8]) -> Result<usize, HttpError> {
 /// [`Parsed::Incomplete`] or already gets the answer the whole buffer gets.
 /// Bytes past a limit are not looked at.
 pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Parsed, HttpError> {
-    // The request line's '\n' must come within max_uri_bytes + 1 bytes (and within
-    // the head limit, or that limit would be reached first).
-    let line_cap = limits.max_uri_bytes.min(limits.max_header_bytes) + 1;
-    if buf.len() >= line_cap && !buf[..line_cap].contains(&b'\n') {
+    let head_cap = limits.max_header_bytes + 1;
+    // The request line's '\n' must come within max_uri_bytes + 1 bytes of its
+    // first byte, and within the head limit, or that limit is reached first.
+    // The line starts after the empty lines a server ignores before it
+    // (RFC 9112 §2.2; httparse skips them), which count towards the head limit
+    // only: measuring from the buffer's start would let "\r\n" before a long
+    // request line carry it past the URI limit.
+    let start = leading_empty_lines(&buf[..buf.len().min(head_cap)]);
+    let uri_cap = start + limits.max_uri_bytes + 1;
+    let line_cap = uri_cap.min(head_cap);
+    if buf.len() >= line_cap && !buf[start.min(line_cap)..line_cap].contains(&b'\n') {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         return Err(match httparse::Request::new(&mut headers).parse(&buf[..line_cap]) {
             Err(e) => httparse_error(e),
-            Ok(_) => HttpError::UriTooLong,
+            Ok(_) if uri_cap <= head_cap => HttpError::UriTooLong,
+            Ok(_) => HttpError::HeadersTooLarge,
         });
     }
-    let head_cap = limits.max_header_bytes + 1;
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let status = req.parse(&buf[..buf.len().min(head_cap)]).map_err(httparse_error)?;

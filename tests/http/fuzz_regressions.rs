@@ -87,3 +87,38 @@ fn http_nul_in_overlong_request_line_is_400_however_split() {
     assert_eq!(parse_head(&bytes, &limits), Err(HttpError::BadRequest));
     assert_eq!(byte_by_byte(&bytes, &limits), Err(HttpError::BadRequest));
 }
+
+/// Found by the `http_head` fuzz target in CI. The URI limit was measured from
+/// the buffer's first byte, but the empty lines a server ignores before the
+/// request line (RFC 9112 §2.2) came first: one "\r\n" ahead of a request
+/// line of any length put a '\n' within the limit, and a 4,590-byte target
+/// passed a 4,096-byte limit. The limit now runs from the request line's first
+/// byte, and the empty lines count towards the head limit.
+#[test]
+fn http_empty_lines_before_the_request_line_do_not_lift_the_uri_limit() {
+    let limits = ocsp_origin::http::parse::Limits::from_config(&LimitsConfig::default());
+    let line = |target_len: usize| {
+        let mut bytes = b"\r\n\nGET /".to_vec();
+        bytes.resize(3 + 5 + target_len - 1, b'a');
+        bytes.extend_from_slice(b" HTTP/1.1\r\n\r\n");
+        bytes
+    };
+    let long = line(limits.max_uri_bytes + 500);
+    assert_eq!(parse_head(&long, &limits), Err(HttpError::UriTooLong));
+    assert_eq!(byte_by_byte(&long, &limits), Err(HttpError::UriTooLong));
+    // "GET " + target + " HTTP/1.1\r" is the line before its '\n'.
+    let fits = line(limits.max_uri_bytes - 4 - 10);
+    let Ok(Parsed::Complete(h)) = parse_head(&fits, &limits) else { panic!("{fits:?}") };
+    assert_eq!(h.path, 7..7 + limits.max_uri_bytes - 14);
+    assert_eq!(byte_by_byte(&fits, &limits), parse_head(&fits, &limits));
+    assert_eq!(parse_head(&line(limits.max_uri_bytes - 13), &limits), Err(HttpError::UriTooLong));
+    // Empty lines alone up to the head limit are 431, as any head that long.
+    let blank = vec![b'\n'; limits.max_header_bytes + 1];
+    assert_eq!(parse_head(&blank, &limits), Err(HttpError::HeadersTooLarge));
+    assert_eq!(byte_by_byte(&blank, &limits), Err(HttpError::HeadersTooLarge));
+    // Empty lines that push a request line past the head limit: 431, however split.
+    let mut late = vec![b'\n'; limits.max_header_bytes - 100];
+    late.extend_from_slice(&line(limits.max_uri_bytes - 14)[3..]);
+    assert_eq!(parse_head(&late, &limits), Err(HttpError::HeadersTooLarge));
+    assert_eq!(byte_by_byte(&late, &limits), Err(HttpError::HeadersTooLarge));
+}

@@ -99,12 +99,14 @@ fn http_request() -> impl Strategy<Value = Vec<u8>> {
     let target = "/[A-Za-z0-9+/=%?-]{0,90}";
     let version = prop::sample::select(vec!["HTTP/1.1", "HTTP/1.0", "HTTP/2.0", "HTTX/1.1", ""]);
     let eol = prop::sample::select(vec!["\r\n", "\r\n", "\n"]);
+    // Empty lines before the request line, which a server ignores (RFC 9112 §2.2).
+    let lead = prop::sample::select(vec!["", "", "", "\r\n", "\n\r\n"]);
     let headers = prop::collection::vec(header_line(), 0..8);
     let body = prop::collection::vec(any::<u8>(), 0..40);
     let edits = prop::collection::vec((any::<Index>(), any::<u8>()), 0..3);
-    (method, target, version, eol, headers, body, edits).prop_map(
-        |(method, target, version, eol, headers, body, edits)| {
-            let mut b = format!("{method} {target} {version}{eol}").into_bytes();
+    ((lead, method), target, version, eol, headers, body, edits).prop_map(
+        |((lead, method), target, version, eol, headers, body, edits)| {
+            let mut b = format!("{lead}{method} {target} {version}{eol}").into_bytes();
             for h in headers {
                 b.extend_from_slice(h.as_bytes());
                 b.extend_from_slice(eol.as_bytes());
@@ -142,6 +144,7 @@ proptest! {
             prop_assert_eq!(parse_as_read(&bytes, &reads, &limits), whole.clone());
             if let Ok(Parsed::Complete(h)) = &whole {
                 prop_assert!(h.head_len <= bytes.len() && h.head_len <= limits.max_header_bytes);
+                prop_assert!(h.path.len() < limits.max_uri_bytes, "{:?}", h);
                 prop_assert_eq!(parse_head(&bytes[..h.head_len], &limits), whole.clone());
             }
         }
