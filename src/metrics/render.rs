@@ -80,7 +80,7 @@ pub struct StatusSnapshot {
     /// Whether lookups can be answered now.
     pub up: bool,
     /// Its own gauges and counters (`_total`).
-    pub gauges: Vec<(&'static str, f64)>,
+    pub gauges: Vec<crate::status::StatusGauge>,
 }
 
 /// The change feed's figures.
@@ -107,7 +107,10 @@ fn summary(out: &mut String, name: &str, help: &str, h: &Histogram<u64>, scale: 
     for q in [0.5, 0.9, 0.99, 0.999] {
         let _ = writeln!(out, "{name}{{quantile=\"{q}\"}} {}", h.value_at_quantile(q) as f64 * scale);
     }
-    let sum: f64 = h.iter_recorded().map(|v| v.value_iterated_to() as f64 * v.count_at_value() as f64).sum();
+    // `+ 0.0`: an empty f64 sum is -0.0, which would render as "-0".
+    let sum: f64 =
+        h.iter_recorded().map(|v| v.value_iterated_to() as f64 * v.count_at_value() as f64).sum::<f64>()
+            + 0.0;
     let _ = writeln!(out, "{name}_sum {}\n{name}_count {}", sum * scale, h.len());
 }
 
@@ -177,9 +180,14 @@ pub fn prometheus(src: &NodeSnapshot) -> String {
         src.status.kind,
         u8::from(src.status.up)
     );
-    for (name, v) in &src.status.gauges {
+    for g in &src.status.gauges {
+        let (name, help, v) = (g.name, g.help, g.value);
         let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
-        let _ = writeln!(out, "# TYPE ocsp_origin_status_{name} {kind}\nocsp_origin_status_{name} {v}");
+        let _ = writeln!(
+            out,
+            "# HELP ocsp_origin_status_{name} {help}\n# TYPE ocsp_origin_status_{name} {kind}\n\
+             ocsp_origin_status_{name} {v}"
+        );
     }
     feed_metrics(&mut out, src);
     purge_metrics(&mut out, &src.purges);
@@ -356,4 +364,16 @@ pub fn export(src: &NodeSnapshot, path: &str) -> Option<(&'static str, String)> 
         "/histograms/feed.hgrm" => ("text/plain", hgrm(&src.feed.as_ref()?.apply_us, 1000.0)),
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_summary_sums_to_zero_not_minus_zero() {
+        let mut out = String::new();
+        summary(&mut out, "x_seconds", "Help.", &super::super::latency_histogram(), 1e-6);
+        assert!(out.contains("\nx_seconds_sum 0\nx_seconds_count 0\n"), "{out}");
+    }
 }

@@ -57,6 +57,8 @@ pub struct ShardStats {
     pub not_modified: Cell<u64>,
     /// OCSP error answers.
     pub ocsp_errors: Cell<u64>,
+    /// Of those, `tryLater` (overload, a status source or signer unavailable).
+    pub try_later: Cell<u64>,
     /// HTTP error answers.
     pub http_errors: Cell<u64>,
 }
@@ -227,6 +229,7 @@ impl Generation {
             ("responses_ok", s.ok.get()),
             ("responses_not_modified", s.not_modified.get()),
             ("responses_ocsp_error", s.ocsp_errors.get()),
+            ("responses_try_later", s.try_later.get()),
             ("responses_http_error", s.http_errors.get()),
             ("l1_hits", c.hits.get()),
             ("l1_stale_hits", c.stale_hits.get()),

@@ -11,6 +11,7 @@ use crate::http::get_path::{self, Route};
 use crate::http::parse::{Head, Method};
 use crate::http::response::{self, ConnHeader};
 use crate::metrics::Stage;
+use crate::ocsp::response::ResponseStatus;
 use crate::source::admission;
 use crate::source::l1::Served;
 
@@ -128,6 +129,9 @@ fn fail(gen: &Generation, f: Failure, conn: ConnHeader, with_body: bool, b: &mut
     match f {
         Failure::Http(_) => stats.http_errors.set(stats.http_errors.get() + 1),
         Failure::Ocsp(_) => stats.ocsp_errors.set(stats.ocsp_errors.get() + 1),
+    }
+    if d.ocsp == Some(ResponseStatus::TryLater) {
+        stats.try_later.set(stats.try_later.get() + 1);
     }
     let now = unix_now();
     response::write_failure(&mut b.output, &d, gen.date.borrow_mut().get(now), conn, with_body);

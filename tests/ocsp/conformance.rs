@@ -8,6 +8,7 @@
 use crate::common;
 
 use std::io::{BufReader, Write};
+use std::time::Duration;
 
 use common::*;
 use ocsp_origin::ocsp::HashAlg;
@@ -116,8 +117,10 @@ fn multi_cert_id_lists_cannot_force_unlimited_signatures() {
     let dir = tempfile::tempdir().unwrap();
     let (index, serials) = index_with(40);
     std::fs::write(dir.path().join("index.txt"), index).unwrap();
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let config = ConfigBuilder::new()
         .cores(1)
+        .admin(admin)
         .set("limits", "multi_cert_id_signs_per_sec", 3)
         .issuer(IssuerTable::test().index(dir.path().join("index.txt")));
     let s = Server::start_in(dir, &config);
@@ -151,6 +154,13 @@ fn multi_cert_id_lists_cannot_force_unlimited_signatures() {
     assert!(refused >= 12, "only {refused} of 17 new lists refused past a budget of 3");
     let single = send(&request(&[id(39)], &[]));
     assert_eq!(ocsp_status(&single.body), "good", "a single-CertID miss is never refused by that budget");
+    // Each refusal is counted as a tryLater answer (shards publish once a second).
+    let published = std::time::Instant::now();
+    while common::load::counter(admin, "requests") < 22 && published.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(common::load::counter(admin, "responses_try_later"), refused);
+    assert_eq!(common::load::counter(admin, "responses_ocsp_error"), refused);
 }
 
 /// With `limits.serial_prefixes`, a serial outside them is `unauthorized`

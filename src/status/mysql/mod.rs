@@ -55,6 +55,7 @@ use replica::{lag_monitor, Replica};
 use super::{CertRecord, LookupFuture, Need, StatusError, StatusSource};
 pub use crate::config::{redact, MysqlConfig};
 use crate::ocsp::{IssuerId, Serial};
+use crate::status::StatusGauge;
 
 /// Connection options for `url` with `[mysql]`'s timeouts; `pool_max`
 /// connections.
@@ -193,19 +194,37 @@ impl StatusSource for MysqlStatus {
         true
     }
 
-    fn gauges(&self) -> Vec<(&'static str, f64)> {
+    fn gauges(&self) -> Vec<StatusGauge> {
         let r = &self.replica;
+        let count = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
         let mut g = vec![
-            ("fenced_rereads_total", r.fenced_rereads.load(Ordering::Relaxed) as f64),
-            ("behind_total", r.behind.load(Ordering::Relaxed) as f64),
+            StatusGauge {
+                name: "fenced_rereads_total",
+                help: "Lookups read again from the primary because the replica's row was older \
+                       than a change this node knows of.",
+                value: count(&r.fenced_rereads),
+            },
+            StatusGauge {
+                name: "behind_total",
+                help: "Lookups answered tryLater because even the primary's row was older than a \
+                       change this node knows of.",
+                value: count(&r.behind),
+            },
         ];
         if self.has_replica {
             let lag = r.lag_ms.load(Ordering::Relaxed);
-            g.push((
-                "replica_lag_seconds",
-                if lag == u64::MAX { f64::INFINITY } else { lag as f64 / 1000.0 },
-            ));
-            g.push(("routed_to_primary_total", r.routed_to_primary.load(Ordering::Relaxed) as f64));
+            g.push(StatusGauge {
+                name: "replica_lag_seconds",
+                help: "How far the read replica is behind the primary, measured on the change \
+                       feed (+Inf: the replica cannot be read).",
+                value: if lag == u64::MAX { f64::INFINITY } else { lag as f64 / 1000.0 },
+            });
+            g.push(StatusGauge {
+                name: "routed_to_primary_total",
+                help: "Lookups sent to the primary because the replica lagged past \
+                       mysql.max_replica_lag_ms or could not be read.",
+                value: count(&r.routed_to_primary),
+            });
         }
         g
     }
