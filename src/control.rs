@@ -129,6 +129,16 @@ impl Control {
         commands: &[&dyn Fn() -> Command],
         deadline: Duration,
     ) -> (usize, Vec<usize>) {
+        let sent = self.send_all(commands, deadline);
+        let missed = sent.missed.clone();
+        (sent.wait(), missed)
+    }
+
+    /// The sending half of [`Control::broadcast_all`]: queues every command
+    /// on every shard (waiting for room up to `deadline`) and returns without
+    /// waiting for the shards to apply them, so the caller can do other work
+    /// (read the next page of changes) while they do.
+    pub fn send_all(&self, commands: &[&dyn Fn() -> Command], deadline: Duration) -> Sent {
         let senders = self.shards.lock().map(|s| s.clone()).unwrap_or_default();
         let until = Instant::now() + deadline;
         let mut acks: Vec<Vec<flume::Receiver<()>>> = vec![Vec::with_capacity(commands.len()); senders.len()];
@@ -150,14 +160,7 @@ impl Control {
                 }
             }
         }
-        let acked = acks
-            .iter()
-            .zip(complete)
-            .filter(|(shard, sent)| {
-                *sent && shard.iter().all(|done| matches!(done.recv_deadline(until), Ok(())))
-            })
-            .count();
-        (acked, missed)
+        Sent { acks, complete, missed, until }
     }
 
     /// Queues `command` for shard `shard` without waiting; true when it is
@@ -237,6 +240,33 @@ impl Control {
             ));
         }
         Ok(format!("{summary}; applied on {applied} shards"))
+    }
+}
+
+/// Commands queued by [`Control::send_all`] whose acknowledgements are still
+/// to come.
+#[must_use = "wait() says which shards applied the commands"]
+pub struct Sent {
+    acks: Vec<Vec<flume::Receiver<()>>>,
+    complete: Vec<bool>,
+    /// Shards that could not be sent every command (their queue stayed full
+    /// until the deadline): known at once, so the caller can make up for it.
+    pub missed: Vec<usize>,
+    until: Instant,
+}
+
+impl Sent {
+    /// Waits (until the deadline given to `send_all`) for the shards to
+    /// apply the commands; returns how many shards acknowledged every one.
+    pub fn wait(self) -> usize {
+        let until = self.until;
+        self.acks
+            .iter()
+            .zip(self.complete)
+            .filter(|(shard, sent)| {
+                *sent && shard.iter().all(|done| matches!(done.recv_deadline(until), Ok(())))
+            })
+            .count()
     }
 }
 

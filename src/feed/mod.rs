@@ -383,15 +383,27 @@ fn step(
         )),
     };
     let mut applied = 0;
-    loop {
+    // Pages are pipelined: the next page is read while the shards work
+    // through the previous one's invalidations, and its floors rise only
+    // once they have acknowledged (so the order of the guarantee holds page
+    // after page). A mass statement reaches the shards in about the time
+    // its pages take to read, not read plus apply.
+    let mut applying: Option<Applying> = None;
+    let outcome = loop {
         let t = Instant::now();
-        let read = outbox::read(c, cur, ctx.fc.batch).map_err(err)?;
+        let read = match outbox::read(c, cur, ctx.fc.batch) {
+            Ok(read) => read,
+            Err(e) => break Err(err(e)),
+        };
         let t_read = t.elapsed();
+        if let Some(a) = applying.take() {
+            a.finish(ctx);
+        }
         let more = read.more;
         let changes = read.unseen(cur, unix_now());
         applied += changes.len() as u64;
         // The start-up read of the window is not a measure of anything.
-        apply(ctx, &changes, !first);
+        applying = begin_apply(ctx, changes, !first);
         let given_up = cur.take_given_up();
         if given_up > 0 {
             lost(
@@ -399,18 +411,22 @@ fn step(
                 &format!("{given_up} seqs given up before their time (more gaps than the cursor keeps)"),
             );
         }
-        if !changes.is_empty() {
+        if let Some(a) = &applying {
             log::debug!(
-                "change feed: {} changes: read {:?}, applied {:?}",
-                changes.len(),
+                "change feed: {} changes: read {:?}, queued {:?}",
+                a.changes.len(),
                 t_read,
                 t.elapsed() - t_read
             );
         }
         if !more {
-            break;
+            break Ok(());
         }
+    };
+    if let Some(a) = applying {
+        a.finish(ctx);
     }
+    outcome?;
     ctx.stats.position.store(cur.low_water(), Ordering::Relaxed);
     Ok(first.then_some(applied))
 }
@@ -454,17 +470,26 @@ fn lost(ctx: &Ctx, why: &str) {
     ctx.owe(&missed);
 }
 
-/// Applies changes in the guarantee's order: floors first, then every
-/// shard's L1 (acknowledged), then the statistics.
-fn apply(ctx: &Ctx, changes: &[Change], timed: bool) {
+/// A page of changes whose floors have risen and whose invalidations are
+/// queued on every shard, acknowledgements still to come.
+struct Applying {
+    changes: Vec<Change>,
+    sent: crate::control::Sent,
+    timed: bool,
+}
+
+/// Starts applying changes in the guarantee's order: floors first, then
+/// every shard's L1 (queued here; [`Applying::finish`] waits for the
+/// acknowledgements and counts). `None` when there is nothing to apply.
+fn begin_apply(ctx: &Ctx, changes: Vec<Change>, timed: bool) -> Option<Applying> {
     if changes.is_empty() {
-        return;
+        return None;
     }
     let now = unix_now();
     let mut by_issuer: HashMap<&str, Vec<Serial>> = HashMap::new();
     // Changes come in runs of one issuer: intern its name once per run.
     let mut last: Option<(&str, FloorIssuer)> = None;
-    for c in changes {
+    for c in &changes {
         // Fences from when its statement ran (the database clock; never
         // later than now), for as long as its kind needs (see `floors`),
         // and whatever its age at least the replica's lag bound from now (a
@@ -503,22 +528,31 @@ fn apply(ctx: &Ctx, changes: &[Change], timed: bool) {
         })
         .collect();
     let refs: Vec<&dyn Fn() -> Command> = makers.iter().map(|m| m.as_ref()).collect();
-    let (acked, missed) = ctx.control.broadcast_all(&refs, Duration::from_secs(1));
-    if acked < ctx.control.shards() {
-        ctx.stats.unacknowledged.fetch_add(1, Ordering::Relaxed);
-    }
+    let sent = ctx.control.send_all(&refs, Duration::from_secs(1));
     // A shard whose queue stayed full for the whole deadline (stalled) did
     // not get these: it owes a full invalidation, delivered as soon as it
     // takes commands again.
-    ctx.owe(&missed);
-    ctx.stats.applied.fetch_add(changes.len() as u64, Ordering::Relaxed);
-    if !timed {
-        return;
-    }
-    let done_us = now_ms() * 1000;
-    if let Ok(mut h) = ctx.stats.apply_us.lock() {
-        for c in changes {
-            h.saturating_record(done_us.saturating_sub(c.changed_at_us).max(1));
+    ctx.owe(&sent.missed);
+    Some(Applying { changes, sent, timed })
+}
+
+impl Applying {
+    /// Waits for every shard to acknowledge the page (up to the deadline),
+    /// then counts it.
+    fn finish(self, ctx: &Ctx) {
+        let acked = self.sent.wait();
+        if acked < ctx.control.shards() {
+            ctx.stats.unacknowledged.fetch_add(1, Ordering::Relaxed);
+        }
+        ctx.stats.applied.fetch_add(self.changes.len() as u64, Ordering::Relaxed);
+        if !self.timed {
+            return;
+        }
+        let done_us = now_ms() * 1000;
+        if let Ok(mut h) = ctx.stats.apply_us.lock() {
+            for c in &self.changes {
+                h.saturating_record(done_us.saturating_sub(c.changed_at_us).max(1));
+            }
         }
     }
 }

@@ -36,7 +36,8 @@
 mod render;
 
 pub use render::{
-    export, hgrm, prometheus, FeedSnapshot, NodeSnapshot, PurgeSnapshot, SignSnapshot, StatusSnapshot,
+    export, hgrm, prometheus, FeedSnapshot, NodeSnapshot, PurgeSnapshot, SignSnapshot, StatusGauge,
+    StatusSnapshot,
 };
 
 use std::cell::RefCell;

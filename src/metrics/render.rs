@@ -72,6 +72,18 @@ pub struct SignSnapshot {
     pub batch_size: Histogram<u64>,
 }
 
+/// One source-specific series on `/metrics`: `ocsp_origin_status_{name}`, a
+/// counter when the name ends in `_total`, else a gauge.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusGauge {
+    /// The name after `ocsp_origin_status_`.
+    pub name: &'static str,
+    /// Its `# HELP` text.
+    pub help: &'static str,
+    /// Its value now.
+    pub value: f64,
+}
+
 /// The status source's figures.
 #[derive(Debug, Clone)]
 pub struct StatusSnapshot {
@@ -80,7 +92,7 @@ pub struct StatusSnapshot {
     /// Whether lookups can be answered now.
     pub up: bool,
     /// Its own gauges and counters (`_total`).
-    pub gauges: Vec<crate::status::StatusGauge>,
+    pub gauges: Vec<StatusGauge>,
 }
 
 /// The change feed's figures.

@@ -78,17 +78,9 @@ impl Need {
 /// A lookup in flight; runs on the calling shard (`!Send` is fine).
 pub type LookupFuture<'a> = Pin<Box<dyn Future<Output = Result<Option<CertRecord>, StatusError>> + 'a>>;
 
-/// One source-specific series on `/metrics`: `ocsp_origin_status_{name}`, a
-/// counter when the name ends in `_total`, else a gauge.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StatusGauge {
-    /// The name after `ocsp_origin_status_`.
-    pub name: &'static str,
-    /// Its `# HELP` text.
-    pub help: &'static str,
-    /// Its value now.
-    pub value: f64,
-}
+/// One source-specific series on `/metrics` (defined with the renderer,
+/// which imports nothing of the crate).
+pub use crate::metrics::StatusGauge;
 
 /// Where statuses come from. `Ok(None)` means "never issued": the responder
 /// answers `unauthorized` and never "good" for it.
