@@ -106,3 +106,9 @@ start_redis_cluster
 # Benches are compiled and each run once (criterion's test mode) so they can't rot.
 cargo test --locked --all-targets "$@"
 cargo test --locked --doc "$@"
+# Tests that hold a time bound under load (#[ignore]d, so a plain `cargo test`
+# leaves them out) run one at a time with the machine to themselves; only in
+# the full suite (no arguments).
+if [[ $# -eq 0 ]]; then
+    cargo test --locked --test sources -- --ignored --test-threads 1
+fi

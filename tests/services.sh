@@ -19,8 +19,25 @@
 SERVICES_DIR="${SERVICES_DIR:-$(mktemp -d -t ocsp-origin-services.XXXXXX)}"
 SERVICE_PIDS=()
 
+# free_port [LIMIT]: a free loopback port in 10000..LIMIT (default 32000),
+# below the kernel's ephemeral range, so no outgoing connection of a running
+# test or service can take it between this check and the server's bind.
 free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+    python3 -c '
+import random, socket, sys
+limit = int(sys.argv[1])
+for _ in range(2000):
+    p = random.randrange(10000, limit)
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p)); print(p); break
+    except OSError:
+        pass
+    finally:
+        s.close()
+else:
+    sys.exit("no free loopback port")
+' "${1:-32000}"
 }
 
 # start_mariadbd NAME SERVER_ID [extra mariadbd args...]: installs a fresh
@@ -142,21 +159,17 @@ stop_services() {
 
 redis_bin() { command -v redis-server || echo /usr/bin/redis-server; }
 
-# A free port usable by a Redis Cluster node: at most 55535 (its cluster bus
-# listens on port + 10000) with the bus port free too.
+# A free port usable by a Redis Cluster node: under 22000, so its cluster bus
+# (port + 10000) is below the ephemeral range too, with the bus port free.
 free_cluster_port() {
-    python3 -c '
-import socket
-for _ in range(200):
-    a = socket.socket(); a.bind(("127.0.0.1", 0)); p = a.getsockname()[1]
-    if p <= 55000:
-        try:
-            b = socket.socket(); b.bind(("127.0.0.1", p + 10000)); b.close()
-            a.close(); print(p); break
-        except OSError:
-            pass
-    a.close()
-'
+    local p i
+    for i in $(seq 200); do
+        p="$(free_port 22000)" || return 1
+        if python3 -c 'import socket,sys; socket.socket().bind(("127.0.0.1", int(sys.argv[1])))' "$((p + 10000))" 2>/dev/null; then
+            echo "$p"; return 0
+        fi
+    done
+    return 1
 }
 
 # start_redis_node DIR [extra redis-server args...]: starts one redis-server on

@@ -29,7 +29,7 @@ fn counter(metrics: &str, name: &str) -> u64 {
 
 #[test]
 fn metrics_and_histograms() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let s = Server::start(&ConfigBuilder::new().admin(format!("127.0.0.1:{port}")).test_issuer());
     let der = std::fs::read(data("openssl-sha1.der")).unwrap();
     for _ in 0..5 {

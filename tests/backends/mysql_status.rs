@@ -270,7 +270,7 @@ fn a_node_starts_while_its_database_is_down_and_recovers() {
     // The same database behind a port where nothing listens yet.
     let upstream: std::net::SocketAddr =
         url.split('@').nth(1).unwrap().split('/').next().unwrap().parse().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let down_url = url.replace(&upstream.to_string(), &format!("127.0.0.1:{port}"));
     let down_cfg = config.set("mysql", "url", down_url.as_str()).write(dir.path().join("down.toml"));
     let config = ocsp_origin::config::Config::load(&down_cfg).unwrap();

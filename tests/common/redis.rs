@@ -32,14 +32,12 @@ pub fn unique_prefix(tag: &str) -> String {
     format!("t{tag}{}:", b.iter().map(|x| format!("{x:02x}")).collect::<String>())
 }
 
-/// A free loopback port a Redis Cluster node can use: at most 55000, with
-/// port + 10000 (its cluster bus) free too.
+/// A free loopback port a Redis Cluster node can use: under 22000, so its
+/// cluster bus (port + 10000) is below the ephemeral range too, and free.
 fn free_cluster_port(taken: &[u16]) -> u16 {
     for _ in 0..500 {
-        let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let p = a.local_addr().unwrap().port();
-        if p <= 55000 && !taken.contains(&p) && std::net::TcpListener::bind(("127.0.0.1", p + 10000)).is_ok()
-        {
+        let p = super::server::free_port_below(22_000);
+        if !taken.contains(&p) && std::net::TcpListener::bind(("127.0.0.1", p + 10000)).is_ok() {
             return p;
         }
     }

@@ -88,7 +88,9 @@ impl Server {
             .arg("serve")
             .arg("--config")
             .arg(&cfg)
-            .env("RUST_LOG", "warn")
+            // OCSP_TEST_SERVER_LOG (a RUST_LOG filter) to see more of a
+            // failing test's servers, e.g. `warn,ocsp_origin::feed=debug`.
+            .env("RUST_LOG", std::env::var("OCSP_TEST_SERVER_LOG").unwrap_or_else(|_| "warn".into()))
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -242,8 +244,37 @@ pub fn run(cmd: &mut Command) -> (bool, String) {
     (out.status.success(), s)
 }
 
+/// A free loopback port below Linux's ephemeral range (32768 and up).
+///
+/// A port taken from `bind(:0)` and released is drawn from the same range the
+/// kernel gives to outgoing connections, so a client socket of a test running
+/// in parallel can take it before the server binds it (CI saw "Address
+/// already in use" that way). Ports here are handed out once per process, from
+/// a start that differs by pid, and only when nothing is bound to them.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    free_port_below(32_000)
+}
+
+/// As `free_port`, with the port under `limit` (a Redis Cluster node needs
+/// port + 10000 for its bus).
+pub fn free_port_below(limit: u16) -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    const LOW: u32 = 10_000;
+    let span = u32::from(limit) - LOW;
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % span,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..span {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::SeqCst) % span) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port under {limit}");
 }
 
 /// Polls `ready` every 20 ms until it holds or `limit` passes.

@@ -605,7 +605,12 @@ fn a_redis_cluster_failover_right_after_a_revocation() {
 /// One SQL UPDATE of 100,000 rows under bench load: every node answers each
 /// of them revoked within the bound, and the re-signing storm that follows is
 /// shed (`tryLater`, stale), never errors.
+///
+/// The bound is a time on a 2-vCPU machine: another test's servers sharing
+/// it took it past 1 s once in CI, so `tests/run.sh` runs this test on its
+/// own after the rest (`cargo test --test sources -- --ignored`).
 #[test]
+#[ignore = "a time bound under load: tests/run.sh runs it alone, after the rest"]
 fn a_100000_row_revocation_under_load() {
     let Some(redis) = test_redis("OCSP_TEST_REDIS_URL", "feed_mass") else { return };
     let Some(mut d) = Deployment::new("feed_mass", 4, Some(&redis), true, ConfigBuilder::new()) else {

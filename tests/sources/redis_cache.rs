@@ -169,7 +169,7 @@ fn redis_flushed_killed_and_restarted_under_load() {
     if test_redis("OCSP_TEST_REDIS_URL", "flush").is_none() {
         return;
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let mut redis = Some(OwnRedis::start(port));
     let Some(mysql) = test_database("flush") else { return };
     let dir = tempfile::tempdir().unwrap();
@@ -292,7 +292,7 @@ fn versioned_writes_never_go_backwards() {
 #[test]
 fn revoke_with_redis_down_is_recorded_and_warns() {
     let Some(mysql) = test_database("redisdown") else { return };
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dead = free_port();
     let dir = tempfile::tempdir().unwrap();
     let cfg = ConfigBuilder::new()
         .mysql(&mysql)
@@ -331,7 +331,7 @@ fn second_node_answers_from_redis_with_hit_l2() {
     let port: u16 = url.trim_end_matches('/').rsplit(':').next().unwrap().parse().unwrap();
     let prefix = unique_prefix("hitl2");
     let config = ConfigBuilder::new().redis(&url).set("redis", "key_prefix", prefix.as_str()).test_issuer();
-    let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let admin = free_port();
     let a = Server::start(&config);
     let b = Server::start(&config.clone().admin(format!("127.0.0.1:{admin}")));
     let req = get(&format!("/{}", b64(&std::fs::read(data("openssl-sha1.der")).unwrap())));
