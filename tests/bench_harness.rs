@@ -137,6 +137,18 @@ fn bad_arguments_get_a_readable_error() {
         (&["--target", "localhost:80"][..], "is not IP:PORT"),
         (&["--target", "127.0.0.1:1,127.0.0.1:2,127.0.0.1:3,127.0.0.1:4"][..], "fewer than the 5 targets"),
         (&["--change-poll-ms", "0"][..], "--change-poll-ms must be"),
+        (&["--cdn-purge", "http://127.0.0.1:1/"][..], "--cdn-purge needs --ratchet"),
+        (&["--cdn-purge", "127.0.0.1:1", "--ratchet", "1"][..], "not an http:// URL"),
+        (
+            &["--cdn-purge", "http://127.0.0.1:1/", "--ratchet", "1", "--cdn-purge-batch", "0"][..],
+            "--cdn-purge-batch",
+        ),
+        (
+            &["--cdn-purge", "http://127.0.0.1:1/", "--ratchet", "1", "--cdn-tag-prefix", "a b"][..],
+            "--cdn-tag-prefix",
+        ),
+        // Nothing listens there: the probe purge before the warm-up says so.
+        (&["--cdn-purge", "http://127.0.0.1:1/", "--ratchet", "1"][..], "a test purge failed"),
     ] {
         let o = bench_cmd(&cfg, server.addr, &out).args(args).output().unwrap();
         let stderr = String::from_utf8_lossy(&o.stderr);

@@ -20,6 +20,13 @@
 //! answer's status is judged against the certificate's history at the
 //! instant its request was sent ([`super::changes`]); otherwise against the
 //! status read at start.
+//!
+//! Behind a CDN (`Plan::cdn`): every answer is also counted by the CDN's
+//! `X-Cache` header (served from its cache, or fetched from the origin, by
+//! the origin's outcome), a CDN hit counts as a hit whatever origin header it
+//! carries (the one stored with the object), and the warm-up's pass p sends
+//! every warm serial in the p-th form the mix can draw (POST, each GET
+//! spelling: each is its own CDN object).
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -32,8 +39,8 @@ use glommio::net::TcpStream;
 
 use super::changes::{ChangeBook, Check};
 use super::keyspace::{Keyspace, Rng, StageKeys, Zipf};
-use super::request::{self, Mix};
-use super::results::{ByOutcome, Outcome, OUTCOMES};
+use super::request::{self, Form, Mix};
+use super::results::{ByOutcome, CdnAnswers, Outcome, OUTCOMES};
 use super::verify::{self, Examined, Verifier};
 use crate::clock::unix_now;
 
@@ -86,6 +93,9 @@ pub struct Plan {
     /// Histories of the certificates that changed during the run (when the
     /// change follower runs).
     pub changes: Option<Arc<ChangeBook>>,
+    /// The targets are a CDN (`--cdn-purge`): answers are split by `X-Cache`
+    /// and the warm-up walks every request form.
+    pub cdn: bool,
 }
 
 /// What one target got from one thread over the measured stages.
@@ -112,6 +122,8 @@ pub struct StageAcc {
     pub connect_errors: u64,
     /// Service time from the actual send, µs (see `StageResult::service_us`).
     pub service_us: Option<hdrhistogram::Histogram<u64>>,
+    /// Behind a CDN: the answers by `X-Cache`.
+    pub cdn: Option<Box<CdnAnswers>>,
 }
 
 /// What one thread measured.
@@ -149,13 +161,36 @@ struct Local {
 }
 
 impl Local {
-    fn record(&self, stage: Option<usize>, target: usize, o: Outcome, latency: Duration, received: Instant) {
+    /// Records an answer; `x_cache`: the CDN's `X-Cache` (HIT: `Some(true)`).
+    fn record(
+        &self,
+        stage: Option<usize>,
+        target: usize,
+        o: Outcome,
+        x_cache: Option<bool>,
+        latency: Duration,
+        received: Instant,
+    ) {
         let us = latency.as_micros() as u64;
         let mut r = self.result.borrow_mut();
+        // A CDN hit carries the origin header stored with the object: it
+        // cost the origin nothing.
+        let o = match o {
+            Outcome::HitL2 | Outcome::Miss if self.plan.cdn && x_cache == Some(true) => Outcome::Hit,
+            o => o,
+        };
         match stage {
             None => r.warm.by_outcome.record(o, us),
             Some(s) => {
                 r.stages[s].by_outcome.record(o, us);
+                if self.plan.cdn {
+                    let c = r.stages[s].cdn.get_or_insert_with(Default::default);
+                    c.record(x_cache, o, us);
+                    if let Some(t0) = self.start.get() {
+                        let since = received.saturating_duration_since(t0 + self.plan.stages[s].start);
+                        c.count_second(since.as_secs() as usize, x_cache == Some(true));
+                    }
+                }
                 if let Some(t) = r.targets.get_mut(target) {
                     t.counts[o.index()] += 1;
                 }
@@ -221,6 +256,8 @@ struct Conn {
 struct HttpAnswer {
     status: u16,
     cache: Option<Outcome>,
+    /// The CDN's `X-Cache`: `Some(true)` for HIT, `Some(false)` otherwise.
+    x_cache: Option<bool>,
     close: bool,
     body: std::ops::Range<usize>,
     total: usize,
@@ -237,6 +274,7 @@ fn parse_answer(buf: &[u8]) -> Result<Option<HttpAnswer>, String> {
     };
     let mut len = 0usize;
     let mut cache = None;
+    let mut x_cache = None;
     let mut close = resp.version == Some(0);
     for h in resp.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
@@ -250,6 +288,8 @@ fn parse_answer(buf: &[u8]) -> Result<Option<HttpAnswer>, String> {
                 b"HIT-L2" => Outcome::HitL2,
                 _ => Outcome::Hit, // HIT, STALE, REVALIDATED
             });
+        } else if h.name.eq_ignore_ascii_case("x-cache") {
+            x_cache = Some(h.value.starts_with(b"HIT"));
         } else if h.name.eq_ignore_ascii_case("connection") {
             close = h.value.eq_ignore_ascii_case(b"close");
         }
@@ -260,6 +300,7 @@ fn parse_answer(buf: &[u8]) -> Result<Option<HttpAnswer>, String> {
     Ok(Some(HttpAnswer {
         status: resp.code.unwrap_or(0),
         cache,
+        x_cache,
         close,
         body: head_len..head_len + len,
         total: head_len + len,
@@ -287,8 +328,9 @@ async fn connect(local: &Local, stage: Option<usize>, target: usize) -> Option<C
     }
 }
 
-/// Sends one request for entry `idx` to `target` and classifies the answer.
-/// Returns whether the connection can be reused.
+/// Sends one request for entry `idx` to `target` (as `form`, or in a form
+/// drawn from the mix) and classifies the answer. Returns the outcome,
+/// whether the connection can be reused, and the CDN's `X-Cache`.
 #[allow(clippy::too_many_arguments)]
 async fn exchange(
     local: &Local,
@@ -296,43 +338,48 @@ async fn exchange(
     target: usize,
     conn: &mut Conn,
     idx: u32,
+    form: Option<Form>,
     rng: &mut Rng,
     out: &mut Vec<u8>,
     der: &mut Vec<u8>,
-) -> (Outcome, bool) {
+) -> (Outcome, bool, Option<bool>) {
     let plan = &local.plan;
     let entry = &plan.keyspace.entries[idx as usize];
     let issuer = &plan.keyspace.issuers[entry.issuer as usize];
     der.clear();
     request::ocsp_request(issuer, &entry.serial, der);
     out.clear();
-    request::http_request(&plan.hosts[target], &plan.prefix, der, plan.mix, rng, out);
+    match form {
+        Some(f) => request::http_request_as(&plan.hosts[target], &plan.prefix, der, f, out),
+        None => request::http_request(&plan.hosts[target], &plan.prefix, der, plan.mix, rng, out),
+    }
     // The request goes out after this instant: what the bound is measured to.
     let sent = Instant::now();
     if let Err(e) = conn.stream.write_all(out).await {
-        return (local.error(|| format!("send: {e}")), false);
+        return (local.error(|| format!("send: {e}")), false, None);
     }
     conn.buf.clear();
     let answer = loop {
         match parse_answer(&conn.buf) {
             Ok(Some(a)) => break a,
             Ok(None) => {}
-            Err(e) => return (local.error(|| e), false),
+            Err(e) => return (local.error(|| e), false, None),
         }
         let filled = conn.buf.len();
         conn.buf.resize(filled + 4096, 0);
         match conn.stream.read(&mut conn.buf[filled..]).await {
-            Ok(0) => return (local.error(|| "connection closed before an answer".into()), false),
-            Err(e) => return (local.error(|| format!("receive: {e}")), false),
+            Ok(0) => return (local.error(|| "connection closed before an answer".into()), false, None),
+            Err(e) => return (local.error(|| format!("receive: {e}")), false, None),
             Ok(n) => conn.buf.truncate(filled + n),
         }
     };
     let reuse = !answer.close && answer.total == conn.buf.len();
+    let x_cache = answer.x_cache;
     if answer.status != 200 {
-        return (local.error(|| format!("HTTP {}", answer.status)), reuse);
+        return (local.error(|| format!("HTTP {}", answer.status)), reuse, x_cache);
     }
     if !plan.verify {
-        return (answer.cache.unwrap_or(Outcome::Hit), reuse);
+        return (answer.cache.unwrap_or(Outcome::Hit), reuse, x_cache);
     }
     let examined =
         local.verifier.borrow_mut().examine(idx, entry, &conn.buf[answer.body.clone()], unix_now());
@@ -368,14 +415,17 @@ async fn exchange(
             Outcome::Error
         }
     };
-    (outcome, reuse)
+    (outcome, reuse, x_cache)
 }
+
+/// The warm-up's requests: entry and, behind a CDN, the form to ask in.
+type WarmQueue = std::vec::IntoIter<(u32, Option<Form>)>;
 
 /// One connection's life: its share of the warm-up, then every stage.
 async fn connection_task(
     local: Rc<Local>,
     global_index: usize,
-    warm_queue: Rc<RefCell<std::vec::IntoIter<u32>>>,
+    warm_queue: Rc<RefCell<WarmQueue>>,
     warm_deadline: Instant,
     go: futures::future::Shared<futures::channel::oneshot::Receiver<Instant>>,
 ) {
@@ -390,19 +440,20 @@ async fn connection_task(
         if Instant::now() >= warm_deadline {
             break;
         }
-        let Some(idx) = warm_queue.borrow_mut().next() else { break };
+        let Some((idx, form)) = warm_queue.borrow_mut().next() else { break };
         let sent = Instant::now();
         if conn.is_none() {
             conn = connect(&local, None, target).await;
         }
         let Some(c) = conn.as_mut() else {
-            local.record(None, target, Outcome::Error, sent.elapsed(), Instant::now());
+            local.record(None, target, Outcome::Error, None, sent.elapsed(), Instant::now());
             glommio::timer::sleep(Duration::from_millis(10)).await;
             continue;
         };
         local.sent(None, target);
-        let (o, reuse) = exchange(&local, None, target, c, idx, &mut rng, &mut out, &mut der).await;
-        local.record(None, target, o, sent.elapsed(), Instant::now());
+        let (o, reuse, x_cache) =
+            exchange(&local, None, target, c, idx, form, &mut rng, &mut out, &mut der).await;
+        local.record(None, target, o, x_cache, sent.elapsed(), Instant::now());
         if !reuse {
             conn = None;
         }
@@ -434,7 +485,14 @@ async fn connection_task(
                 // of this connection's schedule counts as errors, unsent.
                 if Instant::now() > end + plan.timeout {
                     while intended < end {
-                        local.record(Some(si), target, Outcome::Error, intended.elapsed(), Instant::now());
+                        local.record(
+                            Some(si),
+                            target,
+                            Outcome::Error,
+                            None,
+                            intended.elapsed(),
+                            Instant::now(),
+                        );
                         intended += p;
                     }
                     break;
@@ -466,21 +524,28 @@ async fn connection_task(
             }
             match conn.as_mut() {
                 None => {
-                    local.record(Some(si), target, Outcome::Error, intended.elapsed(), Instant::now());
+                    local.record(Some(si), target, Outcome::Error, None, intended.elapsed(), Instant::now());
                     glommio::timer::sleep(Duration::from_millis(10)).await;
                 }
                 Some(c) => {
                     local.sent(Some(si), target);
                     let sent_at = Instant::now();
-                    let (o, reuse) =
-                        exchange(&local, Some(si), target, c, idx, &mut rng, &mut out, &mut der).await;
+                    let (o, reuse, x_cache) =
+                        exchange(&local, Some(si), target, c, idx, None, &mut rng, &mut out, &mut der).await;
                     let received = Instant::now();
                     let service = received.saturating_duration_since(sent_at).as_micros() as u64;
                     local.acc(Some(si), |a| {
                         let h = a.service_us.get_or_insert_with(super::results::client_histogram);
                         let _ = h.record(service.clamp(1, h.high()));
                     });
-                    local.record(Some(si), target, o, received.saturating_duration_since(intended), received);
+                    local.record(
+                        Some(si),
+                        target,
+                        o,
+                        x_cache,
+                        received.saturating_duration_since(intended),
+                        received,
+                    );
                     if !reuse {
                         conn = None;
                     }
@@ -523,9 +588,12 @@ pub async fn run_thread(
         walk: RefCell::new(vec![0; stages]),
         plan: plan.clone(),
     });
+    // Behind a CDN, pass p asks in the p-th form the mix can draw.
+    let forms = if plan.cdn { plan.mix.forms() } else { Vec::new() };
     let mut queue = Vec::with_capacity(warm.len() * plan.warm_passes);
-    for _ in 0..plan.warm_passes {
-        queue.extend_from_slice(&warm);
+    for pass in 0..plan.warm_passes {
+        let form = (!forms.is_empty()).then(|| forms[pass % forms.len()]);
+        queue.extend(warm.iter().map(|i| (*i, form)));
     }
     let queue = Rc::new(RefCell::new(queue.into_iter()));
     let warm_started = Instant::now();
@@ -560,4 +628,22 @@ pub async fn run_thread(
     let mut r = local.result.take();
     r.full_checks = local.verifier.borrow().full_checks;
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_carry_the_cdn_and_origin_cache_headers() {
+        let head =
+            |extra: &str| format!("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n{extra}\r\nab").into_bytes();
+        let a = parse_answer(&head("X-Cache-Status: MISS\r\nX-Cache: HIT\r\n")).unwrap().unwrap();
+        assert_eq!((a.cache, a.x_cache, a.body.len()), (Some(Outcome::Miss), Some(true), 2));
+        let a = parse_answer(&head("x-cache: MISS\r\nX-Cache-Status: HIT-L2\r\n")).unwrap().unwrap();
+        assert_eq!((a.cache, a.x_cache), (Some(Outcome::HitL2), Some(false)));
+        let a = parse_answer(&head("X-Cache-Status: STALE\r\n")).unwrap().unwrap();
+        assert_eq!((a.cache, a.x_cache), (Some(Outcome::Hit), None));
+        assert!(parse_answer(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab").unwrap().is_none());
+    }
 }

@@ -40,6 +40,7 @@
 //! [`changes`] the change feed and the judging rule, [`results`] the numbers,
 //! [`report`] the files, [`table()`] what is printed at the end.
 
+pub mod cdn;
 pub mod changes;
 pub mod client;
 pub mod follower;

@@ -1,10 +1,13 @@
 //! The `ocsp-origin bench` command line: [`BenchArgs`] with what each flag
 //! means and defaults to, and the parsers for the list-valued flags
 //! (`--target`, `--cpus`). Checks that need the config or several flags
-//! together happen when the run starts.
+//! together happen when the run starts ([`cdn_purger`] for the CDN ratchet's).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
+
+use super::cdn::{self, Purger};
 
 /// `ocsp-origin bench` options.
 #[derive(clap::Args, Debug, Clone)]
@@ -41,6 +44,7 @@ pub struct BenchArgs {
     pub duration: f64,
     /// Ratchet stages: fractions of the CDN's traffic (and of the keyspace cold),
     /// e.g. `1/16,1/8,1/4,1/2,1`. Without it: one stage with `--cold` cold.
+    /// With --cdn-purge: the share of the CDN's cache each stage purges first.
     #[arg(long)]
     pub ratchet: Option<String>,
     /// Without --ratchet: the share of the keyspace that is cold (0 = all warm).
@@ -107,6 +111,46 @@ pub struct BenchArgs {
     /// status (or a newer one); before that the old status is allowed.
     #[arg(long, default_value_t = 1000)]
     pub change_bound_ms: u64,
+    /// The CDN ratchet: the targets are a CDN (Varnish with xkey) in front of
+    /// the origin, purged at this URL (`http://IP:PORT/`). Needs --ratchet:
+    /// each stage first purges its fraction f of the origin's 256 bucket tags
+    /// (buckets 0 .. round(f·256)-1), then sends --rate requests/s over the
+    /// whole warm keyspace (no stage is cold by keyspace); the warm-up walks
+    /// every request form (POST, each GET spelling) so the CDN holds them all.
+    #[arg(long, value_name = "URL")]
+    pub cdn_purge: Option<String>,
+    /// With --cdn-purge: the origin's `[cdn] tag_prefix`.
+    #[arg(long, default_value = "ocsp-")]
+    pub cdn_tag_prefix: String,
+    /// With --cdn-purge: most tags in one purge request.
+    #[arg(long, default_value_t = 64)]
+    pub cdn_purge_batch: usize,
+}
+
+/// How long one purge request may take: a purge of many objects is not a
+/// client's request, so `--timeout-ms` does not apply.
+const PURGE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The purger for `--cdn-purge`, checked against the other flags; `None`
+/// without it.
+pub(super) fn cdn_purger(args: &BenchArgs) -> Result<Option<Purger>, String> {
+    let Some(url) = &args.cdn_purge else { return Ok(None) };
+    if args.ratchet.is_none() {
+        return Err("--cdn-purge needs --ratchet (the share of the cache each stage purges)".into());
+    }
+    if !(1..=cdn::BUCKETS).contains(&args.cdn_purge_batch) {
+        return Err(format!("--cdn-purge-batch must be in [1, {}]", cdn::BUCKETS));
+    }
+    cdn::check_prefix(&args.cdn_tag_prefix)?;
+    let (addr, path) = cdn::parse_purge_url(url)?;
+    Ok(Some(Purger {
+        addr,
+        host: addr.to_string(),
+        path,
+        prefix: args.cdn_tag_prefix.clone(),
+        batch: args.cdn_purge_batch,
+        timeout: PURGE_TIMEOUT,
+    }))
 }
 
 /// Parses the `--target` values (each a comma-separated list) into
@@ -181,6 +225,67 @@ mod tests {
         ] {
             let e = parse_targets(&[bad.into()], d).unwrap_err();
             assert!(e.contains(want), "{bad}: {e}");
+        }
+    }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        bench: BenchArgs,
+    }
+
+    fn parse(extra: &[&str]) -> BenchArgs {
+        use clap::Parser;
+        let argv = ["bench", "--config", "c.toml"].iter().chain(extra);
+        Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{extra:?}: {e}")).bench
+    }
+
+    #[test]
+    fn cdn_purge_options() {
+        let a = parse(&[]);
+        assert!(a.cdn_purge.is_none() && cdn_purger(&a).unwrap().is_none());
+        assert_eq!((a.cdn_tag_prefix.as_str(), a.cdn_purge_batch), ("ocsp-", 64));
+
+        let a = parse(&["--cdn-purge", "http://127.0.0.1:6081/", "--ratchet", "1/16,1/8,1/4,1/2,1"]);
+        let p = cdn_purger(&a).unwrap().unwrap();
+        assert_eq!(p.addr.to_string(), "127.0.0.1:6081");
+        assert_eq!((p.path.as_str(), p.prefix.as_str(), p.batch), ("/", "ocsp-", 64));
+        // Stage fractions of the ratchet → buckets purged → requests of <= 64 tags.
+        let fractions = super::super::keyspace::parse_fractions(a.ratchet.as_deref().unwrap()).unwrap();
+        let buckets: Vec<usize> = fractions.iter().map(|f| cdn::buckets_for(f.1)).collect();
+        assert_eq!(buckets, vec![16, 32, 64, 128, 256]);
+        let requests: Vec<usize> =
+            buckets.iter().map(|n| cdn::batches(&cdn::bucket_tags(&p.prefix, *n), p.batch).len()).collect();
+        assert_eq!(requests, vec![1, 1, 1, 2, 4]);
+
+        let a = parse(&[
+            "--cdn-purge=http://[::1]:8/x",
+            "--ratchet=1",
+            "--cdn-tag-prefix=ca1.",
+            "--cdn-purge-batch=16",
+        ]);
+        let p = cdn_purger(&a).unwrap().unwrap();
+        assert_eq!((p.path.as_str(), p.prefix.as_str(), p.batch), ("/x", "ca1.", 16));
+        assert_eq!(cdn::bucket_tags(&p.prefix, 1), vec!["ca1.b-00".to_string()]);
+
+        for (bad, want) in [
+            (&["--cdn-purge", "http://127.0.0.1:1/"][..], "needs --ratchet"),
+            (&["--cdn-purge", "127.0.0.1:1", "--ratchet", "1"][..], "http://"),
+            (
+                &["--cdn-purge", "http://127.0.0.1:1/", "--ratchet", "1", "--cdn-purge-batch", "0"][..],
+                "batch",
+            ),
+            (
+                &["--cdn-purge", "http://127.0.0.1:1/", "--ratchet", "1", "--cdn-purge-batch", "257"][..],
+                "batch",
+            ),
+            (
+                &["--cdn-purge", "http://127.0.0.1:1/", "--ratchet", "1", "--cdn-tag-prefix", "a b"][..],
+                "prefix",
+            ),
+        ] {
+            let e = cdn_purger(&parse(bad)).unwrap_err();
+            assert!(e.contains(want), "{bad:?}: {e}");
         }
     }
 }

@@ -116,29 +116,74 @@ pub struct Mix {
     pub quirk_share: f64,
 }
 
-/// Appends one whole HTTP/1.1 keep-alive request for `der` to `out`.
-pub fn http_request(host: &str, prefix: &str, der: &[u8], mix: Mix, rng: &mut Rng, out: &mut Vec<u8>) {
-    if rng.unit() < mix.post_share {
-        let path = if prefix.is_empty() { "/" } else { prefix };
-        out.extend_from_slice(b"POST ");
-        out.extend_from_slice(path.as_bytes());
-        out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
-        out.extend_from_slice(host.as_bytes());
-        out.extend_from_slice(b"\r\nContent-Type: application/ocsp-request\r\nContent-Length: ");
-        out.extend_from_slice(der.len().to_string().as_bytes());
-        out.extend_from_slice(b"\r\n\r\n");
-        out.extend_from_slice(der);
-    } else {
-        let spelling = if rng.unit() < mix.quirk_share {
-            Spelling::QUIRKS[rng.below(Spelling::QUIRKS.len())]
+/// One way of asking: POST, or GET with one URL spelling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Form {
+    /// POST with the DER as the body.
+    Post,
+    /// GET with the DER in the URL, spelled so.
+    Get(Spelling),
+}
+
+impl Mix {
+    /// A form drawn from the mix.
+    pub fn draw(self, rng: &mut Rng) -> Form {
+        if rng.unit() < self.post_share {
+            Form::Post
+        } else if rng.unit() < self.quirk_share {
+            Form::Get(Spelling::QUIRKS[rng.below(Spelling::QUIRKS.len())])
         } else {
-            Spelling::Canonical
-        };
-        out.extend_from_slice(b"GET ");
-        get_target(prefix, der, spelling, out);
-        out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
-        out.extend_from_slice(host.as_bytes());
-        out.extend_from_slice(b"\r\nUser-Agent: ocsp-origin-bench\r\n\r\n");
+            Form::Get(Spelling::Canonical)
+        }
+    }
+
+    /// Every form the mix can draw, POST first, then the canonical GET, then
+    /// the quirks: a CDN caches each as its own object, so a warm-up that
+    /// walks them all leaves none of the stage traffic's forms cold.
+    pub fn forms(self) -> Vec<Form> {
+        let mut forms = Vec::new();
+        if self.post_share > 0.0 {
+            forms.push(Form::Post);
+        }
+        if self.post_share < 1.0 {
+            if self.quirk_share < 1.0 {
+                forms.push(Form::Get(Spelling::Canonical));
+            }
+            if self.quirk_share > 0.0 {
+                forms.extend(Spelling::QUIRKS.iter().map(|s| Form::Get(*s)));
+            }
+        }
+        forms
+    }
+}
+
+/// Appends one whole HTTP/1.1 keep-alive request for `der` to `out`, in a
+/// form drawn from `mix`.
+pub fn http_request(host: &str, prefix: &str, der: &[u8], mix: Mix, rng: &mut Rng, out: &mut Vec<u8>) {
+    http_request_as(host, prefix, der, mix.draw(rng), out)
+}
+
+/// Appends one whole HTTP/1.1 keep-alive request for `der` to `out`, as `form`.
+pub fn http_request_as(host: &str, prefix: &str, der: &[u8], form: Form, out: &mut Vec<u8>) {
+    match form {
+        Form::Post => {
+            let path = if prefix.is_empty() { "/" } else { prefix };
+            out.extend_from_slice(b"POST ");
+            out.extend_from_slice(path.as_bytes());
+            out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+            out.extend_from_slice(host.as_bytes());
+            out.extend_from_slice(b"\r\nContent-Type: application/ocsp-request\r\nContent-Length: ");
+            out.extend_from_slice(der.len().to_string().as_bytes());
+            out.extend_from_slice(b"\r\n\r\n");
+            out.extend_from_slice(der);
+        }
+        Form::Get(spelling) => {
+            out.extend_from_slice(b"GET ");
+            get_target(prefix, der, spelling, out);
+            out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+            out.extend_from_slice(host.as_bytes());
+            out.extend_from_slice(b"\r\nUser-Agent: ocsp-origin-bench\r\n\r\n");
+        }
     }
 }
 
@@ -180,6 +225,20 @@ mod tests {
             let (mut scratch, mut out) = (Vec::new(), Vec::new());
             get_path::decode(enc, &mut scratch, &mut out).unwrap_or_else(|e| panic!("{s:?}: {e:?}"));
             assert_eq!(out, der, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn forms_are_what_the_mix_can_draw() {
+        let all = Mix { post_share: 0.75, quirk_share: 0.2 }.forms();
+        assert_eq!(all.len(), 2 + Spelling::QUIRKS.len());
+        assert_eq!(all[..2], [Form::Post, Form::Get(Spelling::Canonical)]);
+        assert_eq!(Mix { post_share: 1.0, quirk_share: 0.2 }.forms(), vec![Form::Post]);
+        assert_eq!(Mix { post_share: 0.0, quirk_share: 0.0 }.forms(), vec![Form::Get(Spelling::Canonical)]);
+        let mut rng = Rng::new(5);
+        let mix = Mix { post_share: 0.5, quirk_share: 0.5 };
+        for _ in 0..1000 {
+            assert!(mix.forms().contains(&mix.draw(&mut rng)));
         }
     }
 }

@@ -153,6 +153,9 @@ pub struct StageResult {
     pub keyspace: usize,
     /// Cold serials (never requested before the stage).
     pub cold: usize,
+    /// Behind a CDN (`--cdn-purge`): what it served itself, what it fetched
+    /// from the origin, and the purge that opened the stage.
+    pub cdn: Option<CdnStage>,
 }
 
 impl StageResult {
@@ -180,6 +183,128 @@ impl StageResult {
             0.0
         }
     }
+}
+
+/// Answers through a CDN, split by its `X-Cache` header.
+#[derive(Clone, Debug)]
+pub struct CdnAnswers {
+    /// Latency of the answers the CDN served from its cache (`X-Cache: HIT`),
+    /// µs, every outcome (a wrong one too).
+    pub hit_us: Histogram<u64>,
+    /// Answers the CDN fetched from the origin (`X-Cache: MISS`), by the
+    /// origin's outcome: its `X-Cache-Status` for a good answer, tryLater and
+    /// errors as the bench judged them.
+    pub origin: ByOutcome,
+    /// Answers without an `X-Cache` header: no answer at all (timeouts,
+    /// refused or reset connections, requests left unsent) or not the CDN's.
+    pub unmarked: u64,
+    /// Per second since the stage's start (by receive time): (CDN hits,
+    /// answers), so the drop right after the purge and the refill show.
+    pub by_second: Vec<(u64, u64)>,
+}
+
+impl Default for CdnAnswers {
+    fn default() -> Self {
+        CdnAnswers {
+            hit_us: client_histogram(),
+            origin: ByOutcome::default(),
+            unmarked: 0,
+            by_second: Vec::new(),
+        }
+    }
+}
+
+impl CdnAnswers {
+    /// Records one answer: `x_cache` is `Some(true)` for `X-Cache: HIT`,
+    /// `Some(false)` for `MISS`, `None` without the header.
+    pub fn record(&mut self, x_cache: Option<bool>, o: Outcome, us: u64) {
+        match x_cache {
+            Some(true) => {
+                let _ = self.hit_us.record(us.clamp(1, self.hit_us.high()));
+            }
+            Some(false) => self.origin.record(o, us),
+            None => self.unmarked += 1,
+        }
+    }
+
+    /// Counts one answer received `second` whole seconds into the stage.
+    pub fn count_second(&mut self, second: usize, hit: bool) {
+        if self.by_second.len() <= second {
+            self.by_second.resize(second + 1, (0, 0));
+        }
+        let b = &mut self.by_second[second];
+        b.0 += u64::from(hit);
+        b.1 += 1;
+    }
+
+    /// Adds another thread's.
+    pub fn add(&mut self, other: &CdnAnswers) {
+        let _ = self.hit_us.add(&other.hit_us);
+        self.origin.add(&other.origin);
+        self.unmarked += other.unmarked;
+        if self.by_second.len() < other.by_second.len() {
+            self.by_second.resize(other.by_second.len(), (0, 0));
+        }
+        for (a, b) in self.by_second.iter_mut().zip(&other.by_second) {
+            a.0 += b.0;
+            a.1 += b.1;
+        }
+    }
+
+    /// CDN hits over answers per second of the stage (`None` for a second
+    /// without answers).
+    pub fn hit_ratio_by_second(&self) -> Vec<Option<f64>> {
+        self.by_second.iter().map(|(h, n)| (*n > 0).then(|| *h as f64 / *n as f64)).collect()
+    }
+
+    /// Answers the CDN served from its cache.
+    pub fn hits(&self) -> u64 {
+        self.hit_us.len()
+    }
+
+    /// Answers the CDN fetched from the origin.
+    pub fn origin_requests(&self) -> u64 {
+        Outcome::ALL.iter().map(|o| self.origin.count(*o)).sum()
+    }
+
+    /// Every answer counted (with and without the header).
+    pub fn total(&self) -> u64 {
+        self.hits() + self.origin_requests() + self.unmarked
+    }
+
+    /// CDN hits over every answer; `None` when there was none.
+    pub fn hit_ratio(&self) -> Option<f64> {
+        let all = self.total();
+        (all > 0).then(|| self.hits() as f64 / all as f64)
+    }
+}
+
+/// The purge at the start of a CDN ratchet stage.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct PurgeResult {
+    /// Buckets purged (`0 .. buckets-1`, of 256).
+    pub buckets: usize,
+    /// Purge requests sent (at most `--cdn-purge-batch` tags each).
+    pub requests: u64,
+    /// Of them, those that failed (no 200 with `X-Purged`).
+    pub failed: u64,
+    /// Objects the CDN said it purged (sum of `X-Purged`).
+    pub purged: u64,
+    /// When the purge began, ms from the stage's start (negative: before it).
+    pub began_ms: f64,
+    /// How long the purge requests took together, ms.
+    pub took_ms: f64,
+    /// The first few failures.
+    pub errors: Vec<String>,
+}
+
+/// One stage behind a CDN.
+#[derive(Clone, Debug, Default)]
+pub struct CdnStage {
+    /// Its answers by `X-Cache`.
+    pub answers: CdnAnswers,
+    /// The purge that opened it.
+    pub purge: PurgeResult,
 }
 
 /// How the run was made (goes into every export).
@@ -214,6 +339,9 @@ pub struct RunMeta {
     pub zipf_s: f64,
     /// Unix time the run started.
     pub started_unix: u64,
+    /// `--cdn-purge`: where the CDN was purged (the targets are the CDN).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cdn_purge: Option<String>,
 }
 
 /// What the capacity summary is computed for (CLI flags).

@@ -14,10 +14,11 @@ use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
 
 use super::client::{self, Plan, StagePlan, ThreadResult};
 use super::keyspace::{self, Rng, Zipf};
-use super::options::{parse_cpus, parse_targets, BenchArgs};
+use super::options::{cdn_purger, parse_cpus, parse_targets, BenchArgs};
 use super::request::Mix;
 use super::results::{
-    self, ByOutcome, CapacityInputs, Interval, RunMeta, RunReport, StageResult, TargetResult,
+    self, ByOutcome, CapacityInputs, CdnAnswers, CdnStage, Interval, RunMeta, RunReport, StageResult,
+    TargetResult,
 };
 use super::{changes, follower, report};
 use crate::config::Config;
@@ -97,6 +98,12 @@ pub fn run(args: &BenchArgs, command_line: String) -> Result<(RunReport, PathBuf
         }
     };
     let ratchet = args.ratchet.is_some();
+    // The CDN ratchet: the purge makes a stage cold, not its keyspace.
+    let purger = cdn_purger(args)?;
+    let cdn = purger.is_some();
+    if let Some(p) = &purger {
+        p.probe().map_err(|e| format!("--cdn-purge {}: a test purge failed: {e}", p.addr))?;
+    }
     let targets = parse_targets(&args.target, config.listen)?;
     if args.connections < targets.len() {
         return Err(format!(
@@ -133,7 +140,7 @@ pub fn run(args: &BenchArgs, command_line: String) -> Result<(RunReport, PathBuf
         _ => (None, "off"),
     };
     let ks = Arc::new(keyspace::load(&config, args.max_serials)?);
-    let cold_fractions: Vec<f64> = stages_spec.iter().map(|s| s.1).collect();
+    let cold_fractions: Vec<f64> = stages_spec.iter().map(|s| if cdn { 0.0 } else { s.1 }).collect();
     let fit = keyspace::fitting_keyspace(ks.entries.len(), &cold_fractions);
     let k = args.keyspace.unwrap_or(fit.min(100_000));
     if k > fit {
@@ -144,7 +151,14 @@ pub fn run(args: &BenchArgs, command_line: String) -> Result<(RunReport, PathBuf
         ));
     }
     let mut rng = Rng::seeded();
-    let (warm, stage_keys) = keyspace::plan_stages(ks.entries.len(), k, &cold_fractions, &mut rng);
+    let (warm, mut stage_keys) = keyspace::plan_stages(ks.entries.len(), k, &cold_fractions, &mut rng);
+    if cdn {
+        // One popularity ranking over the warm set for every stage, as a
+        // CDN's clients keep theirs while its cache is purged.
+        for s in &mut stage_keys {
+            *s = keyspace::StageKeys { ranked: warm.clone(), cold: 0 };
+        }
+    }
     eprintln!(
         "bench: {} certificates ({} expired left out), {k} per stage, warm set {}, {} stage(s), target {}",
         ks.entries.len(),
@@ -166,14 +180,19 @@ pub fn run(args: &BenchArgs, command_line: String) -> Result<(RunReport, PathBuf
     });
 
     let dur = Duration::from_secs_f64(args.duration);
-    let gap = Duration::from_millis(200);
+    // Behind a CDN the gap holds the next stage's purge (sent `lead` before it).
+    let (gap, lead) = if cdn {
+        (Duration::from_millis(500), Duration::from_millis(300))
+    } else {
+        (Duration::from_millis(200), Duration::ZERO)
+    };
     let stages: Vec<StagePlan> = stage_keys
         .iter()
         .enumerate()
         .map(|(i, keys)| StagePlan {
             start: (dur + gap) * i as u32,
             duration: dur,
-            rate: args.rate.map(|r| if ratchet { r * stages_spec[i].1 } else { r }),
+            rate: args.rate.map(|r| if ratchet && !cdn { r * stages_spec[i].1 } else { r }),
             keys: Arc::new(keys.clone()),
         })
         .collect();
@@ -194,6 +213,7 @@ pub fn run(args: &BenchArgs, command_line: String) -> Result<(RunReport, PathBuf
         sequential: args.sequential,
         threads: args.threads,
         changes: book.clone(),
+        cdn,
     });
 
     // Threads: connections and warm keys dealt out evenly.
@@ -250,8 +270,15 @@ pub fn run(args: &BenchArgs, command_line: String) -> Result<(RunReport, PathBuf
         }
     }
     eprintln!("bench: warm-up done in {:.1} s", warm_started.elapsed().as_secs_f64());
-    let t0 = Instant::now() + Duration::from_millis(100);
+    let t0 = Instant::now() + Duration::from_millis(100) + lead;
     let run_offset = (t0 - warm_started).as_secs_f64();
+    let purges = match purger {
+        Some(p) => {
+            let schedule = stages.iter().zip(&stages_spec).map(|(sp, spec)| (sp.start, spec.1)).collect();
+            Some(p.spawn(t0, lead, schedule).map_err(|e| format!("cannot start the purger thread: {e}"))?)
+        }
+        None => None,
+    };
     for _ in 0..threads {
         let _ = start_tx.send(t0);
     }
@@ -259,6 +286,10 @@ pub fn run(args: &BenchArgs, command_line: String) -> Result<(RunReport, PathBuf
     for r in handles.join_all() {
         results.push(r.map_err(|e| format!("generator thread failed: {e}"))?);
     }
+    let purges = match purges {
+        Some(h) => h.join().map_err(|_| "the purger thread panicked".to_string())?,
+        None => Vec::new(),
+    };
     // Every answer is in: the follower's final poll, then the answers that
     // waited for it.
     let mut late_wrongs = Vec::new();
@@ -320,8 +351,12 @@ pub fn run(args: &BenchArgs, command_line: String) -> Result<(RunReport, PathBuf
     for (i, sp) in stages.iter().enumerate() {
         let mut acc = client::StageAcc { wrong: late_wrong_by_stage[i], ..Default::default() };
         let mut service = results::client_histogram();
+        let mut cdn_answers = CdnAnswers::default();
         for r in &results {
             if let Some(s) = r.stages.get(i) {
+                if let Some(c) = &s.cdn {
+                    cdn_answers.add(c);
+                }
                 acc.by_outcome.add(&s.by_outcome);
                 acc.sent += s.sent;
                 acc.wrong += s.wrong;
@@ -364,6 +399,10 @@ pub fn run(args: &BenchArgs, command_line: String) -> Result<(RunReport, PathBuf
             service_us: service,
             keyspace: sp.keys.ranked.len(),
             cold: sp.keys.cold,
+            cdn: cdn.then(|| CdnStage {
+                answers: cdn_answers,
+                purge: purges.get(i).cloned().unwrap_or_default(),
+            }),
         });
     }
     let report = RunReport {
@@ -381,6 +420,7 @@ pub fn run(args: &BenchArgs, command_line: String) -> Result<(RunReport, PathBuf
             quirk_share: args.quirk_share,
             zipf_s: args.zipf,
             started_unix,
+            cdn_purge: args.cdn_purge.clone(),
         },
         stages: stage_results,
         capacity: CapacityInputs {
@@ -417,6 +457,19 @@ pub fn run(args: &BenchArgs, command_line: String) -> Result<(RunReport, PathBuf
         warm_acc.by_outcome.merged().len(),
         warm_acc.wrong
     );
+    for s in &report.stages {
+        if let Some(c) = &s.cdn {
+            let p = &c.purge;
+            eprintln!(
+                "bench: stage {}: purged {} buckets in {} requests ({} failed): {} objects, {:.1} ms, began {:.0} ms \
+                 from the stage's start",
+                s.name, p.buckets, p.requests, p.failed, p.purged, p.took_ms, p.began_ms
+            );
+            for e in &p.errors {
+                eprintln!("bench: purge error: {e}");
+            }
+        }
+    }
     for e in error_samples.iter().take(5) {
         eprintln!("bench: error: {e}");
     }

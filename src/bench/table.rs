@@ -1,5 +1,6 @@
 //! What a run prints at its end: the stage table, per target when there are
-//! several, and the change-aware verification in a few lines. The files
+//! several, behind a CDN its hit ratio and origin requests per stage, and the
+//! change-aware verification in a few lines. The files
 //! under `--out` (see `report`) carry the full numbers.
 
 use super::results::{self, RunReport};
@@ -56,8 +57,54 @@ pub fn table(report: &RunReport) -> String {
             ));
         }
     }
+    if report.stages.iter().any(|st| st.cdn.is_some()) {
+        s.push_str(&cdn_table(report));
+    }
     if let Some(c) = &report.changes {
         s.push_str(&changes_line(c));
+    }
+    s
+}
+
+/// Behind a CDN: per stage the purge, the CDN hit ratio and the origin's
+/// requests by its outcome.
+fn cdn_table(report: &RunReport) -> String {
+    use results::Outcome;
+    let mut s = format!(
+        "{:<8} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}\n",
+        "cdn",
+        "buckets",
+        "purged",
+        "purge ms",
+        "hit %",
+        "origin",
+        "o.hit",
+        "o.hit_l2",
+        "o.miss",
+        "o.tryL",
+        "o.error",
+        "no answ."
+    );
+    for st in &report.stages {
+        let Some(c) = &st.cdn else { continue };
+        let (a, p) = (&c.answers, &c.purge);
+        let o = |x: Outcome| a.origin.count(x);
+        s.push_str(&format!(
+            "{:<8} {:>7} {:>8} {:>8.1} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}{}\n",
+            st.name,
+            p.buckets,
+            p.purged,
+            p.took_ms,
+            a.hit_ratio().map_or("-".into(), |r| format!("{:.2}", r * 100.0)),
+            a.origin_requests(),
+            o(Outcome::Hit),
+            o(Outcome::HitL2),
+            o(Outcome::Miss),
+            o(Outcome::TryLater),
+            o(Outcome::Error),
+            a.unmarked,
+            if p.failed > 0 { format!("  ({} purge requests failed)", p.failed) } else { String::new() }
+        ));
     }
     s
 }

@@ -51,6 +51,7 @@ pub(super) fn stage(
         intervals,
         keyspace: 1000,
         cold: 500,
+        cdn: None,
     }
 }
 

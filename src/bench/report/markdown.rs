@@ -1,6 +1,6 @@
 //! `summary.md`: the run summary for people. The verdict first, then what
-//! ran, the stage table, per target and change-feed tables, and the capacity
-//! plan with the assumptions it rests on.
+//! ran, the stage table, per target and change-feed tables, behind a CDN its
+//! section (see `cdn`), and the capacity plan with the assumptions it rests on.
 
 use std::fmt::Write as _;
 
@@ -83,6 +83,7 @@ impl Summary<'_> {
 
         self.markdown_targets(&mut out);
         self.markdown_changes(&mut out);
+        self.markdown_cdn(&mut out);
 
         let d = &self.derived;
         let p = &self.planning;

@@ -11,9 +11,11 @@
 //! The entry point is [`write_all`]; each kind of file has its own module:
 //! `exports` (`.hgrm`, `.hlog`), `summary` (the numbers and the verdict, as
 //! `summary.json`), `capacity` (the capacity model inside the summary),
-//! `markdown` (`summary.md`) and `plot` (`plot.svg`).
+//! `markdown` (`summary.md`), `plot` (`plot.svg`) and, for a run behind a CDN
+//! (`--cdn-purge`), `cdn` (its `summary.md` section and `cdn.svg`).
 
 mod capacity;
+mod cdn;
 mod exports;
 #[cfg(test)]
 mod fixtures;
@@ -25,6 +27,7 @@ mod summary;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use self::cdn::cdn_plot_svg;
 use self::exports::{write_hgrms, write_hlogs};
 use self::plot::plot_svg;
 use self::summary::Summary;
@@ -49,16 +52,20 @@ pub struct Written {
     pub summary_json: PathBuf,
     /// `summary.md`.
     pub summary_md: PathBuf,
+    /// `cdn.svg`, for a run behind a CDN.
+    pub cdn_plot: Option<PathBuf>,
 }
 
 impl Written {
-    /// Every file: histograms, interval logs, plot, JSON and Markdown summary.
+    /// Every file: histograms, interval logs, plot, JSON and Markdown
+    /// summary, and the CDN plot if there is one.
     pub fn files(&self) -> impl Iterator<Item = &Path> {
-        self.hgrm.iter().chain(&self.hlog).map(PathBuf::as_path).chain([
-            self.plot.as_path(),
-            self.summary_json.as_path(),
-            self.summary_md.as_path(),
-        ])
+        self.hgrm
+            .iter()
+            .chain(&self.hlog)
+            .map(PathBuf::as_path)
+            .chain([self.plot.as_path(), self.summary_json.as_path(), self.summary_md.as_path()])
+            .chain(self.cdn_plot.as_deref())
     }
 }
 
@@ -111,7 +118,7 @@ pub enum ReportError {
 
 /// Writes every export of `report` into `out_dir` (created if missing):
 /// `STAGE_OUTCOME.hgrm` / `STAGE_all.hgrm`, `OUTCOME.hlog` / `all.hlog`,
-/// `plot.svg`, `summary.json` and `summary.md`.
+/// `plot.svg`, `summary.json` and `summary.md`; `cdn.svg` behind a CDN.
 ///
 /// Stage slugs become file names and log tags, so they are checked first
 /// (non-empty, `[A-Za-z0-9_.-]`, unique) and nothing is written if one is bad.
@@ -135,6 +142,13 @@ pub fn write_all(report: &RunReport, out_dir: &Path) -> Result<Written, ReportEr
     let svg = plot_svg(report)
         .map_err(|e| ReportError::Plot { path: written.plot.clone(), message: e.to_string() })?;
     write_file(&written.plot, svg.as_bytes())?;
+    let cdn_path = out_dir.join("cdn.svg");
+    if let Some(svg) = cdn_plot_svg(report)
+        .map_err(|e| ReportError::Plot { path: cdn_path.clone(), message: e.to_string() })?
+    {
+        write_file(&cdn_path, svg.as_bytes())?;
+        written.cdn_plot = Some(cdn_path);
+    }
     Ok(written)
 }
 

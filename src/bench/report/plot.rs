@@ -21,8 +21,8 @@ pub(super) type PlotResult<T> = Result<T, Box<dyn std::error::Error + Send + Syn
 /// "nice" ticks between stages, and `WithKeyPoints` loses label formatting, so
 /// this small axis does both.
 #[derive(Clone, Debug)]
-struct StageAxis {
-    stages: usize,
+pub(super) struct StageAxis {
+    pub(super) stages: usize,
 }
 
 impl Ranged for StageAxis {
@@ -48,7 +48,7 @@ impl Ranged for StageAxis {
 }
 
 /// Series colours: the same outcome has the same colour in both panels.
-fn outcome_color(o: Outcome) -> RGBColor {
+pub(super) fn outcome_color(o: Outcome) -> RGBColor {
     match o {
         Outcome::Hit => RGBColor(0x2c, 0xa0, 0x2c),
         Outcome::HitL2 => RGBColor(0x17, 0xbe, 0xcf),
@@ -60,7 +60,7 @@ fn outcome_color(o: Outcome) -> RGBColor {
 
 /// Draws one labelled line with a marker at each point, so a single stage (a
 /// line of one point) still shows. Empty series are skipped, legend included.
-fn line<'a, DB, Y>(
+pub(super) fn line<'a, DB, Y>(
     chart: &mut ChartContext<'a, DB, Cartesian2d<impl Ranged<ValueType = f64>, Y>>,
     points: Vec<(f64, f64)>,
     color: RGBColor,
@@ -106,7 +106,7 @@ pub(super) fn plot_svg(report: &RunReport) -> PlotResult<String> {
     Ok(svg)
 }
 
-fn stage_labels(report: &RunReport) -> impl Fn(&f64) -> String + '_ {
+pub(super) fn stage_labels(report: &RunReport) -> impl Fn(&f64) -> String + '_ {
     move |x: &f64| {
         let i = x.round();
         if (x - i).abs() < 1e-6 && i >= 0.0 {
@@ -159,13 +159,7 @@ where
     for (o, points) in by_outcome {
         line(&mut chart, points, outcome_color(o), 1, o.name())?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()?;
-    Ok(())
+    legend(&mut chart, SeriesLabelPosition::UpperLeft)
 }
 
 fn latency_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, report: &RunReport) -> PlotResult<()>
@@ -181,8 +175,8 @@ where
         ("hit_l2", outcome_color(Outcome::HitL2), Some(Outcome::HitL2)),
         ("miss", outcome_color(Outcome::Miss), Some(Outcome::Miss)),
     ];
-    // (label, colour, width, points); a stage without values for a group has no point.
-    let mut series = Vec::new();
+    // A stage without values for a group has no point.
+    let mut series: Vec<Series> = Vec::new();
     for (name, color, outcome) in groups {
         let hs: Vec<Histogram<u64>> = stages
             .iter()
@@ -198,30 +192,41 @@ where
             series.push((format!("{name} {qname}"), color, width, points));
         }
     }
-    let values = || series.iter().flat_map(|s| &s.3).map(|p| p.1);
-    let (lo, hi) = values().fold((f64::INFINITY, 0.0_f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
-    // Whole decades, at least two: plotters then labels only powers of ten
-    // (with one decade it adds 0.2…0.9 ticks and labels the top twice). A log
-    // axis needs a positive, non-empty range; with no values draw 1 µs … 1 s.
-    let (lo, hi) = if lo.is_finite() {
-        // The 0.1% slack keeps the end decades inside the range despite float
-        // rounding (0.1 × 10 × 10 > 10), so they get their labels.
-        let lo = 10_f64.powf(lo.log10().floor());
-        (lo * 0.999, 10_f64.powf(hi.log10().ceil()).max(lo * 100.0) * 1.001)
-    } else {
-        (0.001, 1000.0)
-    };
+    latency_chart(
+        area,
+        report,
+        "Latency per stage (ms, log scale)",
+        "stage (share of traffic reaching the origin)",
+        series,
+    )
+}
 
+/// A line of a chart: (label, colour, width, (stage, value) points).
+pub(super) type Series = (String, RGBColor, u32, Vec<(f64, f64)>);
+
+/// A latency chart over the stages, in ms on a log axis, with a legend in
+/// the upper left: the main plot's and the CDN plot's latency panels.
+pub(super) fn latency_chart<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    report: &RunReport,
+    caption: &str,
+    x_desc: &str,
+    series: Vec<Series>,
+) -> PlotResult<()>
+where
+    DB::ErrorType: 'static,
+{
+    let (lo, hi) = log_range(series.iter().flat_map(|s| &s.3).map(|p| p.1));
     let mut chart = ChartBuilder::on(area)
-        .caption("Latency per stage (ms, log scale)", ("sans-serif", 18))
+        .caption(caption, ("sans-serif", 18))
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(70)
-        .build_cartesian_2d(StageAxis { stages: stages.len() }, (lo..hi).log_scale())?;
+        .build_cartesian_2d(StageAxis { stages: report.stages.len() }, (lo..hi).log_scale())?;
     let labels = stage_labels(report);
     chart
         .configure_mesh()
-        .x_desc("stage (share of traffic reaching the origin)")
+        .x_desc(x_desc)
         .y_desc("ms")
         .x_label_formatter(&labels)
         .y_label_formatter(&|v| tick(*v))
@@ -229,17 +234,47 @@ where
     for (label, color, width, points) in series {
         line(&mut chart, points, color, width, &label)?;
     }
+    legend(&mut chart, SeriesLabelPosition::UpperLeft)
+}
+
+/// Draws a chart's legend at `position`.
+pub(super) fn legend<'a, DB, X, Y>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<X, Y>>,
+    position: SeriesLabelPosition,
+) -> PlotResult<()>
+where
+    DB: DrawingBackend + 'a,
+    DB::ErrorType: 'static,
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(position)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()?;
     Ok(())
 }
 
+/// The range of a log axis over positive `values`, in whole decades, at
+/// least two: plotters then labels only powers of ten (with one decade it
+/// adds 0.2…0.9 ticks and labels the top twice). A log axis needs a positive,
+/// non-empty range; with no values it is 1 µs … 1 s.
+pub(super) fn log_range(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (lo, hi) = values.fold((f64::INFINITY, 0.0_f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    if lo.is_finite() {
+        // The 0.1% slack keeps the end decades inside the range despite float
+        // rounding (0.1 × 10 × 10 > 10), so they get their labels.
+        let lo = 10_f64.powf(lo.log10().floor());
+        (lo * 0.999, 10_f64.powf(hi.log10().ceil()).max(lo * 100.0) * 1.001)
+    } else {
+        (0.001, 1000.0)
+    }
+}
+
 /// A log-axis tick in ms without float noise (`0.30000000000000004` → `0.3`).
-fn tick(v: f64) -> String {
+pub(super) fn tick(v: f64) -> String {
     let s = format!("{v:.3}");
     s.trim_end_matches('0').trim_end_matches('.').to_owned()
 }

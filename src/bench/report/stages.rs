@@ -1,11 +1,12 @@
 //! Per-stage figures of a run: answers per outcome and latencies in ms, the
-//! input both the summary and the capacity model read.
+//! input both the summary and the capacity model read; behind a CDN, its hit
+//! ratio, what it fetched from the origin and the stage's purge.
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::US_PER_MS;
-use crate::bench::results::{Outcome, StageResult};
+use crate::bench::results::{CdnStage, Outcome, PurgeResult, StageResult};
 
 /// Latency of one histogram, ms.
 #[derive(Clone, Debug, Serialize)]
@@ -94,6 +95,56 @@ pub(super) struct StageSummary {
     pub(super) latency_ms_by_outcome: OutcomeLatency,
     /// From the actual send (see `StageResult::service_us`).
     pub(super) service_ms: Option<LatencyMs>,
+    /// Behind a CDN (`--cdn-purge`); left out otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) cdn: Option<CdnSummary>,
+}
+
+/// One stage behind a CDN.
+#[derive(Clone, Debug, Serialize)]
+pub(super) struct CdnSummary {
+    /// CDN hits over every answer (`X-Cache: HIT` / all); `None` without answers.
+    pub(super) hit_ratio: Option<f64>,
+    /// The same in the stage's first second (right after the purge).
+    pub(super) first_second_hit_ratio: Option<f64>,
+    /// The same per second of the stage (by receive time; the last one
+    /// holds the answers that arrived after the stage's end).
+    pub(super) hit_ratio_by_second: Vec<Option<f64>>,
+    /// Answers the CDN served from its cache.
+    pub(super) cdn_hits: u64,
+    /// Answers it fetched from the origin (`X-Cache: MISS`).
+    pub(super) origin_requests: u64,
+    /// Those per second of the stage.
+    pub(super) origin_rate: f64,
+    /// The origin requests by the origin's outcome (`hit`: its L1, `hit_l2`:
+    /// Redis, `miss`: signed for it; `try_later` and `error` as judged).
+    pub(super) origin: OutcomeCounts,
+    /// Answers without an `X-Cache` header (no answer at all).
+    pub(super) no_answer: u64,
+    pub(super) cdn_hit_latency_ms: Option<LatencyMs>,
+    pub(super) origin_latency_ms: Option<LatencyMs>,
+    pub(super) purge: PurgeResult,
+}
+
+impl CdnSummary {
+    pub(super) fn new(c: &CdnStage, duration_s: f64) -> CdnSummary {
+        let a = &c.answers;
+        let origin_requests = a.origin_requests();
+        let by_second = a.hit_ratio_by_second();
+        CdnSummary {
+            hit_ratio: a.hit_ratio(),
+            first_second_hit_ratio: by_second.first().copied().flatten(),
+            hit_ratio_by_second: by_second,
+            cdn_hits: a.hits(),
+            origin_requests,
+            origin_rate: if duration_s > 0.0 { origin_requests as f64 / duration_s } else { 0.0 },
+            origin: OutcomeCounts::of(|o| a.origin.count(o)),
+            no_answer: a.unmarked,
+            cdn_hit_latency_ms: LatencyMs::of(&a.hit_us),
+            origin_latency_ms: LatencyMs::of(&a.origin.merged()),
+            purge: c.purge.clone(),
+        }
+    }
 }
 
 impl StageSummary {
@@ -123,6 +174,7 @@ impl StageSummary {
                 try_later: l(Outcome::TryLater),
                 error: l(Outcome::Error),
             },
+            cdn: s.cdn.as_ref().map(|c| CdnSummary::new(c, s.duration_s)),
         }
     }
 }

@@ -163,6 +163,10 @@ fn fail_reasons(report: &RunReport) -> Vec<String> {
         if errors > 0 {
             fail_reasons.push(format!("stage {}: {errors} error answers", s.name));
         }
+        if let Some(p) = s.cdn.as_ref().map(|c| &c.purge).filter(|p| p.failed > 0) {
+            fail_reasons
+                .push(format!("stage {}: {} of {} purge requests failed", s.name, p.failed, p.requests));
+        }
     }
     if report.warm_wrong > 0 {
         fail_reasons.push(format!("warm-up: {} wrong answers", report.warm_wrong));
