@@ -154,6 +154,15 @@ impl Config {
             if m.threads == 0 || m.batch == 0 || m.queue_depth == 0 || m.timeout_ms == 0 {
                 return Err(err("mysql", "threads, batch, queue_depth and timeout_ms must be above 0"));
             }
+            if m.batch_wait_us > m.timeout_ms.saturating_mul(1000) / 4 {
+                return Err(err(
+                    "mysql.batch_wait_us",
+                    format!(
+                        "{} µs is more than a quarter of timeout_ms ({} ms)",
+                        m.batch_wait_us, m.timeout_ms
+                    ),
+                ));
+            }
             check_mysql_url(&m.url).map_err(|e| err("mysql.url", e))?;
             if let Some(r) = &m.replica_url {
                 check_mysql_url(r).map_err(|e| err("mysql.replica_url", e))?;

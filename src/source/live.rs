@@ -21,6 +21,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::future::join_all as future_join;
 use futures_lite::future;
 
 use super::{Answer, Query, Source};
@@ -125,18 +126,30 @@ impl Live {
         // there is nothing older to fence off.
         let fenced = self.status.has_revisions();
         for _ in 0..2 {
-            let mut answers = Vec::with_capacity(q.ids.len());
-            let mut revisions = Vec::with_capacity(q.ids.len());
-            for (i, id) in q.ids.iter().enumerate() {
-                let need = if fenced {
+            let needs: Vec<u64> = q
+                .ids
+                .iter()
+                .enumerate()
+                .map(|(i, id)| {
+                    if !fenced {
+                        return 0;
+                    }
                     let above = if q.ids.len() == 1 { at_least } else { 0 };
                     self.fence.floor(id).max(above).max(prev.map_or(0, |p| p.revision_of(i)))
-                } else {
-                    0
-                };
-                let asked = Instant::now();
-                let rec = self.status.lookup(id.issuer, id.serial, Need { at_least: need, primary }).await;
-                self.stages.record(Stage::Db, asked.elapsed());
+                })
+                .collect();
+            // All of a request's lookups at once: they travel, and are
+            // answered, in one batch.
+            let asked = Instant::now();
+            let recs = future_join(q.ids.iter().zip(&needs).map(|(id, &need)| {
+                self.status.lookup(id.issuer, id.serial, Need { at_least: need, primary })
+            }))
+            .await;
+            let took = asked.elapsed();
+            let mut answers = Vec::with_capacity(q.ids.len());
+            let mut revisions = Vec::with_capacity(q.ids.len());
+            for ((id, rec), need) in q.ids.iter().zip(recs).zip(needs) {
+                self.stages.record(Stage::Db, took);
                 let rec = rec?.ok_or(OcspError::UnknownSerial)?;
                 if rec.revision < need {
                     return Err(StatusError::Behind { found: rec.revision, need }.into());

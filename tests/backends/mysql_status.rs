@@ -534,3 +534,71 @@ fn mass_revocation_of_100000_rows() {
         conn.query_first("SELECT COUNT(*) FROM ocsp_certificates WHERE status = 1").unwrap().unwrap();
     assert_eq!(revoked, N as u64);
 }
+
+/// A storm of misses shares its queries: every shard hands a turn's lookups
+/// over at once, and while misses arrive fast a lookup thread waits up to
+/// `batch_wait_us` for more before it queries. 16 clients asking for new
+/// serials back to back make at least 8 lookups per SELECT; lookups sent one
+/// by one to four threads made 1–2 (`benches/RESULTS.md`).
+#[test]
+fn a_storm_of_misses_shares_its_queries() {
+    let _turn = schedule::alone();
+    let admin = free_port();
+    let top = ConfigBuilder::new()
+        .admin(format!("127.0.0.1:{admin}"))
+        .set("mysql", "threads", 4)
+        .set("mysql", "batch", 64)
+        .set("mysql", "batch_wait_us", 20_000);
+    let Some((dir, cfg, _, config)) = setup("storm", top) else { return };
+    let (index, serials) = index_with(1600);
+    let index_file = dir.path().join("storm-index.txt");
+    std::fs::write(&index_file, index).unwrap();
+    common::migrate_and_import(&cfg, &index_file);
+    let s = Server::start_in(dir, &config);
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+    let clients = 16;
+    let good = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for chunk in serials.chunks(serials.len() / clients) {
+            let (s, good) = (&s, &good);
+            scope.spawn(move || {
+                let mut c = s.connect();
+                c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let mut r = BufReader::new(c.try_clone().unwrap());
+                for serial in chunk {
+                    let der =
+                        request_der(&[cert_id_der(ocsp_origin::ocsp::HashAlg::Sha1, true, serial)], &[]);
+                    let req = get(&format!("/{}", b64(&der)));
+                    // A tryLater (the signers shedding on a busy machine) is
+                    // asked again, as a client would.
+                    let mut status = String::new();
+                    for _ in 0..10 {
+                        c.write_all(&req).unwrap();
+                        status = ocsp_status(&read_response(&mut r, false).expect("an answer").body);
+                        if status != "error TryLater" {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    assert_eq!(status, "good", "{serial}");
+                    good.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    assert_eq!(good.into_inner(), serials.len());
+    let text = load::metrics(admin);
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+    };
+    let (lookups, queries) =
+        (value("ocsp_origin_status_lookups_total"), value("ocsp_origin_status_queries_total"));
+    assert!(lookups >= serials.len() as f64, "{lookups} lookups for {} misses", serials.len());
+    assert!(
+        lookups / queries >= 8.0,
+        "{lookups} lookups in {queries} queries: {:.1} a query",
+        lookups / queries
+    );
+}

@@ -3,13 +3,14 @@
 //! reads rows older than a known change again from the primary.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mysql::prelude::Queryable;
 use mysql::{Conn, Opts};
 
+use super::gather::Intake;
 use super::health::Health;
 use super::replica::Replica;
 use super::{Lookup, Sides};
@@ -27,50 +28,57 @@ pub(super) struct Conns {
 }
 
 pub(super) fn lookup_thread(
-    rx: flume::Receiver<Lookup>,
+    rx: Intake,
     sides: Sides,
     names: Arc<HashMap<IssuerId, String>>,
     batch: usize,
+    window: Duration,
     health: Arc<Health>,
     replica: Arc<Replica>,
 ) {
     let mut conns = Conns::default();
-    let mut jobs: Vec<Lookup> = Vec::with_capacity(batch);
-    while let Ok(first) = rx.recv() {
-        jobs.push(first);
-        while jobs.len() < batch {
-            match rx.try_recv() {
-                Ok(j) => jobs.push(j),
-                Err(_) => break,
-            }
-        }
+    while let Some(mut jobs) = rx.take(batch, window) {
         jobs.retain(|j| !j.reply.is_canceled());
-        if jobs.is_empty() {
-            continue;
+        while !jobs.is_empty() {
+            let rest = jobs.split_off(jobs.len().min(batch));
+            serve_jobs(&mut conns, &sides, &names, jobs, &health, &replica);
+            jobs = rest;
         }
-        if health.is_down() {
-            // Lookups queued before the trip: answer them at once too.
+    }
+}
+
+/// Answers up to `batch` lookups with one query per issuer and side.
+fn serve_jobs(
+    conns: &mut Conns,
+    sides: &Sides,
+    names: &HashMap<IssuerId, String>,
+    mut jobs: Vec<Lookup>,
+    health: &Health,
+    replica: &Replica,
+) {
+    if health.is_down() {
+        // Lookups queued before the trip: answer them at once too.
+        for j in jobs.drain(..) {
+            let _ = j.reply.send(Err(StatusError::Unavailable("status database unreachable".into())));
+        }
+        return;
+    }
+    replica.lookups.fetch_add(jobs.len() as u64, Ordering::Relaxed);
+    let started = Instant::now();
+    let result = serve_batch(conns, sides, names, &jobs, replica);
+    if started.elapsed() > Duration::from_secs(1) {
+        log::warn!("status lookup of {} serials took {:?}", jobs.len(), started.elapsed());
+    }
+    match result {
+        Ok(answers) => {
+            for (j, a) in jobs.drain(..).zip(answers) {
+                let _ = j.reply.send(a);
+            }
+        }
+        Err(e) => {
+            health.trip(&e);
             for j in jobs.drain(..) {
-                let _ = j.reply.send(Err(StatusError::Unavailable("status database unreachable".into())));
-            }
-            continue;
-        }
-        let started = Instant::now();
-        let result = serve_batch(&mut conns, &sides, &names, &jobs, &replica);
-        if started.elapsed() > Duration::from_secs(1) {
-            log::warn!("status lookup of {} serials took {:?}", jobs.len(), started.elapsed());
-        }
-        match result {
-            Ok(answers) => {
-                for (j, a) in jobs.drain(..).zip(answers) {
-                    let _ = j.reply.send(a);
-                }
-            }
-            Err(e) => {
-                health.trip(&e);
-                for j in jobs.drain(..) {
-                    let _ = j.reply.send(Err(StatusError::Unavailable(e.clone())));
-                }
+                let _ = j.reply.send(Err(StatusError::Unavailable(e.clone())));
             }
         }
     }
@@ -111,7 +119,7 @@ pub(super) fn serve_batch(
     match (&sides.replica, via_replica) {
         (Some(opts), true) if !replica_jobs.is_empty() => {
             let keys: Vec<(IssuerId, Serial)> = replica_jobs.iter().map(|j| key(j)).collect();
-            match answer_batch(&mut conns.replica, opts, names, &keys) {
+            match answer_batch(&mut conns.replica, opts, names, &keys, &replica.queries) {
                 Ok(f) => {
                     found = f;
                     let stale = |j: &Lookup| match found.get(&key(j)) {
@@ -139,7 +147,7 @@ pub(super) fn serve_batch(
         for k in &to_primary {
             found.remove(k);
         }
-        found.extend(answer_batch(&mut conns.primary, &sides.primary, names, &to_primary)?);
+        found.extend(answer_batch(&mut conns.primary, &sides.primary, names, &to_primary, &replica.queries)?);
     }
     Ok(jobs
         .iter()
@@ -167,10 +175,11 @@ pub(super) fn answer_batch(
     opts: &Opts,
     names: &HashMap<IssuerId, String>,
     keys: &[(IssuerId, Serial)],
+    queries: &AtomicU64,
 ) -> Result<Found, String> {
     let reused = conn.is_some();
     let mut attempt = || {
-        let result = query_batch(conn, opts, names, keys);
+        let result = query_batch(conn, opts, names, keys, queries);
         if result.is_err() {
             *conn = None;
         }
@@ -205,11 +214,24 @@ pub(super) fn is_stale_connection(e: &mysql::Error) -> bool {
 
 pub(super) type Row = (Vec<u8>, u8, Option<u64>, Option<u8>, u64, u64);
 
+/// Pads a list of serials to the next power of two by repeating its last
+/// one, so a thread's queries take one of a few shapes (`IN` lists of 1, 2,
+/// 4, … marks) and each is prepared once and kept in the connection's
+/// statement cache (32 by default): lists of every length from 1 to `batch`
+/// would each be a statement of their own, prepared, evicted and closed
+/// again and again. A serial named twice matches its row once.
+pub(super) fn pad(serials: &mut Vec<Serial>) {
+    if let Some(&last) = serials.last() {
+        serials.resize(serials.len().next_power_of_two(), last);
+    }
+}
+
 pub(super) fn query_batch(
     conn: &mut Option<Conn>,
     opts: &Opts,
     names: &HashMap<IssuerId, String>,
     keys: &[(IssuerId, Serial)],
+    queries: &AtomicU64,
 ) -> Result<Found, mysql::Error> {
     let mut by_issuer: HashMap<IssuerId, Vec<Serial>> = HashMap::new();
     for (issuer, serial) in keys {
@@ -220,8 +242,9 @@ pub(super) fn query_batch(
         None => conn.insert(Conn::new(opts.clone())?),
     };
     let mut found = HashMap::new();
-    for (issuer, serials) in by_issuer {
+    for (issuer, mut serials) in by_issuer {
         let Some(name) = names.get(&issuer) else { continue };
+        pad(&mut serials);
         let marks = vec!["?"; serials.len()].join(",");
         let sql = format!(
             "SELECT serial, status, revoked_at, reason, not_after, revision FROM ocsp_certificates \
@@ -230,6 +253,7 @@ pub(super) fn query_batch(
         let mut params: Vec<mysql::Value> = Vec::with_capacity(serials.len() + 1);
         params.push(name.as_str().into());
         params.extend(serials.iter().map(|s| mysql::Value::from(s.as_bytes())));
+        queries.fetch_add(1, Ordering::Relaxed);
         let rows: Vec<Row> = conn.exec(sql, params)?;
         for (serial, status, revoked_at, reason, not_after, revision) in rows {
             let Ok(serial) = Serial::from_der_content(&serial) else { continue };
@@ -255,4 +279,33 @@ pub(super) fn query_batch(
         }
     }
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every list length from 1 to 64 becomes one of seven query shapes,
+    /// each holding every serial asked for.
+    #[test]
+    fn lists_are_padded_to_a_few_shapes() {
+        let mut shapes = std::collections::BTreeSet::new();
+        for n in 1..=64u8 {
+            let asked: Vec<Serial> = (1..=n).map(|i| Serial::from_magnitude(&[i]).unwrap()).collect();
+            let mut padded = asked.clone();
+            pad(&mut padded);
+            assert!(
+                padded.len().is_power_of_two()
+                    && padded.len() >= asked.len()
+                    && padded.len() < 2 * asked.len().max(1) + 1
+            );
+            assert_eq!(&padded[..asked.len()], &asked[..]);
+            assert!(padded[asked.len()..].iter().all(|s| s == asked.last().unwrap()));
+            shapes.insert(padded.len());
+        }
+        assert_eq!(shapes.into_iter().collect::<Vec<_>>(), [1, 2, 4, 8, 16, 32, 64]);
+        let mut none: Vec<Serial> = Vec::new();
+        pad(&mut none);
+        assert!(none.is_empty());
+    }
 }

@@ -3,10 +3,12 @@
 //! The `mysql` crate blocks, so it never runs on a shard: lookups go through a
 //! bounded queue to a small pool of OS threads, each holding its own
 //! connection (opened on first use, dropped after any error so a half-read
-//! answer is never mistaken for the next one). A thread takes every lookup
-//! waiting (up to `batch`) and answers them with one `SELECT … WHERE issuer = ?
-//! AND serial IN (…)` per issuer, so a storm of misses costs a few round trips
-//! instead of one per request. Every socket read, write and connect has a
+//! answer is never mistaken for the next one). A shard hands over the lookups
+//! of one turn as one message ([`gather`]); one thread at a time collects the
+//! lookups waiting (under a miss storm, for up to `batch_wait_us` more) and
+//! answers them `batch` at a time with one `SELECT … WHERE issuer = ? AND
+//! serial IN (…)` per issuer, so a storm of misses costs a few queries instead
+//! of one per request. Every socket read, write and connect has a
 //! timeout; the shard also bounds its own wait. A full queue, a timeout or a
 //! database error is a `StatusError`, which the responder turns into
 //! `tryLater` — never a guess.
@@ -42,10 +44,12 @@ use futures::channel::oneshot;
 use mysql::prelude::Queryable;
 use mysql::{Conn, Opts, OptsBuilder, PoolConstraints, PoolOpts};
 
+mod gather;
 mod health;
 mod lookup;
 mod replica;
 
+use gather::Queue;
 pub use health::PROBE_INTERVAL;
 use health::{probe, prober, refused_by_config, Health, SCHEMA_PROBE};
 use lookup::lookup_thread;
@@ -90,7 +94,7 @@ struct Sides {
 
 /// The MariaDB/MySQL status source.
 pub struct MysqlStatus {
-    tx: flume::Sender<Lookup>,
+    queue: Queue,
     timeout: Duration,
     health: Arc<Health>,
     replica: Arc<Replica>,
@@ -128,15 +132,16 @@ impl MysqlStatus {
         let (wake, woken) = flume::bounded(1);
         let health = Arc::new(Health { down: AtomicBool::new(false), since: Mutex::new(None), wake });
         let replica = Arc::new(Replica::default());
-        let (tx, rx) = flume::bounded::<Lookup>(cfg.queue_depth.max(1));
+        let (queue, intake) = Queue::new(cfg.queue_depth);
         let names = Arc::new(names);
         for i in 0..cfg.threads.max(1) {
             let (rx, sides, names, health, replica) =
-                (rx.clone(), sides.clone(), names.clone(), health.clone(), replica.clone());
+                (intake.clone(), sides.clone(), names.clone(), health.clone(), replica.clone());
             let batch = cfg.batch.max(1);
+            let window = Duration::from_micros(cfg.batch_wait_us);
             std::thread::Builder::new()
                 .name(format!("mysql-{i}"))
-                .spawn(move || lookup_thread(rx, sides, names, batch, health, replica))
+                .spawn(move || lookup_thread(rx, sides, names, batch, window, health, replica))
                 .map_err(|e| e.to_string())?;
         }
         // The prober tries each side lookups may use: a batch that failed
@@ -172,7 +177,7 @@ impl MysqlStatus {
             }
         }
         Ok(MysqlStatus {
-            tx,
+            queue,
             timeout: Duration::from_millis(cfg.timeout_ms),
             health,
             replica,
@@ -203,6 +208,17 @@ impl StatusSource for MysqlStatus {
                 help: "Lookups read again from the primary because the replica's row was older \
                        than a change this node knows of.",
                 value: count(&r.fenced_rereads),
+            },
+            StatusGauge {
+                name: "lookups_total",
+                help: "Status lookups the lookup threads answered from the database.",
+                value: count(&r.lookups),
+            },
+            StatusGauge {
+                name: "queries_total",
+                help: "SELECTs the lookup threads made for them (lookups_total / queries_total: \
+                       certificates per query).",
+                value: count(&r.queries),
             },
             StatusGauge {
                 name: "behind_total",
@@ -238,18 +254,15 @@ impl StatusSource for MysqlStatus {
             ))));
         }
         let (reply, rx) = oneshot::channel();
-        let sent = self.tx.try_send(Lookup { issuer, serial, need, reply });
+        // The first lookup of this turn hands the turn's batch over once
+        // every other ready task has run (and made its lookups); dropped
+        // unpolled, the guard hands it over too.
+        let hand_off = self.queue.push(Lookup { issuer, serial, need, reply });
         let timeout = self.timeout;
         Box::pin(async move {
-            if let Err(e) = sent {
-                return Err(match e {
-                    flume::TrySendError::Full(_) => {
-                        StatusError::Unavailable("status lookup queue full".into())
-                    }
-                    flume::TrySendError::Disconnected(_) => {
-                        StatusError::Unavailable("status threads gone".into())
-                    }
-                });
+            if let Some(hand_off) = hand_off {
+                futures_lite::future::yield_now().await;
+                drop(hand_off);
             }
             let answer = futures_lite::future::or(async { Some(rx.await) }, async {
                 glommio::timer::sleep(timeout).await;

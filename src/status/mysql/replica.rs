@@ -25,6 +25,11 @@ pub(super) struct Replica {
     pub(super) routed_to_primary: AtomicU64,
     /// Lookups that failed because even the primary's row was too old.
     pub(super) behind: AtomicU64,
+    /// Lookups the threads answered from the database.
+    pub(super) lookups: AtomicU64,
+    /// `SELECT`s they made for them (`lookups / queries`: how well misses
+    /// are batched).
+    pub(super) queries: AtomicU64,
 }
 
 /// Measures how far the replica is behind, every [`LAG_INTERVAL`], from the
