@@ -21,7 +21,7 @@ pub struct MysqlConfig {
     /// Lookup threads (one connection each). Default 4.
     #[serde(default = "d_threads")]
     pub threads: usize,
-    /// Most lookups answered by one query. Default 64.
+    /// Most lookups answered by one query. Default 64, at most 4096.
     #[serde(default = "d_batch")]
     pub batch: usize,
     /// While misses arrive fast enough to fill a query by a few more within

@@ -8,6 +8,11 @@ use std::path::Path;
 use super::secret::{is_loopback, redact, AdminToken};
 use super::{available_cores, err, Config, ConfigError, FileConfig};
 
+/// Most serials `[mysql] batch` may put in one `SELECT … IN (…)`: a query's
+/// placeholders are bounded (65,535 in MySQL's protocol), and past a few
+/// thousand a query stops getting cheaper per serial.
+const MAX_MYSQL_BATCH: usize = 4096;
+
 impl Config {
     /// Validates a deserialised file.
     pub fn validate(mut f: FileConfig, base: &Path) -> Result<Config, ConfigError> {
@@ -153,6 +158,12 @@ impl Config {
         if let Some(m) = &f.mysql {
             if m.threads == 0 || m.batch == 0 || m.queue_depth == 0 || m.timeout_ms == 0 {
                 return Err(err("mysql", "threads, batch, queue_depth and timeout_ms must be above 0"));
+            }
+            if m.batch > MAX_MYSQL_BATCH {
+                return Err(err(
+                    "mysql.batch",
+                    format!("{} is more than {MAX_MYSQL_BATCH} serials in one query", m.batch),
+                ));
             }
             if m.batch_wait_us > m.timeout_ms.saturating_mul(1000) / 4 {
                 return Err(err(

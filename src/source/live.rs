@@ -140,16 +140,18 @@ impl Live {
                 .collect();
             // All of a request's lookups at once: they travel, and are
             // answered, in one batch.
-            let asked = Instant::now();
-            let recs = future_join(q.ids.iter().zip(&needs).map(|(id, &need)| {
-                self.status.lookup(id.issuer, id.serial, Need { at_least: need, primary })
+            let recs = future_join(q.ids.iter().zip(&needs).map(|(id, &need)| async move {
+                let asked = Instant::now();
+                let rec = self.status.lookup(id.issuer, id.serial, Need { at_least: need, primary }).await;
+                (rec, asked.elapsed())
             }))
             .await;
-            let took = asked.elapsed();
+            for (_, took) in &recs {
+                self.stages.record(Stage::Db, *took);
+            }
             let mut answers = Vec::with_capacity(q.ids.len());
             let mut revisions = Vec::with_capacity(q.ids.len());
-            for ((id, rec), need) in q.ids.iter().zip(recs).zip(needs) {
-                self.stages.record(Stage::Db, took);
+            for ((id, (rec, _)), need) in q.ids.iter().zip(recs).zip(needs) {
                 let rec = rec?.ok_or(OcspError::UnknownSerial)?;
                 if rec.revision < need {
                     return Err(StatusError::Behind { found: rec.revision, need }.into());

@@ -13,14 +13,17 @@
 //! one wake-up, and a lookup thread that finds several such messages answers
 //! them together, `batch` certificates per query.
 //!
-//! The cost is one pass of the run queue before a lookup is sent — what is
-//! ready runs for microseconds, nothing waits for I/O — and nothing is held
-//! back for more lookups to come.
+//! The shard's cost is one pass of the run queue before a lookup is sent —
+//! what is ready runs for microseconds, nothing waits for I/O — and the
+//! shard holds nothing back for lookups to come (under load the collecting
+//! lookup thread may: [`Intake::take`]). A turn's batch travels in messages
+//! of at most `batch`, so a huge turn is still spread over the threads.
 //!
 //! `queue_depth` bounds the lookups handed over and not yet taken by a
 //! thread: past it, a lookup is answered "queue full" (`tryLater`) at once.
 
 use std::cell::RefCell;
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -44,6 +47,8 @@ pub(super) struct Queue {
     /// Lookups handed off and not yet taken by a lookup thread.
     queued: Arc<AtomicUsize>,
     depth: usize,
+    /// Most lookups in one message (`batch`).
+    chunk: usize,
     id: u64,
 }
 
@@ -68,6 +73,9 @@ struct Rate {
 /// save no query.
 const MIN_FILL: f64 = 4.0;
 
+/// No take for this many windows: the rate starts afresh.
+const QUIET_WINDOWS: f64 = 8.0;
+
 impl Intake {
     /// A batch of at least one lookup, with what else arrives before the
     /// batch holds `batch` lookups or, while lookups arrive fast enough to
@@ -78,9 +86,10 @@ impl Intake {
     /// storm finds one or two lookups waiting (the query's round trip is
     /// shorter than the time between misses), and MariaDB's per-statement
     /// cost dominates its CPU per miss. Waiting up to `window` for more
-    /// under load turns 11,000 misses/s into queries of ~20 certificates
-    /// (window 2 ms), at the cost of at most `window` added to a miss that
-    /// is already queued behind a storm; at a low rate nothing waits.
+    /// under load turned 11,000–13,000 misses/s on 2 vCPUs into queries of
+    /// 37–41 certificates (window 2 ms; `benches/RESULTS.md`), at the cost
+    /// of at most `window` added to a miss that is already queued behind a
+    /// storm; at a low rate nothing waits.
     pub(super) fn take(&self, batch: usize, window: Duration) -> Option<Vec<Lookup>> {
         let mut rate = self.turn.lock().unwrap_or_else(|p| p.into_inner());
         let mut jobs = self.recv()?;
@@ -97,12 +106,19 @@ impl Intake {
                 None => break,
             }
         }
-        // The rate: lookups taken over the time since the last take began
-        // (a quarter's weight, so a storm is seen within a few batches and
-        // its end as fast).
+        // The rate: lookups taken over the time since the previous take
+        // ended, a quarter's weight per take, so a storm is seen within a
+        // few batches. After a quiet spell (no take for many windows) the
+        // old average says nothing: the new sample replaces it, so the
+        // lookups after a storm do not wait.
         let now = Instant::now();
         let secs = now.duration_since(rate.last).as_secs_f64().max(1e-6);
-        rate.per_sec = 0.75 * rate.per_sec + 0.25 * (jobs.len() as f64 / secs);
+        let sample = jobs.len() as f64 / secs;
+        rate.per_sec = if secs > QUIET_WINDOWS * window.as_secs_f64() {
+            sample
+        } else {
+            0.75 * rate.per_sec + 0.25 * sample
+        };
         rate.last = now;
         Some(jobs)
     }
@@ -118,13 +134,15 @@ impl Intake {
 }
 
 impl Queue {
-    /// A queue of at most `depth` waiting lookups, and its intake.
-    pub(super) fn new(depth: usize) -> (Queue, Intake) {
+    /// A queue of at most `depth` waiting lookups in messages of at most
+    /// `chunk`, and its intake.
+    pub(super) fn new(depth: usize, chunk: usize) -> (Queue, Intake) {
         let (tx, rx) = flume::unbounded();
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let queued = Arc::new(AtomicUsize::new(0));
         let turn = Arc::new(Mutex::new(Rate { per_sec: 0.0, last: Instant::now() }));
-        (Queue { tx, queued: queued.clone(), depth: depth.max(1), id }, Intake { rx, queued, turn })
+        let queue = Queue { tx, queued: queued.clone(), depth: depth.max(1), chunk: chunk.max(1), id };
+        (queue, Intake { rx, queued, turn })
     }
 
     /// Adds `job` to this thread's batch. `Some` for the first of a batch:
@@ -141,51 +159,62 @@ impl Queue {
                 }
                 Some((_, jobs)) => {
                     jobs.push(job);
-                    Some(HandOff(self))
+                    Some(HandOff(self, PhantomData))
                 }
                 None => {
                     p.push((self.id, vec![job]));
-                    Some(HandOff(self))
+                    Some(HandOff(self, PhantomData))
                 }
             }
         })
     }
 
-    /// Sends this thread's batch as one message; the lookups past the depth
-    /// are answered "queue full" at once.
+    /// Sends this thread's batch (in messages of at most `chunk`); the
+    /// lookups past the depth are answered "queue full" at once.
     fn hand_off(&self) {
-        let mut jobs = PENDING.with(|p| {
-            let mut p = p.borrow_mut();
-            p.iter_mut()
-                .find(|(id, _)| *id == self.id)
-                .map(|(_, jobs)| std::mem::take(jobs))
-                .unwrap_or_default()
-        });
+        // `try_with`: a guard dropped while the thread's locals are torn
+        // down has nothing to send (its lookups' receivers are gone too).
+        let jobs = PENDING
+            .try_with(|p| {
+                let mut p = p.borrow_mut();
+                p.iter().position(|(id, _)| *id == self.id).map(|i| p.swap_remove(i).1).unwrap_or_default()
+            })
+            .unwrap_or_default();
         if jobs.is_empty() {
             return;
         }
-        let room = self.depth.saturating_sub(self.queued.load(Ordering::Relaxed));
-        if jobs.len() > room {
-            for j in jobs.drain(room..) {
-                let _ = j.reply.send(Err(StatusError::Unavailable("status lookup queue full".into())));
-            }
+        // Reserve the room first, so shards handing off at once cannot
+        // together pass the depth.
+        let want = jobs.len();
+        let reserved = self
+            .queued
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
+                Some(q + want.min(self.depth.saturating_sub(q)))
+            })
+            .map_or(0, |q| want.min(self.depth.saturating_sub(q)));
+        let mut jobs = jobs.into_iter();
+        let mut sending: Vec<Lookup> = jobs.by_ref().take(reserved).collect();
+        for j in jobs {
+            let _ = j.reply.send(Err(StatusError::Unavailable("status lookup queue full".into())));
         }
-        if jobs.is_empty() {
-            return;
-        }
-        let n = jobs.len();
-        self.queued.fetch_add(n, Ordering::Relaxed);
-        if let Err(flume::SendError(jobs)) = self.tx.send(jobs) {
-            self.queued.fetch_sub(n, Ordering::Relaxed);
-            for j in jobs {
-                let _ = j.reply.send(Err(StatusError::Unavailable("status threads gone".into())));
+        while !sending.is_empty() {
+            let rest = sending.split_off(sending.len().min(self.chunk));
+            let n = sending.len();
+            if let Err(flume::SendError(lost)) = self.tx.send(sending) {
+                self.queued.fetch_sub(n, Ordering::Relaxed);
+                for j in lost {
+                    let _ = j.reply.send(Err(StatusError::Unavailable("status threads gone".into())));
+                }
             }
+            sending = rest;
         }
     }
 }
 
-/// Hands this thread's batch off when dropped (see [`Queue::push`]).
-pub(super) struct HandOff<'a>(&'a Queue);
+/// Hands this thread's batch off when dropped (see [`Queue::push`]). Not
+/// `Send`: dropped on another thread it would hand off that thread's batch
+/// and leave its own behind.
+pub(super) struct HandOff<'a>(&'a Queue, PhantomData<*const ()>);
 
 impl Drop for HandOff<'_> {
     fn drop(&mut self) {
@@ -210,7 +239,7 @@ mod tests {
     /// message; the next push starts a new batch.
     #[test]
     fn a_turn_s_lookups_travel_as_one_message() {
-        let (q, rx) = Queue::new(100);
+        let (q, rx) = Queue::new(100, 64);
         let (a, _ra) = job(1);
         let guard = q.push(a).expect("the first of a batch hands it off");
         let mut rest = Vec::new();
@@ -229,11 +258,29 @@ mod tests {
         assert_eq!(rx.take(64, Duration::ZERO).unwrap().len(), 1);
     }
 
+    /// A turn of more lookups than `batch` travels in messages of at most
+    /// `batch`, so several threads can answer it.
+    #[test]
+    fn a_big_turn_is_split_into_messages_of_a_batch() {
+        let (q, rx) = Queue::new(1000, 64);
+        let (a, _ra) = job(0);
+        let guard = q.push(a).unwrap();
+        let mut replies = Vec::new();
+        for n in 1..150u32 {
+            let (j, r) = job((n % 250) as u8 + 1);
+            assert!(q.push(j).is_none());
+            replies.push(r);
+        }
+        drop(guard);
+        let sizes: Vec<usize> = std::iter::from_fn(|| rx.rx.try_recv().ok()).map(|b| b.len()).collect();
+        assert_eq!(sizes, [64, 64, 22]);
+    }
+
     /// Past `queue_depth` waiting lookups, the rest are answered "queue
     /// full" at once instead of queueing.
     #[test]
     fn lookups_past_the_depth_are_refused_at_once() {
-        let (q, rx) = Queue::new(3);
+        let (q, rx) = Queue::new(3, 64);
         let mut replies = Vec::new();
         let (a, ra) = job(1);
         let guard = q.push(a).unwrap();
@@ -266,8 +313,8 @@ mod tests {
     /// queue.
     #[test]
     fn two_sources_on_one_thread_keep_their_batches_apart() {
-        let (q1, rx1) = Queue::new(10);
-        let (q2, rx2) = Queue::new(10);
+        let (q1, rx1) = Queue::new(10, 64);
+        let (q2, rx2) = Queue::new(10, 64);
         let (a, _ra) = job(1);
         let (b, _rb) = job(2);
         let g1 = q1.push(a).unwrap();
@@ -281,7 +328,7 @@ mod tests {
     /// while they arrive slowly, the first is answered alone at once.
     #[test]
     fn a_batch_waits_for_more_only_while_lookups_arrive_fast() {
-        let (q, rx) = Queue::new(100);
+        let (q, rx) = Queue::new(100, 64);
         let send = |q: &Queue, n| {
             let (j, r) = job(n);
             drop(q.push(j).unwrap());
@@ -294,13 +341,13 @@ mod tests {
         let later = {
             let q = q.clone();
             std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(20));
+                std::thread::sleep(Duration::from_millis(300));
                 send(&q, 2)
             })
         };
         let t = Instant::now();
         assert_eq!(rx.take(2, Duration::from_secs(5)).unwrap().len(), 1);
-        assert!(t.elapsed() < Duration::from_millis(20), "no wait at a low rate: {:?}", t.elapsed());
+        assert!(t.elapsed() < Duration::from_millis(300), "no wait at a low rate: {:?}", t.elapsed());
         let _b = later.join().unwrap();
         assert_eq!(rx.take(2, Duration::ZERO).unwrap().len(), 1);
         // Fast: the batch waits for the second.
@@ -309,7 +356,7 @@ mod tests {
         let later = {
             let q = q.clone();
             std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(20));
+                std::thread::sleep(Duration::from_millis(300));
                 send(&q, 4)
             })
         };

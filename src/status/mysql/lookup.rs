@@ -38,10 +38,14 @@ pub(super) fn lookup_thread(
 ) {
     let mut conns = Conns::default();
     while let Some(mut jobs) = rx.take(batch, window) {
-        jobs.retain(|j| !j.reply.is_canceled());
         while !jobs.is_empty() {
             let rest = jobs.split_off(jobs.len().min(batch));
-            serve_jobs(&mut conns, &sides, &names, jobs, &health, &replica);
+            // Just before its query: a shard that stopped waiting meanwhile
+            // costs no database work.
+            jobs.retain(|j| !j.reply.is_canceled());
+            if !jobs.is_empty() {
+                serve_jobs(&mut conns, &sides, &names, jobs, &health, &replica);
+            }
             jobs = rest;
         }
     }
@@ -119,7 +123,7 @@ pub(super) fn serve_batch(
     match (&sides.replica, via_replica) {
         (Some(opts), true) if !replica_jobs.is_empty() => {
             let keys: Vec<(IssuerId, Serial)> = replica_jobs.iter().map(|j| key(j)).collect();
-            match answer_batch(&mut conns.replica, opts, names, &keys, &replica.queries) {
+            match answer_batch(&mut conns.replica, opts, names, &keys, sides.batch, &replica.queries) {
                 Ok(f) => {
                     found = f;
                     let stale = |j: &Lookup| match found.get(&key(j)) {
@@ -147,7 +151,14 @@ pub(super) fn serve_batch(
         for k in &to_primary {
             found.remove(k);
         }
-        found.extend(answer_batch(&mut conns.primary, &sides.primary, names, &to_primary, &replica.queries)?);
+        found.extend(answer_batch(
+            &mut conns.primary,
+            &sides.primary,
+            names,
+            &to_primary,
+            sides.batch,
+            &replica.queries,
+        )?);
     }
     Ok(jobs
         .iter()
@@ -175,11 +186,12 @@ pub(super) fn answer_batch(
     opts: &Opts,
     names: &HashMap<IssuerId, String>,
     keys: &[(IssuerId, Serial)],
+    batch: usize,
     queries: &AtomicU64,
 ) -> Result<Found, String> {
     let reused = conn.is_some();
     let mut attempt = || {
-        let result = query_batch(conn, opts, names, keys, queries);
+        let result = query_batch(conn, opts, names, keys, batch, queries);
         if result.is_err() {
             *conn = None;
         }
@@ -214,15 +226,17 @@ pub(super) fn is_stale_connection(e: &mysql::Error) -> bool {
 
 pub(super) type Row = (Vec<u8>, u8, Option<u64>, Option<u8>, u64, u64);
 
-/// Pads a list of serials to the next power of two by repeating its last
-/// one, so a thread's queries take one of a few shapes (`IN` lists of 1, 2,
-/// 4, … marks) and each is prepared once and kept in the connection's
-/// statement cache (32 by default): lists of every length from 1 to `batch`
-/// would each be a statement of their own, prepared, evicted and closed
-/// again and again. A serial named twice matches its row once.
-pub(super) fn pad(serials: &mut Vec<Serial>) {
+/// Pads a list of serials to the next power of two (at most `batch`) by
+/// repeating its last one, so a thread's queries take one of a few shapes
+/// (`IN` lists of 1, 2, 4, … marks; log2(`batch`) + 2 at most) and each is
+/// prepared once and kept in the connection's statement cache (32 by
+/// default): lists of every length from 1 to `batch` would each be a
+/// statement of their own, prepared, evicted and closed again and again. A
+/// serial named twice matches its row once.
+pub(super) fn pad(serials: &mut Vec<Serial>, batch: usize) {
     if let Some(&last) = serials.last() {
-        serials.resize(serials.len().next_power_of_two(), last);
+        let len = serials.len();
+        serials.resize(len.next_power_of_two().min(batch).max(len), last);
     }
 }
 
@@ -231,6 +245,7 @@ pub(super) fn query_batch(
     opts: &Opts,
     names: &HashMap<IssuerId, String>,
     keys: &[(IssuerId, Serial)],
+    batch: usize,
     queries: &AtomicU64,
 ) -> Result<Found, mysql::Error> {
     let mut by_issuer: HashMap<IssuerId, Vec<Serial>> = HashMap::new();
@@ -244,7 +259,7 @@ pub(super) fn query_batch(
     let mut found = HashMap::new();
     for (issuer, mut serials) in by_issuer {
         let Some(name) = names.get(&issuer) else { continue };
-        pad(&mut serials);
+        pad(&mut serials, batch);
         let marks = vec!["?"; serials.len()].join(",");
         let sql = format!(
             "SELECT serial, status, revoked_at, reason, not_after, revision FROM ocsp_certificates \
@@ -293,7 +308,7 @@ mod tests {
         for n in 1..=64u8 {
             let asked: Vec<Serial> = (1..=n).map(|i| Serial::from_magnitude(&[i]).unwrap()).collect();
             let mut padded = asked.clone();
-            pad(&mut padded);
+            pad(&mut padded, 64);
             assert!(
                 padded.len().is_power_of_two()
                     && padded.len() >= asked.len()
@@ -305,7 +320,11 @@ mod tests {
         }
         assert_eq!(shapes.into_iter().collect::<Vec<_>>(), [1, 2, 4, 8, 16, 32, 64]);
         let mut none: Vec<Serial> = Vec::new();
-        pad(&mut none);
+        pad(&mut none, 64);
         assert!(none.is_empty());
+        // A batch that is not a power of two caps the padding at itself.
+        let mut forty: Vec<Serial> = (1..=40u8).map(|i| Serial::from_magnitude(&[i]).unwrap()).collect();
+        pad(&mut forty, 50);
+        assert_eq!(forty.len(), 50);
     }
 }

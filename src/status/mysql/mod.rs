@@ -90,6 +90,8 @@ struct Sides {
     /// `None`: lookups read the primary.
     replica: Option<Opts>,
     max_lag_ms: u64,
+    /// `[mysql] batch`: the longest `IN` list.
+    batch: usize,
 }
 
 /// The MariaDB/MySQL status source.
@@ -128,11 +130,12 @@ impl MysqlStatus {
             primary: opts(cfg, &cfg.url, 1)?,
             replica: cfg.replica_url.as_deref().map(|u| opts(cfg, u, 1)).transpose()?,
             max_lag_ms: cfg.max_replica_lag_ms,
+            batch: cfg.batch.max(1),
         };
         let (wake, woken) = flume::bounded(1);
         let health = Arc::new(Health { down: AtomicBool::new(false), since: Mutex::new(None), wake });
         let replica = Arc::new(Replica::default());
-        let (queue, intake) = Queue::new(cfg.queue_depth);
+        let (queue, intake) = Queue::new(cfg.queue_depth, cfg.batch.max(1));
         let names = Arc::new(names);
         for i in 0..cfg.threads.max(1) {
             let (rx, sides, names, health, replica) =
@@ -211,7 +214,7 @@ impl StatusSource for MysqlStatus {
             },
             StatusGauge {
                 name: "lookups_total",
-                help: "Status lookups the lookup threads answered from the database.",
+                help: "Status lookups the lookup threads sent to the database (answered or failed).",
                 value: count(&r.lookups),
             },
             StatusGauge {
