@@ -94,7 +94,10 @@ impl Intake {
         let mut rate = self.turn.lock().unwrap_or_else(|p| p.into_inner());
         let mut jobs = self.recv()?;
         let started = Instant::now();
-        let linger = !window.is_zero() && rate.per_sec * window.as_secs_f64() >= MIN_FILL;
+        // After a quiet spell the average is from the storm before it: the
+        // first lookup after it is taken at once, not held for a window.
+        let quiet = started.duration_since(rate.last).as_secs_f64() > QUIET_WINDOWS * window.as_secs_f64();
+        let linger = !window.is_zero() && !quiet && rate.per_sec * window.as_secs_f64() >= MIN_FILL;
         let deadline = started + if linger { window } else { Duration::ZERO };
         while jobs.len() < batch {
             let more = if linger { self.rx.recv_deadline(deadline).ok() } else { self.rx.try_recv().ok() };
@@ -363,5 +366,23 @@ mod tests {
         let batch = rx.take(2, Duration::from_secs(5)).unwrap();
         assert_eq!(batch.iter().map(|j| j.serial.as_bytes()[0]).collect::<Vec<_>>(), [3, 4]);
         let _d = later.join().unwrap();
+    }
+
+    /// The first lookup after a quiet spell is not held for a window on the
+    /// strength of the storm before it.
+    #[test]
+    fn the_first_lookup_after_a_quiet_spell_does_not_wait() {
+        let (q, rx) = Queue::new(100, 64);
+        let window = Duration::from_millis(200);
+        {
+            let mut rate = rx.turn.lock().unwrap();
+            rate.per_sec = 1e6;
+            rate.last = Instant::now() - window * 9;
+        }
+        let (j, _r) = job(1);
+        drop(q.push(j).unwrap());
+        let t = Instant::now();
+        assert_eq!(rx.take(2, window).unwrap().len(), 1);
+        assert!(t.elapsed() < window, "held after a quiet spell: {:?}", t.elapsed());
     }
 }
