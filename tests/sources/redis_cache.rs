@@ -289,6 +289,47 @@ fn versioned_writes_never_go_backwards() {
     assert_eq!(write(&resp(6, 300)), "0");
 }
 
+/// The write-back after a GET found a key empty (`Store::put_new`, a plain
+/// `SET NX`) never replaces what another writer put there in between: a
+/// tombstone or another node's copy stays, whatever its revision, and what
+/// it writes expires. A plain `SET` here could put a response signed before
+/// a revocation over the revocation's tombstone.
+#[test]
+fn a_write_back_to_an_empty_key_never_replaces_what_appeared_meanwhile() {
+    use fred::prelude::ClientLike;
+    use ocsp_origin::source::redis::{encode_tombstone, Store, TimerRuntime};
+    let Some(url) = test_redis("OCSP_TEST_REDIS_URL", "putnew") else { return };
+    let port = url.rsplit(':').next().unwrap().to_string();
+    let key = format!("{}k", unique_prefix("putnew"));
+    let rc: ocsp_origin::source::redis::RedisConfig = toml::from_str(&format!("url = {url:?}")).unwrap();
+    ocsp_origin::uring::raise_memlock(4 << 20).unwrap();
+    let timers = TimerRuntime::start().unwrap();
+    let cli = |args: &[&str]| -> String {
+        let out = Command::new("redis-cli").args(["-p", &port]).args(args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    glommio::LocalExecutorBuilder::default().io_memory(64 << 10).make().unwrap().run(async move {
+        let _g = timers.enter();
+        let client = ocsp_origin::source::redis::client(&rc).unwrap();
+        let _task = ocsp_origin::source::redis::client::connect(&client).await;
+        client.wait_for_connect().await.unwrap();
+        let store: &dyn Store = &client;
+        assert!(store.put_new(key.clone(), b"first".to_vec(), 60).await.unwrap(), "an empty key is written");
+        let ttl: i64 = cli(&["TTL", &key]).parse().unwrap();
+        assert!((1..=60).contains(&ttl), "written with its expiry: TTL {ttl}");
+        assert!(!store.put_new(key.clone(), b"second".to_vec(), 60).await.unwrap(), "a held key is refused");
+        assert_eq!(store.get(key.clone()).await.unwrap().as_deref(), Some(&b"first"[..]));
+        // A tombstone written between a miss's GET and its write-back stays.
+        cli(&["DEL", &key]);
+        assert!(store.get(key.clone()).await.unwrap().is_none());
+        let tomb = encode_tombstone(7);
+        cli(&["SET", &key, std::str::from_utf8(&tomb).unwrap(), "EX", "60"]);
+        assert!(!store.put_new(key.clone(), b"00000000000000000006Sslow miss".to_vec(), 60).await.unwrap());
+        assert_eq!(store.get(key.clone()).await.unwrap(), Some(tomb), "the tombstone is still there");
+        let _ = client.quit().await;
+    });
+}
+
 #[test]
 fn revoke_with_redis_down_is_recorded_and_warns() {
     let Some(mysql) = test_database("redisdown") else { return };

@@ -117,6 +117,9 @@ enum Found {
     /// Nothing usable; a fetch must be at least this revision (a tombstone's,
     /// a fenced or superseded copy's).
     Nothing,
+    /// The key holds nothing at all: the answer is written back only if it
+    /// still holds nothing ([`Store::put_new`]).
+    Absent,
 }
 
 /// The Redis layer of one shard.
@@ -212,7 +215,7 @@ impl RedisL2 {
                 Some(Stored::Tombstone(t)) => return (Found::Nothing, floor.max(t)),
                 _ => Found::Nothing,
             },
-            Ok(None) => Found::Nothing,
+            Ok(None) => Found::Absent,
             Err(e) => {
                 bump(&self.stats.errors);
                 log::debug!("redis GET {key}: {e}");
@@ -223,8 +226,9 @@ impl RedisL2 {
     }
 
     /// Writes `r` under `key` in the background (versioned; errors ignored:
-    /// Redis only ever holds what can be regenerated).
-    fn write_back(self: &Rc<Self>, key: String, r: &CachedResponse, vouched_at: u64) {
+    /// Redis only ever holds what can be regenerated). With `absent` (the
+    /// read found the key empty), as a plain `SET NX`: see [`Store::put_new`].
+    fn write_back(self: &Rc<Self>, key: String, r: &CachedResponse, vouched_at: u64, absent: bool) {
         let ttl = r.validity.next_update.saturating_sub(unix_now());
         if ttl == 0 {
             return;
@@ -232,7 +236,11 @@ impl RedisL2 {
         let value = encode_response(r, vouched_at);
         let me = self.clone();
         glommio::spawn_local(async move {
-            let res = me.store.write_versioned(key, value, ttl).await;
+            let res = if absent {
+                me.store.put_new(key, value, ttl).await.map(i64::from)
+            } else {
+                me.store.write_versioned(key, value, ttl).await
+            };
             match res {
                 Ok(0) => bump(&me.stats.refused_writes),
                 Ok(_) => {}
@@ -262,6 +270,7 @@ impl Source for Rc<RedisL2> {
             };
             let id = *id;
             let (found, known) = me.read(&key, &id, at_least).await;
+            let absent = matches!(found, Found::Absent);
             let stale = match found {
                 Found::Fresh(r) => {
                     bump(&me.stats.hits);
@@ -278,16 +287,16 @@ impl Source for Rc<RedisL2> {
                     let asked = unix_now();
                     let checked = me.inner.recheck(q.clone(), r.clone()).await?;
                     let vouched = if Rc::ptr_eq(&checked, &r) { asked } else { checked.validity.produced_at };
-                    me.write_back(key, &checked, vouched);
+                    me.write_back(key, &checked, vouched, false);
                     return Ok(checked);
                 }
                 Found::Stale(r) => Some(r),
-                Found::Nothing => None,
+                Found::Nothing | Found::Absent => None,
             };
             bump(&me.stats.misses);
             match me.inner.fetch(q, known).await {
                 Ok(r) => {
-                    me.write_back(key, &r, r.validity.produced_at);
+                    me.write_back(key, &r, r.validity.produced_at, absent);
                     Ok(r)
                 }
                 // Past its refresh point but before nextUpdate: re-signing
@@ -314,7 +323,7 @@ impl Source for Rc<RedisL2> {
             let Some(key) = me.key(&q) else { return me.inner.revalidate(q, prev).await };
             let r = me.inner.revalidate(q, prev.clone()).await?;
             if !Rc::ptr_eq(&r, &prev) {
-                me.write_back(key, &r, r.validity.produced_at);
+                me.write_back(key, &r, r.validity.produced_at, false);
             }
             Ok(r)
         })
@@ -385,6 +394,57 @@ mod tests {
             assert_eq!(down.calls.get(), 6, "a GET and a write-back per request");
             assert_eq!(l2.stats.errors.get(), 6);
             assert_eq!(l2.stats.hits.get(), 0);
+        });
+    }
+
+    /// A miss on an empty key writes back with `SET NX` (no script, no
+    /// forced flush); a miss over a tombstone, whose revision must be
+    /// compared, with the versioned write.
+    #[test]
+    fn a_miss_on_an_empty_key_writes_back_without_the_script() {
+        crate::uring::raise_memlock(1 << 20).unwrap();
+        let ex = glommio::LocalExecutorBuilder::default().io_memory(crate::uring::IO_MEMORY).make().unwrap();
+        ex.run(async {
+            let now = unix_now();
+            let validity = Validity { produced_at: now, this_update: now, next_update: now + 3600 };
+            let live = Rc::new(Counting { calls: Default::default(), validity });
+            let mem = Rc::new(store::MemRedis::default());
+            let issuers = crate::ocsp::issuer::test_issuers();
+            let fence = Fence::new(Arc::new(crate::source::floors::Floors::new(1000)), &issuers);
+            let status: Arc<dyn StatusSource> = Arc::new(crate::status::index_txt::IndexStatus::new());
+            let l2 = Rc::new(RedisL2::new(
+                mem.clone(),
+                Rc::new(live.clone()),
+                issuers.clone(),
+                status,
+                fence,
+                "t:".into(),
+                Rc::new(StageTimes::default()),
+            ));
+            let query = |n: u8| {
+                let id = CertId::new(
+                    crate::ocsp::IssuerId(0),
+                    HashAlg::Sha1,
+                    Serial::from_magnitude(&[n]).unwrap(),
+                );
+                (Rc::new(Query { issuer: id.issuer, ids: vec![id], key: vec![n].into() }), id)
+            };
+            let (q, id) = query(1);
+            l2.fetch(q, 0).await.unwrap();
+            glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+            assert_eq!(*mem.log.borrow(), ["GET", "SET NX"]);
+            let key = key_for("t:", &issuers.get(id.issuer).name, &id);
+            assert!(matches!(decode(&mem.map.borrow()[&key]), Some(Stored::Response(_))));
+
+            let (q, id) = query(2);
+            let key = key_for("t:", &issuers.get(id.issuer).name, &id);
+            mem.map.borrow_mut().insert(key.clone(), encode_tombstone(0));
+            mem.log.borrow_mut().clear();
+            l2.fetch(q, 0).await.unwrap();
+            glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+            assert_eq!(*mem.log.borrow(), ["GET", "EVALSHA"], "over a tombstone: versioned");
+            assert!(matches!(decode(&mem.map.borrow()[&key]), Some(Stored::Response(_))));
+            assert_eq!(live.calls.get(), 2);
         });
     }
 
