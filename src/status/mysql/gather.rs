@@ -73,6 +73,10 @@ struct Rate {
 /// save no query.
 const MIN_FILL: f64 = 4.0;
 
+/// The shortest nap of a lingering batch (the timer slack of a sleeping
+/// thread is 50 µs by default: shorter naps would only spin).
+const MIN_NAP: Duration = Duration::from_micros(100);
+
 /// No take for this many windows: the rate starts afresh.
 const QUIET_WINDOWS: f64 = 8.0;
 
@@ -98,15 +102,31 @@ impl Intake {
         // first lookup after it is taken at once, not held for a window.
         let quiet = started.duration_since(rate.last).as_secs_f64() > QUIET_WINDOWS * window.as_secs_f64();
         let linger = !window.is_zero() && !quiet && rate.per_sec * window.as_secs_f64() >= MIN_FILL;
-        let deadline = started + if linger { window } else { Duration::ZERO };
-        while jobs.len() < batch {
-            let more = if linger { self.rx.recv_deadline(deadline).ok() } else { self.rx.try_recv().ok() };
-            match more {
-                Some(b) => {
-                    self.took(&b);
-                    jobs.extend(b);
+        let deadline = started + window;
+        // The first nap: until the batch is expected full at the recent rate.
+        let mut nap =
+            Duration::from_secs_f64(batch.saturating_sub(jobs.len()) as f64 / rate.per_sec.max(1.0));
+        loop {
+            while jobs.len() < batch {
+                match self.rx.try_recv() {
+                    Ok(b) => {
+                        self.took(&b);
+                        jobs.extend(b);
+                    }
+                    Err(_) => break,
                 }
-                None => break,
+            }
+            let now = Instant::now();
+            if !linger || jobs.len() >= batch || now >= deadline {
+                break;
+            }
+            // Napping rather than waiting on the channel: a shard handing
+            // off finds no receiver waiting, so its send costs no futex
+            // wake, and this thread wakes about once per batch instead of
+            // once per shard turn. A nap that brought nothing doubles.
+            std::thread::sleep(nap.max(MIN_NAP).min(deadline - now));
+            if self.rx.is_empty() {
+                nap = nap.max(MIN_NAP) * 2;
             }
         }
         // The rate: lookups taken over the time since the previous take
