@@ -301,7 +301,9 @@ fn a_write_back_to_an_empty_key_never_replaces_what_appeared_meanwhile() {
     let Some(url) = test_redis("OCSP_TEST_REDIS_URL", "putnew") else { return };
     let port = url.rsplit(':').next().unwrap().to_string();
     let key = format!("{}k", unique_prefix("putnew"));
-    let rc: ocsp_origin::source::redis::RedisConfig = toml::from_str(&format!("url = {url:?}")).unwrap();
+    let rc: ocsp_origin::source::redis::RedisConfig =
+        toml::from_str(&format!("url = {url:?}\ncommand_timeout_ms = 5000\nconnect_timeout_ms = 5000"))
+            .unwrap();
     ocsp_origin::uring::raise_memlock(4 << 20).unwrap();
     let timers = TimerRuntime::start().unwrap();
     let cli = |args: &[&str]| -> String {

@@ -41,7 +41,7 @@
 //! change of any certificate they name.
 //!
 //!
-//! Files: [`store`] (the two commands the read path needs, behind a trait
+//! Files: [`store`] (the commands the read path needs, behind a trait
 //! so its policy is tested against fakes too), [`codec`] (the value format), [`keys`] (the key schema and its
 //! Cluster hash tags), [`scripts`] (the versioned write and the tombstone),
 //! [`client`] (building a shard's client: timers and a resolver that never
@@ -87,7 +87,9 @@ pub struct RedisStats {
     pub misses: std::cell::Cell<u64>,
     /// Commands that failed or timed out (treated as misses).
     pub errors: std::cell::Cell<u64>,
-    /// Writes refused because Redis held a newer revision.
+    /// Writes refused because Redis held a newer revision (or, for the
+    /// write to a key the read found empty, any value: see
+    /// [`Store::put_new`]).
     pub refused_writes: std::cell::Cell<u64>,
     /// Values below the node's revision floor (a change this node has seen
     /// and Redis not yet): treated as misses.

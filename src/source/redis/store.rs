@@ -30,7 +30,12 @@ pub trait Store {
     /// between the GET and the SET (another node's copy, a tombstone) is
     /// never replaced, whatever its revision: all that can be lost is a
     /// newer copy not shared, which the next reader that is fenced off or
-    /// finds the tombstone signs and writes versioned.
+    /// finds the tombstone signs and writes versioned. So where two misses
+    /// race on an empty key across a change whose tombstone Redis lost
+    /// (evicted, or written while Redis was down), the first copy stays
+    /// until its TTL, not the newest; every node whose floor has the change
+    /// fences it off, as it does any copy Redis kept from before a change
+    /// it missed.
     fn put_new(&self, key: String, value: Vec<u8>, ttl: u64) -> Call<'_, bool>;
 }
 

@@ -74,17 +74,18 @@ struct Rate {
 const MIN_FILL: f64 = 4.0;
 
 /// The shortest nap of a lingering batch (the timer slack of a sleeping
-/// thread is 50 µs by default: shorter naps would only spin).
+/// thread is 50 µs by default: shorter naps would mostly add wake-ups).
 const MIN_NAP: Duration = Duration::from_micros(100);
 
 /// No take for this many windows: the rate starts afresh.
 const QUIET_WINDOWS: f64 = 8.0;
 
 impl Intake {
-    /// A batch of at least one lookup, with what else arrives before the
-    /// batch holds `batch` lookups or, while lookups arrive fast enough to
-    /// fill it by [`MIN_FILL`] more, `window` has passed since the first was
-    /// taken; `None` once the queue is gone.
+    /// A batch of at least one lookup, with what else is waiting, in whole
+    /// messages, until the batch holds at least `batch` lookups; while
+    /// lookups arrive fast enough to fill it by [`MIN_FILL`] more, also what
+    /// arrives until it does or `window` has passed since the first was
+    /// taken (checked after each nap); `None` once the queue is gone.
     ///
     /// Why a window: at one query per wake-up, a lookup thread under a miss
     /// storm finds one or two lookups waiting (the query's round trip is
@@ -107,17 +108,21 @@ impl Intake {
         let mut nap =
             Duration::from_secs_f64(batch.saturating_sub(jobs.len()) as f64 / rate.per_sec.max(1.0));
         loop {
+            let mut gone = false;
             while jobs.len() < batch {
                 match self.rx.try_recv() {
                     Ok(b) => {
                         self.took(&b);
                         jobs.extend(b);
                     }
-                    Err(_) => break,
+                    Err(e) => {
+                        gone = e == flume::TryRecvError::Disconnected;
+                        break;
+                    }
                 }
             }
             let now = Instant::now();
-            if !linger || jobs.len() >= batch || now >= deadline {
+            if !linger || gone || jobs.len() >= batch || now >= deadline {
                 break;
             }
             // Napping rather than waiting on the channel: a shard handing
