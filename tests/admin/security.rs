@@ -21,21 +21,19 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ocsp-origin"))
 }
 
-/// A port for a listener the server binds itself: free now on every
-/// address, and below the kernel's ephemeral range, so no outgoing
-/// connection of the parallel tests can take it before the server binds it.
+/// A port for a listener the server binds itself, free now on every
+/// address: from the process's one port cursor (`common::free_port`), so it
+/// is never a port another test of this binary was just given. (A random
+/// pick of its own here once gave `metrics_and_histograms`' admin port to a
+/// second server: "Address already in use" in CI.)
 fn free_port() -> u16 {
-    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
-    let low: u16 = range.split_whitespace().next().and_then(|p| p.parse().ok()).unwrap_or(32768);
     for _ in 0..1000 {
-        let mut r = [0u8; 2];
-        aws_lc_rs::rand::fill(&mut r).unwrap();
-        let port = 10_000 + u16::from_le_bytes(r) % low.saturating_sub(10_000).max(1);
+        let port = crate::common::free_port();
         if std::net::TcpListener::bind(("0.0.0.0", port)).is_ok() {
             return port;
         }
     }
-    panic!("no free port below {low}");
+    panic!("no port free on every address");
 }
 
 /// A random hex mark, so secrets are strings nothing else prints.
