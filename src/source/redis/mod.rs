@@ -356,6 +356,36 @@ mod tests {
         }
     }
 
+    /// The layer over `store`, with a [`Counting`] live source whose answers
+    /// are valid for an hour, the test issuers and no floors.
+    fn layer(store: Rc<dyn Store>) -> (Rc<RedisL2>, Rc<Counting>, Validity) {
+        let now = unix_now();
+        let validity = Validity { produced_at: now, this_update: now, next_update: now + 3600 };
+        let live = Rc::new(Counting { calls: Default::default(), validity });
+        let issuers = crate::ocsp::issuer::test_issuers();
+        let fence = Fence::new(Arc::new(crate::source::floors::Floors::new(1000)), &issuers);
+        let status: Arc<dyn StatusSource> = Arc::new(crate::status::index_txt::IndexStatus::new());
+        let l2 = RedisL2::new(
+            store,
+            Rc::new(live.clone()),
+            issuers,
+            status,
+            fence,
+            "t:".into(),
+            Rc::new(StageTimes::default()),
+        );
+        (Rc::new(l2), live, validity)
+    }
+
+    /// A single-CertID query for serial `n` of the first issuer, and its
+    /// Redis key.
+    fn query(l2: &RedisL2, n: u8) -> (Rc<Query>, String) {
+        let id = CertId::new(crate::ocsp::IssuerId(0), HashAlg::Sha1, Serial::from_magnitude(&[n]).unwrap());
+        let q = Rc::new(Query { issuer: id.issuer, ids: vec![id], key: vec![n].into() });
+        let key = l2.key(&q).unwrap();
+        (q, key)
+    }
+
     /// Redis down: every GET and write fails, and every answer is the live
     /// source's, as if Redis held nothing. An error that reached the client
     /// (or a retry loop) would fail this.
@@ -364,29 +394,10 @@ mod tests {
         crate::uring::raise_memlock(1 << 20).unwrap();
         let ex = glommio::LocalExecutorBuilder::default().io_memory(crate::uring::IO_MEMORY).make().unwrap();
         ex.run(async {
-            let now = unix_now();
-            let validity = Validity { produced_at: now, this_update: now, next_update: now + 3600 };
-            let live = Rc::new(Counting { calls: Default::default(), validity });
             let down = Rc::new(store::DownRedis::default());
-            let issuers = crate::ocsp::issuer::test_issuers();
-            let fence = Fence::new(Arc::new(crate::source::floors::Floors::new(1000)), &issuers);
-            let status: Arc<dyn StatusSource> = Arc::new(crate::status::index_txt::IndexStatus::new());
-            let l2 = Rc::new(RedisL2::new(
-                down.clone(),
-                Rc::new(live.clone()),
-                issuers,
-                status,
-                fence,
-                "t:".into(),
-                Rc::new(StageTimes::default()),
-            ));
+            let (l2, live, validity) = layer(down.clone());
             for n in 1..=3u8 {
-                let id = CertId::new(
-                    crate::ocsp::IssuerId(0),
-                    HashAlg::Sha1,
-                    Serial::from_magnitude(&[n]).unwrap(),
-                );
-                let q = Rc::new(Query { issuer: id.issuer, ids: vec![id], key: vec![n].into() });
+                let (q, _) = query(&l2, n);
                 let r = l2.fetch(q, 0).await.expect("answered by the live source");
                 assert_eq!(r.validity, validity);
             }
@@ -407,39 +418,15 @@ mod tests {
         crate::uring::raise_memlock(1 << 20).unwrap();
         let ex = glommio::LocalExecutorBuilder::default().io_memory(crate::uring::IO_MEMORY).make().unwrap();
         ex.run(async {
-            let now = unix_now();
-            let validity = Validity { produced_at: now, this_update: now, next_update: now + 3600 };
-            let live = Rc::new(Counting { calls: Default::default(), validity });
             let mem = Rc::new(store::MemRedis::default());
-            let issuers = crate::ocsp::issuer::test_issuers();
-            let fence = Fence::new(Arc::new(crate::source::floors::Floors::new(1000)), &issuers);
-            let status: Arc<dyn StatusSource> = Arc::new(crate::status::index_txt::IndexStatus::new());
-            let l2 = Rc::new(RedisL2::new(
-                mem.clone(),
-                Rc::new(live.clone()),
-                issuers.clone(),
-                status,
-                fence,
-                "t:".into(),
-                Rc::new(StageTimes::default()),
-            ));
-            let query = |n: u8| {
-                let id = CertId::new(
-                    crate::ocsp::IssuerId(0),
-                    HashAlg::Sha1,
-                    Serial::from_magnitude(&[n]).unwrap(),
-                );
-                (Rc::new(Query { issuer: id.issuer, ids: vec![id], key: vec![n].into() }), id)
-            };
-            let (q, id) = query(1);
+            let (l2, live, _) = layer(mem.clone());
+            let (q, key) = query(&l2, 1);
             l2.fetch(q, 0).await.unwrap();
             glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
             assert_eq!(*mem.log.borrow(), ["GET", "SET NX"]);
-            let key = key_for("t:", &issuers.get(id.issuer).name, &id);
             assert!(matches!(decode(&mem.map.borrow()[&key]), Some(Stored::Response(_))));
 
-            let (q, id) = query(2);
-            let key = key_for("t:", &issuers.get(id.issuer).name, &id);
+            let (q, key) = query(&l2, 2);
             mem.map.borrow_mut().insert(key.clone(), encode_tombstone(0));
             mem.log.borrow_mut().clear();
             l2.fetch(q, 0).await.unwrap();

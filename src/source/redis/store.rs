@@ -1,8 +1,9 @@
 //! What the Redis layer needs of Redis, and nothing more: a value by key,
-//! the versioned write and its cheap case, the write to an empty key. [`RedisL2`](super::RedisL2) holds a `dyn Store`, so
-//! its policy (errors are misses, copies are checked before use) is tested
-//! against fakes ([`DownRedis`] in the unit tests) as well as against real
-//! servers (`tests/`).
+//! the versioned write and its cheap case, the write to an empty key.
+//! [`RedisL2`](super::RedisL2) holds a `dyn Store`, so its policy (errors
+//! are misses, copies are checked before use, which write a miss uses) is
+//! tested against fakes ([`DownRedis`], [`MemRedis`] in the unit tests) as
+//! well as against real servers (`tests/`).
 
 use std::future::Future;
 use std::pin::Pin;
