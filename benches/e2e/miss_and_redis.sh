@@ -7,9 +7,13 @@
 #   A. miss_mysql_redis_p256_c<N>   every request a distinct serial that is in
 #      MariaDB but in no cache: status lookup, just-in-time P-256 signature,
 #      Redis write. Versus the raw signing rate of the same key (ca.key of
-#      tests/data/client-requests) by `sign_queue`: the sessions=2 row's
-#      "raw sig/s", two threads signing back to back = the most signatures
-#      two cores can make. Ratio = miss req/s / raw sig/s (target >= 0.8).
+#      tests/data/client-requests) by `sign_queue`: the sessions=<cores> row's
+#      "raw sig/s", <cores> threads signing back to back = the most signatures
+#      those cores can make. Ratio = miss req/s / raw sig/s.
+#      With --signer softhsm (scenario miss_mysql_redis_softhsm_p256_c<N>) the
+#      same key lives in a private SoftHSM2 token that the server signs through
+#      over PKCS#11 with signing.threads = <cores> sessions, and the limit is
+#      `sign_queue --backend softhsm` at the same number of sessions.
 #   B. hit_redis_l1off_c<N>   1000 serials already in Redis, `[cache]
 #      l1_entries = 0`, GET rotating over them: every answer is read from Redis;
 #      hit_redis_l1on_c<N>       the same with the L1 on (after a warm-up);
@@ -53,8 +57,12 @@
 # USAGE
 #   benches/e2e/miss_and_redis.sh [--duration 5s] [--connections 64] [--threads 2]
 #                                 [--cores 2] [--misses 600000] [--out DIR] [--no-pin]
+#                                 [--signer software|softhsm] [--miss-only]
 #   --misses   distinct miss serials (each wrk thread gets misses/threads of them)
 #   --no-pin   start ocsp-origin with unpinned shards (a small box shared with wrk)
+#   --signer software|softhsm   the key as a PEM file (default) or in a SoftHSM2
+#              token (needs softhsm2-util; Debian: apt-get install softhsm2)
+#   --miss-only  run A only (no Redis-hit scenarios, no redis-benchmark)
 #   OCSP_ORIGIN_BIN=/path/to/ocsp-origin  use a prebuilt binary (else: cargo build --release)
 #   SIGN_QUEUE_BIN=/path/to/sign_queue    use a prebuilt bench (else: cargo bench --no-run)
 set -euo pipefail
@@ -74,6 +82,8 @@ OUT=""
 PIN=true
 WARMUP=2s
 SIGN_SECONDS=3
+SIGNER=software
+MISS_ONLY=false
 
 usage() {
     sed -n '/^# USAGE/,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
@@ -99,6 +109,9 @@ while [[ $# -gt 0 ]]; do
         --misses=*) MISSES="${1#*=}"; shift ;;
         --out=*) OUT="${1#*=}"; shift ;;
         --no-pin) PIN=false; shift ;;
+        --signer) SIGNER="${2:?}"; shift 2 ;;
+        --signer=*) SIGNER="${1#*=}"; shift ;;
+        --miss-only) MISS_ONLY=true; shift ;;
         -h|--help) usage 0 ;;
         *) echo "unknown option: $1" >&2; usage 2 ;;
     esac
@@ -110,6 +123,7 @@ done
 (( THREADS <= CONNECTIONS )) || die "--threads ($THREADS) must not exceed --connections ($CONNECTIONS)"
 (( MISSES >= THREADS * 1000 )) || die "--misses must be at least 1000 per wrk thread"
 (( MISSES < 16 ** 8 )) || die "--misses must be below $(( 16 ** 8 ))"
+[[ "$SIGNER" == software || "$SIGNER" == softhsm ]] || die "--signer must be software or softhsm, got '$SIGNER'"
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 DATA="$REPO/tests/data/client-requests"
@@ -125,6 +139,12 @@ for t in wrk redis-benchmark redis-cli redis-server mariadb mariadb-admin openss
     command -v "$t" >/dev/null || die "$t is required (Debian: apt-get install wrk redis-server redis-tools mariadb-server mariadb-client openssl curl)"
 done
 [[ -x "$(command -v mariadbd || echo /usr/sbin/mariadbd)" ]] || die "mariadbd is required (apt-get install mariadb-server)"
+SOFTHSM_MODULE=""
+if [[ "$SIGNER" == softhsm ]]; then
+    command -v softhsm2-util >/dev/null || die "--signer softhsm needs softhsm2-util (Debian: apt-get install softhsm2)"
+    SOFTHSM_MODULE="$(ls /usr/lib/softhsm/libsofthsm2.so /usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so 2>/dev/null | head -n 1)"
+    [[ -n "$SOFTHSM_MODULE" ]] || die "libsofthsm2.so not found (apt-get install softhsm2)"
+fi
 
 # ---------------------------------------------------------------- out dir
 if [[ -z "$OUT" ]]; then
@@ -221,6 +241,20 @@ sql() { timeout 600 mariadb --no-defaults --protocol=tcp -h127.0.0.1 -P"$MYSQL_P
 rcli() { timeout 30 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
 sql -e 'CREATE DATABASE bench'
 
+# The signing key: the PEM file, or the same key imported into a private
+# SoftHSM2 token under $OUT (its PIN reaches the server through the environment).
+if [[ "$SIGNER" == softhsm ]]; then
+    mkdir -p "$OUT/softhsm/tokens"
+    printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' "$OUT/softhsm/tokens" \
+        >"$OUT/softhsm/softhsm2.conf"
+    export SOFTHSM2_CONF="$OUT/softhsm/softhsm2.conf" MISS_BENCH_PIN=1234
+    timeout 60 softhsm2-util --init-token --free --label bench --pin 1234 --so-pin 5678 >/dev/null
+    timeout 60 softhsm2-util --import "$KEY" --token bench --label ca --id 01 --pin 1234 >/dev/null
+    ISSUER_KEY="$(printf '[issuer.pkcs11]\nmodule = "%s"\ntoken_label = "bench"\nkey_label = "ca"\npin_env = "MISS_BENCH_PIN"' "$SOFTHSM_MODULE")"
+else
+    ISSUER_KEY="key = \"$KEY\""
+fi
+
 # write_config FILE PORT L1_ENTRIES
 write_config() {
     cat >"$1" <<EOF
@@ -247,7 +281,7 @@ url = "$REDIS_URL"
 [[issuer]]
 name = "test"
 cert = "$CA"
-key = "$KEY"
+$ISSUER_KEY
 EOF
 }
 write_config "$OUT/migrate.toml" "$(free_port)" 100000
@@ -518,18 +552,25 @@ run_wrk() {
 # field NAME KEY: one key=value out of RES[NAME].
 field() { sed -n "s/.* $2=\([^ ]*\).*/\1/p" <<<" ${RES[$1]}"; }
 
-S_MISS="miss_mysql_redis_p256_c$CONNECTIONS"
+if [[ "$SIGNER" == softhsm ]]; then
+    S_MISS="miss_mysql_redis_softhsm_p256_c$CONNECTIONS"
+    RAW_NAME="raw_sign_softhsm_p256_${CORES}sessions"
+else
+    S_MISS="miss_mysql_redis_p256_c$CONNECTIONS"
+    RAW_NAME="raw_sign_p256_${CORES}threads"
+fi
 S_L1OFF="hit_redis_l1off_c$CONNECTIONS"
 S_L1ON="hit_redis_l1on_c$CONNECTIONS"
 S_RB="redis_benchmark_get_c$CONNECTIONS"
 
 # ---- A. raw signing rate, then the miss run
-log "raw P-256 signing rate: $SIGNQ --key p256 --sessions 2 --seconds $SIGN_SECONDS"
-(cd "$REPO" && timeout 120 "$SIGNQ" --key p256 --sessions 2 --seconds "$SIGN_SECONDS") >"$OUT/sign_queue.txt" 2>&1 \
+SIGNQ_ARGS=(--backend "$SIGNER" --key p256 --sessions "$CORES" --seconds "$SIGN_SECONDS")
+log "raw P-256 signing rate: $SIGNQ ${SIGNQ_ARGS[*]}"
+(cd "$REPO" && timeout 120 "$SIGNQ" "${SIGNQ_ARGS[@]}") >"$OUT/sign_queue.txt" 2>&1 \
     || { cat "$OUT/sign_queue.txt" >&2; die "sign_queue failed"; }
-read -r RAW_SIG QUEUE_SIG < <(awk -F'|' '$2 ~ /^ *2 *$/ { gsub(/ /, ""); print $3, $4; exit }' "$OUT/sign_queue.txt") || true
-[[ "${RAW_SIG:-}" =~ ^[0-9]+$ ]] || { cat "$OUT/sign_queue.txt" >&2; die "no sessions=2 row in the sign_queue output"; }
-log "raw sig/s (2 threads): $RAW_SIG; through the queue: $QUEUE_SIG"
+read -r RAW_SIG QUEUE_SIG < <(awk -F'|' -v n="$CORES" '{ k = $2; gsub(/ /, "", k) } k == n { gsub(/ /, ""); print $3, $4; exit }' "$OUT/sign_queue.txt") || true
+[[ "${RAW_SIG:-}" =~ ^[0-9]+$ ]] || { cat "$OUT/sign_queue.txt" >&2; die "no sessions=$CORES row in the sign_queue output"; }
+log "raw sig/s ($SIGNER, $CORES sessions): $RAW_SIG; through the queue: $QUEUE_SIG"
 
 start_server miss 100000
 MISS_ERR_LOG="$SERVER_LOG"
@@ -544,6 +585,8 @@ if (( $(field "$S_MISS" repeats) > 0 )); then
 fi
 stop_server
 
+L1OFF_ERR_LOG=""; L1ON_ERR_LOG=""; RB_RPS=""; VAL_BYTES=""; RB_KEYS=""; RB_P95=""; RB_SECS=""; RB_ARGS=()
+if [[ "$MISS_ONLY" == false ]]; then
 # ---- B1. Redis hits, L1 off
 start_server l1off 0
 L1OFF_ERR_LOG="$SERVER_LOG"
@@ -603,6 +646,7 @@ read -r RB_RPS RB_P50 RB_P95 RB_P99 RB_MAX < <(awk -F, '{ gsub(/"/, "") } $1 == 
 [[ -n "${RB_RPS:-}" ]] || { cat "$OUT/redis-benchmark.csv" >&2; die "no GET line from redis-benchmark"; }
 RB_SECS="$(awk -v a="$RB_T0" -v b="$RB_T1" 'BEGIN { printf "%.3f", b - a }')"
 RES[$S_RB]="rps=$RB_RPS p50_us=$(awk -v m="$RB_P50" 'BEGIN { print m * 1000 }') p99_us=$(awk -v m="$RB_P99" 'BEGIN { print m * 1000 }') max_us=$(awk -v m="$RB_MAX" 'BEGIN { print m * 1000 }')"
+fi
 
 # ---------------------------------------------------------------- server logs
 # Lines at WARN or ERROR (env_logger: "[... WARN ...]") and panics, per server.
@@ -615,8 +659,11 @@ log_summary() {
     fi
 }
 ABORTED="$(grep -c 'Aborted connection' "$SERVICES_DIR/mariadb/mariadbd.log" || true)"
-LOGS_SUMMARY="$(log_summary "$MISS_ERR_LOG"); $(log_summary "$L1OFF_ERR_LOG"); $(log_summary "$L1ON_ERR_LOG")"
-for f in "$MISS_ERR_LOG" "$L1OFF_ERR_LOG" "$L1ON_ERR_LOG"; do log_summary "$f" >/dev/null; done
+SERVER_LOGS=("$MISS_ERR_LOG")
+[[ "$MISS_ONLY" == false ]] && SERVER_LOGS+=("$L1OFF_ERR_LOG" "$L1ON_ERR_LOG")
+LOGS_SUMMARY=""
+for f in "${SERVER_LOGS[@]}"; do LOGS_SUMMARY="${LOGS_SUMMARY:+$LOGS_SUMMARY; }$(log_summary "$f")"; done
+for f in "${SERVER_LOGS[@]}"; do log_summary "$f" >/dev/null; done
 
 # ---------------------------------------------------------------- report
 COMMIT="$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)"
@@ -638,46 +685,58 @@ row() {
         "$(field "$s" try_later)" "$errs" "$(field "$s" server_cpu_pct)" "$vs $(printf '%.0f' "$vsr")" "$(ratio "$(field "$s" rps)" "$vsr")"
 }
 per() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
+# usper CPU_PCT RPS: µs of CPU per answer (CPU_PCT % of one core over RPS answers/s).
+usper() { awk -v c="$1" -v r="$2" 'BEGIN { if (r > 0) printf "%.1f", c * 1e4 / r; else print "-" }'; }
 diag() {
     local s=$1 rep n
     rep="$(field "$s" repeats)"; [[ "$rep" == -1 ]] && rep="- (rotating)"
     n="$(field "$s" requests)"
-    printf '| %s | %s | %s | %s | %s | %s (%s) | %s (%s) | %s (%s) | %s%% | %s%% | %s%% | %s%% |\n' "$s" "$n" \
+    printf '| %s | %s | %s | %s | %s | %s (%s) | %s (%s) | %s (%s) | %s%% | %s%% | %s%% | %s | %s | %s | %s%% |\n' "$s" "$n" \
         "$(field "$s" issued)" "$(field "$s" paths)" "$rep" \
         "$(field "$s" redis_hits)" "$(per "$(field "$s" redis_hits)" "$n")" \
         "$(field "$s" redis_misses)" "$(per "$(field "$s" redis_misses)" "$n")" \
         "$(field "$s" mysql_selects)" "$(per "$n" "$(field "$s" mysql_selects)")" \
         "$(field "$s" server_cpu_pct)" "$(field "$s" mariadb_cpu_pct)" "$(field "$s" redis_cpu_pct)" \
-        "$(field "$s" machine_idle_pct)"
+        "$(usper "$(field "$s" server_cpu_pct)" "$(field "$s" rps)")" "$(usper "$(field "$s" mariadb_cpu_pct)" "$(field "$s" rps)")" \
+        "$(usper "$(field "$s" redis_cpu_pct)" "$(field "$s" rps)")" "$(field "$s" machine_idle_pct)"
 }
 
 {
-    echo "### Miss path (MariaDB + Redis + P-256) vs raw signing; Redis hits vs redis-benchmark (loopback, HTTP/1.1 keep-alive)"
+    if [[ "$SIGNER" == softhsm ]]; then KEYDESC="P-256 in a SoftHSM2 token, $CORES PKCS#11 sessions"; else KEYDESC="P-256 PEM key (aws-lc)"; fi
+    HITS_TITLE="; Redis hits vs redis-benchmark"; [[ "$MISS_ONLY" == true ]] && HITS_TITLE=""
+    echo "### Miss path (MariaDB + Redis + $KEYDESC) vs raw signing$HITS_TITLE (loopback, HTTP/1.1 keep-alive)"
     echo
     echo "- commit: \`$COMMIT\`; binaries: \`$BIN\`, \`$SIGNQ\`"
     echo "- machine: $(nproc) CPUs, $CPU_MODEL; kernel $(uname -r); wrk, ocsp-origin, MariaDB and Redis (and redis-benchmark) all share these CPUs"
     echo "- tools: $(wrk -v 2>&1 | awk 'NR == 1 { print $1, $2 }'), $(mariadbd --version 2>/dev/null | awk '{ print $2, $3 }' || echo mariadbd), Redis $(redis-server --version | sed -n 's/.* v=\([^ ]*\).*/\1/p'), $(openssl version | awk '{ print $1, $2 }')"
-    echo "- server: cores = $CORES, pin = $PIN, signing.threads = $CORES, queue_depth 4096, [mysql] threads 4 batch 64, [redis] one client per shard; issuer: tests/data/client-requests (P-256), SHA-1 CertIDs"
-    echo "- load: wrk -t$THREADS -c$CONNECTIONS -d$DURATION --timeout 5s. Miss: no warm-up, $MISSES distinct serials, each wrk thread walks its own $(( MISSES / THREADS )); hits: $HITS serials in Redis (value $VAL_BYTES B, answer $(field "$S_L1OFF" good_body_bytes) B body), rotating; L1 on after a $WARMUP warm-up"
-    echo "- limits: raw = \`sign_queue --key p256 --sessions 2 --seconds $SIGN_SECONDS\` \"raw sig/s\" (2 threads signing back to back with the same key, nothing else running; through its queue: $QUEUE_SIG sig/s); redis = \`redis-benchmark ${RB_ARGS[*]}\`, after a \`-t set\` pass with the same options filled $RB_KEYS keys (GET p95 $RB_P95 ms; the GET run took $RB_SECS s, redis-server CPU $(pct $(( RB_C1 - RB_C0 )) "$RB_SECS")%; it has no p99.9)"
-    echo "- non-good = answers that are not a signed \"good\" (non-200 + OCSP errors + other signed); OCSP err = 200 with a body < 20 B (tryLater counted separately); server CPU: user+sys of ocsp-origin during the run, 100% = one core"
+    echo "- server: cores = $CORES, pin = $PIN, signing.threads = $CORES, queue_depth 4096, [mysql] threads 4 batch 64, [redis] one client per shard; issuer: tests/data/client-requests (P-256, $SIGNER), SHA-1 CertIDs"
+    if [[ "$MISS_ONLY" == true ]]; then
+        echo "- load: wrk -t$THREADS -c$CONNECTIONS -d$DURATION --timeout 5s, no warm-up, $MISSES distinct serials, each wrk thread walks its own $(( MISSES / THREADS )) (--miss-only: no hit scenarios)"
+        echo "- limit: raw = \`sign_queue ${SIGNQ_ARGS[*]}\` \"raw sig/s\" ($CORES threads signing back to back with the same key, nothing else running; through its queue: $QUEUE_SIG sig/s)"
+    else
+        echo "- load: wrk -t$THREADS -c$CONNECTIONS -d$DURATION --timeout 5s. Miss: no warm-up, $MISSES distinct serials, each wrk thread walks its own $(( MISSES / THREADS )); hits: $HITS serials in Redis (value $VAL_BYTES B, answer $(field "$S_L1OFF" good_body_bytes) B body), rotating; L1 on after a $WARMUP warm-up"
+        echo "- limits: raw = \`sign_queue ${SIGNQ_ARGS[*]}\` \"raw sig/s\" ($CORES threads signing back to back with the same key, nothing else running; through its queue: $QUEUE_SIG sig/s); redis = \`redis-benchmark ${RB_ARGS[*]}\`, after a \`-t set\` pass with the same options filled $RB_KEYS keys (GET p95 $RB_P95 ms; the GET run took $RB_SECS s, redis-server CPU $(pct $(( RB_C1 - RB_C0 )) "$RB_SECS")%; it has no p99.9)"
+    fi
+    echo "- non-good = answers that are not a signed \"good\" (non-200 + OCSP errors + other signed); OCSP err = 200 with a body < 20 B (tryLater counted separately); server CPU: user+sys of ocsp-origin during the run, 100% = one core; CPU per answer = that CPU time / answers"
     echo "- command: \`$CMDLINE\`"
     echo
     echo "| scenario | req/s | p50 ms | p99 ms | p99.9 ms | max ms | non-good | non-200 | OCSP err | tryLater | socket errors | server CPU | limit (/s) | ratio |"
     echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     row "$S_MISS" "raw sign" "$RAW_SIG"
-    row "$S_L1OFF" "redis GET" "$RB_RPS"
-    row "$S_L1ON" "redis GET" "$RB_RPS"
-    printf '| %s | %.0f | %s | %s | - | %s | - | - | - | - | - | - | - | 1.00 |\n' "$S_RB" "$RB_RPS" "$RB_P50" "$RB_P99" "$RB_MAX"
-    printf '| raw_sign_p256_2threads | %s | - | - | - | - | - | - | - | - | - | - | - | 1.00 |\n' "$RAW_SIG"
+    if [[ "$MISS_ONLY" == false ]]; then
+        row "$S_L1OFF" "redis GET" "$RB_RPS"
+        row "$S_L1ON" "redis GET" "$RB_RPS"
+        printf '| %s | %.0f | %s | %s | - | %s | - | - | - | - | - | - | - | 1.00 |\n' "$S_RB" "$RB_RPS" "$RB_P50" "$RB_P99" "$RB_MAX"
+    fi
+    printf '| %s | %s | - | - | - | - | - | - | - | - | - | - | - | 1.00 |\n' "$RAW_NAME" "$RAW_SIG"
     echo
-    echo "| scenario | answers | requests issued | distinct paths | repeats | Redis keyspace hits (per answer) | Redis keyspace misses (per answer) | MariaDB SELECTs (answers per SELECT) | server CPU | mariadbd CPU | redis CPU | machine idle |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-    diag "$S_MISS"
-    diag "$S_L1OFF"
-    diag "$S_L1ON"
+    echo "| scenario | answers | requests issued | distinct paths | repeats | Redis keyspace hits (per answer) | Redis keyspace misses (per answer) | MariaDB SELECTs (answers per SELECT) | server CPU | mariadbd CPU | redis CPU | server µs/answer | mariadbd µs/answer | redis µs/answer | machine idle |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    SCENARIOS=("$S_MISS")
+    [[ "$MISS_ONLY" == false ]] && SCENARIOS+=("$S_L1OFF" "$S_L1ON")
+    for n in "${SCENARIOS[@]}"; do diag "$n"; done
     echo
-    for n in "$S_MISS" "$S_L1OFF" "$S_L1ON"; do echo "- ocsp-origin threads, $n (% of one core): ${THREADS_CPU[$n]}"; done
+    for n in "${SCENARIOS[@]}"; do echo "- ocsp-origin threads, $n (% of one core): ${THREADS_CPU[$n]}"; done
     echo "- machine load average before the run: $LOADAVG"
     echo "- server stderr: $LOGS_SUMMARY; mariadbd.log: $ABORTED \"Aborted connection\" warnings (connections of a stopped ocsp-origin)"
     for n in "${NOTES[@]}"; do echo "- note: $n"; done
