@@ -142,7 +142,7 @@ done
 SOFTHSM_MODULE=""
 if [[ "$SIGNER" == softhsm ]]; then
     command -v softhsm2-util >/dev/null || die "--signer softhsm needs softhsm2-util (Debian: apt-get install softhsm2)"
-    SOFTHSM_MODULE="$(ls /usr/lib/softhsm/libsofthsm2.so /usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so 2>/dev/null | head -n 1)"
+    SOFTHSM_MODULE="$(softhsm_module)"
     [[ -n "$SOFTHSM_MODULE" ]] || die "libsofthsm2.so not found (apt-get install softhsm2)"
 fi
 
@@ -244,12 +244,8 @@ sql -e 'CREATE DATABASE bench'
 # The signing key: the PEM file, or the same key imported into a private
 # SoftHSM2 token under $OUT (its PIN reaches the server through the environment).
 if [[ "$SIGNER" == softhsm ]]; then
-    mkdir -p "$OUT/softhsm/tokens"
-    printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' "$OUT/softhsm/tokens" \
-        >"$OUT/softhsm/softhsm2.conf"
-    export SOFTHSM2_CONF="$OUT/softhsm/softhsm2.conf" MISS_BENCH_PIN=1234
-    timeout 60 softhsm2-util --init-token --free --label bench --pin 1234 --so-pin 5678 >/dev/null
-    timeout 60 softhsm2-util --import "$KEY" --token bench --label ca --id 01 --pin 1234 >/dev/null
+    softhsm_token "$OUT/softhsm" "$KEY"
+    export MISS_BENCH_PIN=1234
     ISSUER_KEY="$(printf '[issuer.pkcs11]\nmodule = "%s"\ntoken_label = "bench"\nkey_label = "ca"\npin_env = "MISS_BENCH_PIN"' "$SOFTHSM_MODULE")"
 else
     ISSUER_KEY="key = \"$KEY\""

@@ -284,14 +284,8 @@ if ! skip production; then
     MYSQL_URL="${OCSP_TEST_MYSQL_URL}ocsp_bench"
     mariadb --no-defaults --protocol=tcp -h127.0.0.1 -P"$(sed 's/.*:\([0-9]*\)\/$/\1/' <<<"$OCSP_TEST_MYSQL_URL")" \
         -uroot -e 'CREATE DATABASE IF NOT EXISTS ocsp_bench'
-    TOKEN_DIR="$OUT/softhsm"
-    mkdir -p "$TOKEN_DIR/tokens"
-    printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' "$TOKEN_DIR/tokens" \
-        >"$TOKEN_DIR/softhsm2.conf"
-    export SOFTHSM2_CONF="$TOKEN_DIR/softhsm2.conf"
-    softhsm2-util --init-token --free --label bench --pin 1234 --so-pin 5678 >/dev/null
-    softhsm2-util --import "$CA_DIR/ca.key" --token bench --label ca --id 01 --pin 1234 >/dev/null
-    MODULE="$(ls /usr/lib/softhsm/libsofthsm2.so /usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so 2>/dev/null | head -1)"
+    softhsm_token "$OUT/softhsm" "$CA_DIR/ca.key"
+    MODULE="$(softhsm_module)"
     PPORT="$(free_port)"; PADMIN="$(free_port)"
     write_config "$OUT/production.toml" "$PPORT" "$PADMIN" \
         "[mysql]" "url = \"$MYSQL_URL\"" \
