@@ -22,8 +22,11 @@
 #      Ratio = hit req/s / redis-benchmark GET/s.
 #   Per scenario: req/s, latency p50/p99/p99.9/max, answers that are not a
 #   signed "good" (split into non-200, OCSP errors such as tryLater - bodies
-#   under 20 bytes - and other signed answers), socket errors, server CPU, and
-#   the Redis/MariaDB traffic it caused (keyspace hits/misses, SELECTs).
+#   under 20 bytes - and other signed answers), socket errors, server CPU, the
+#   Redis/MariaDB traffic it caused (keyspace hits/misses, SELECTs), and how
+#   much the server's resident memory grew per answer (on a miss run: what each
+#   new response costs to keep in the L1 and the node's shared fills while they
+#   fill, page-table first touch included).
 #
 # HOW
 #   1. builds ocsp-origin and the sign_queue bench (or takes $OCSP_ORIGIN_BIN /
@@ -509,17 +512,21 @@ thread_cpu() {
         | sort -k2,2nr | awk '{ printf "%s%s %s%%", (NR > 1 ? ", " : ""), $1, $2 } END { print "" }'
 }
 pct() { awk -v d="$1" -v hz="$CLK_TCK" -v s="$2" 'BEGIN { printf "%.0f", (s > 0 ? 100 * d / hz / s : 0) }'; }
+# rss_kib PID: resident memory of a process, KiB (what a run's new cache
+# entries and everything they hold cost, read before and after it).
+rss_kib() { awk '/^VmRSS:/ { print $2; exit }' "/proc/$1/status" 2>/dev/null || echo 0; }
 
 declare -A RES THREADS_CPU
 # run_wrk NAME DURATION PATHS MODE: runs wrk against $BASE, keeps its output,
 # stores the RESULT line plus server/MariaDB/Redis CPU (% of one core) and the
 # Redis/MariaDB traffic of the run in RES[NAME].
 run_wrk() {
-    local name=$1 dur=$2 list=$3 mode=$4 line s c0 c1 m0 m1 r0 r1 h0 h1 k0 k1 q0 q1 i0 t0 i1 t1
+    local name=$1 dur=$2 list=$3 mode=$4 line s c0 c1 m0 m1 r0 r1 h0 h1 k0 k1 q0 q1 i0 t0 i1 t1 rs0 rs1
     log "wrk $name: -t$THREADS -c$CONNECTIONS -d$dur $BASE ($mode over $(wc -l <"$list") paths)"
     c0="$(cpu_ticks "$SERVER_PID")"; m0="$(cpu_ticks "$MARIADB_PID")"; r0="$(cpu_ticks "$REDIS_PID")"
     h0="$(redis_stat keyspace_hits)"; k0="$(redis_stat keyspace_misses)"; q0="$(mysql_selects)"
     thread_ticks "$SERVER_PID" "$OUT/threads-$name.0"
+    rs0="$(rss_kib "$SERVER_PID")"
     read -r i0 t0 < <(cpu_idle_total)
     # In the background + wait, so that a signal to this script is handled at
     # once (the trap then stops wrk too) rather than after the run.
@@ -529,6 +536,7 @@ run_wrk() {
     wait "$WRK_PID" || { cat "$OUT/wrk-$name.txt" >&2; die "wrk failed ($name)"; }
     WRK_PID=""
     read -r i1 t1 < <(cpu_idle_total)
+    rs1="$(rss_kib "$SERVER_PID")"
     thread_ticks "$SERVER_PID" "$OUT/threads-$name.1"
     c1="$(cpu_ticks "$SERVER_PID")"; m1="$(cpu_ticks "$MARIADB_PID")"; r1="$(cpu_ticks "$REDIS_PID")"
     h1="$(redis_stat keyspace_hits)"; k1="$(redis_stat keyspace_misses)"; q1="$(mysql_selects)"
@@ -539,6 +547,7 @@ run_wrk() {
     line="$line redis_cpu_pct=$(pct $(( r1 - r0 )) "$s") redis_hits=$(( h1 - h0 )) redis_misses=$(( k1 - k0 ))"
     line="$line mysql_selects=$(( q1 - q0 ))"
     line="$line machine_idle_pct=$(awk -v i=$(( i1 - i0 )) -v t=$(( t1 - t0 )) 'BEGIN { printf "%.0f", (t > 0 ? 100 * i / t : 0) }')"
+    line="$line server_rss_growth_kib=$(( rs1 - rs0 ))"
     echo "    $line" >&2
     RES[$name]="$line"
     THREADS_CPU[$name]="$(thread_cpu "$OUT/threads-$name.0" "$OUT/threads-$name.1" "$s")"
@@ -687,14 +696,15 @@ diag() {
     local s=$1 rep n
     rep="$(field "$s" repeats)"; [[ "$rep" == -1 ]] && rep="- (rotating)"
     n="$(field "$s" requests)"
-    printf '| %s | %s | %s | %s | %s | %s (%s) | %s (%s) | %s (%s) | %s%% | %s%% | %s%% | %s | %s | %s | %s%% |\n' "$s" "$n" \
+    printf '| %s | %s | %s | %s | %s | %s (%s) | %s (%s) | %s (%s) | %s%% | %s%% | %s%% | %s | %s | %s | %s%% | %s |\n' "$s" "$n" \
         "$(field "$s" issued)" "$(field "$s" paths)" "$rep" \
         "$(field "$s" redis_hits)" "$(per "$(field "$s" redis_hits)" "$n")" \
         "$(field "$s" redis_misses)" "$(per "$(field "$s" redis_misses)" "$n")" \
         "$(field "$s" mysql_selects)" "$(per "$n" "$(field "$s" mysql_selects)")" \
         "$(field "$s" server_cpu_pct)" "$(field "$s" mariadb_cpu_pct)" "$(field "$s" redis_cpu_pct)" \
         "$(usper "$(field "$s" server_cpu_pct)" "$(field "$s" rps)")" "$(usper "$(field "$s" mariadb_cpu_pct)" "$(field "$s" rps)")" \
-        "$(usper "$(field "$s" redis_cpu_pct)" "$(field "$s" rps)")" "$(field "$s" machine_idle_pct)"
+        "$(usper "$(field "$s" redis_cpu_pct)" "$(field "$s" rps)")" "$(field "$s" machine_idle_pct)" \
+        "$(awk -v k="$(field "$s" server_rss_growth_kib)" -v n="$n" 'BEGIN { if (n > 0) printf "%.0f", k * 1024 / n; else print "-" }')"
 }
 
 {
@@ -726,8 +736,8 @@ diag() {
     fi
     printf '| %s | %s | - | - | - | - | - | - | - | - | - | - | - | 1.00 |\n' "$RAW_NAME" "$RAW_SIG"
     echo
-    echo "| scenario | answers | requests issued | distinct paths | repeats | Redis keyspace hits (per answer) | Redis keyspace misses (per answer) | MariaDB SELECTs (answers per SELECT) | server CPU | mariadbd CPU | redis CPU | server µs/answer | mariadbd µs/answer | redis µs/answer | machine idle |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| scenario | answers | requests issued | distinct paths | repeats | Redis keyspace hits (per answer) | Redis keyspace misses (per answer) | MariaDB SELECTs (answers per SELECT) | server CPU | mariadbd CPU | redis CPU | server µs/answer | mariadbd µs/answer | redis µs/answer | machine idle | server RSS growth, B/answer |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     SCENARIOS=("$S_MISS")
     [[ "$MISS_ONLY" == false ]] && SCENARIOS+=("$S_L1OFF" "$S_L1ON")
     for n in "${SCENARIOS[@]}"; do diag "$n"; done

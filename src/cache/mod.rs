@@ -3,8 +3,18 @@
 //! A [`CachedResponse`] carries the DER body plus the HTTP headers that only
 //! depend on it (Content-Length, Last-Modified, Expires, ETag), rendered once
 //! at signing time so a cache hit only formats Date and max-age.
+//!
+//! Its bytes are immutable once built and held behind `Arc`s, so the copies
+//! a response has at once (the signing shard's L1, the node's shared fills,
+//! another shard's L1 that took it from there) share one body, ETag and
+//! header block instead of each holding its own: a clone is a few reference
+//! counts, not five allocations and their copies. Cloning happens when a
+//! response is shared or taken across shards, never per hit (a hit clones
+//! the shard-local `Rc` around it), so the atomic counts cost nothing on the
+//! hit path and a popular entry's counts are not bounced between cores.
 
 use std::rc::Rc;
+use std::sync::Arc;
 
 use crate::ocsp::response::Validity;
 use crate::ocsp::{CertId, HashAlg, HashParams, IssuerId, Serial};
@@ -52,25 +62,26 @@ pub fn certs_of_key(key: &[u8]) -> Vec<(IssuerId, Serial)> {
 #[derive(Debug, Clone)]
 pub struct CachedResponse {
     /// DER `OCSPResponse`.
-    pub der: Box<[u8]>,
+    pub der: Arc<[u8]>,
     /// Its validity.
     pub validity: Validity,
     /// After this (Unix seconds) the response is stale: still valid and served,
     /// but re-signed in the background.
     pub refresh_at: u64,
-    /// `ETag` value, quoted: `"<hex SHA-256 of the body>"`.
-    pub etag: Box<str>,
+    /// Where the `ETag` value lies in `headers` (see [`Self::etag`]): the
+    /// header block carries it anyway, so it is not held twice.
+    etag_at: u16,
     /// Pre-rendered header lines (each ending in CRLF).
-    pub headers: Box<str>,
+    pub headers: Arc<str>,
     /// The statuses it asserts, in CertID order: a cached response whose
     /// statuses still match the status source can be served again without
     /// re-signing (see `source::l1`, max-age revalidation).
-    pub statuses: Box<[crate::ocsp::CertStatus]>,
+    pub statuses: Arc<[crate::ocsp::CertStatus]>,
     /// Highest status revision it was signed from (orders shared-cache writes).
     pub revision: u64,
     /// The revision of each CertID's status, in CertID order (fences compare
     /// them with the change feed's floors); empty = all [`Self::revision`].
-    pub revisions: Box<[u64]>,
+    pub revisions: Arc<[u64]>,
     /// The last time the database confirmed these statuses were current
     /// (Unix seconds): the signing time, or a later re-check of a Redis copy.
     /// A node that distrusts older copies (`Floors::trust_from`) re-checks a
@@ -164,13 +175,6 @@ impl CachedResponse {
         // the `fmt` machinery (32 `{:02x}` writes, two date formats) was a
         // visible slice of the shard's miss-path profile (flamegraphs/).
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut etag = String::with_capacity(66);
-        etag.push('"');
-        for b in digest.as_ref() {
-            etag.push(HEX[(b >> 4) as usize] as char);
-            etag.push(HEX[(b & 15) as usize] as char);
-        }
-        etag.push('"');
         let mut headers = String::with_capacity(200);
         headers.push_str("Content-Type: application/ocsp-response\r\nContent-Length: ");
         push_decimal(&mut headers, der.len() as u64);
@@ -179,17 +183,23 @@ impl CachedResponse {
         headers.push_str("\r\nExpires: ");
         push_http_date(&mut headers, validity.next_update);
         headers.push_str("\r\nETag: ");
-        headers.push_str(&etag);
+        let etag_at = headers.len() as u16;
+        headers.push('"');
+        for b in digest.as_ref() {
+            headers.push(HEX[(b >> 4) as usize] as char);
+            headers.push(HEX[(b & 15) as usize] as char);
+        }
+        headers.push('"');
         headers.push_str("\r\n");
         CachedResponse {
             der: der.into(),
             validity,
             refresh_at,
-            etag: etag.into(),
+            etag_at,
             headers: headers.into(),
-            statuses: Box::new([]),
+            statuses: Arc::new([]),
             revision: 0,
-            revisions: Box::new([]),
+            revisions: Arc::new([]),
             vouched_at: validity.produced_at,
             origin,
         }
@@ -202,6 +212,12 @@ impl CachedResponse {
         h.push_str(&self.headers);
         h.push_str(line);
         self.headers = h.into();
+    }
+
+    /// `ETag` value, quoted: `"<hex SHA-256 of the body>"`.
+    pub fn etag(&self) -> &str {
+        let at = usize::from(self.etag_at);
+        &self.headers[at..at + ETAG_LEN]
     }
 
     /// The status revision of CertID `i`.
@@ -225,6 +241,9 @@ impl CachedResponse {
         }
     }
 }
+
+/// Length of a quoted hex SHA-256 ETag.
+const ETAG_LEN: usize = 66;
 
 /// A synchronous, shard-local response cache (the L1). Implementations are
 /// `!Sync` on purpose: one per shard, no locks. Remote caches (Redis) are
@@ -313,7 +332,24 @@ mod render_tests {
                 http_date(next)
             );
             assert_eq!(&*r.headers, want);
-            assert_eq!(&*r.etag, etag);
+            assert_eq!(r.etag(), etag);
         }
+    }
+
+    /// The ETag is read out of the header block: cache-tag lines added after
+    /// it leave it as it was, and a clone shares every byte.
+    #[test]
+    fn the_etag_survives_added_lines_and_clones_share_the_bytes() {
+        let v = Validity { produced_at: 10, this_update: 10, next_update: 20 };
+        let mut r = CachedResponse::new(vec![1, 2, 3], v, 15, Origin::Signed);
+        let etag = r.etag().to_string();
+        assert_eq!(etag.len(), ETAG_LEN);
+        assert!(etag.starts_with('"') && etag.ends_with('"'));
+        r.add_header_line("xkey: a b c\r\n");
+        assert_eq!(r.etag(), etag);
+        assert!(r.headers.ends_with("xkey: a b c\r\n"));
+        let c = r.clone();
+        assert!(Arc::ptr_eq(&c.der, &r.der) && Arc::ptr_eq(&c.headers, &r.headers));
+        assert_eq!(c.etag(), etag);
     }
 }

@@ -147,6 +147,25 @@ mod tests {
         assert!(n.is_empty());
     }
 
+    /// The node's copy and the L1's are one response: offering it to the
+    /// other shards copies no bytes (each cached answer is held once per
+    /// node, not once per place that lists it).
+    #[test]
+    fn an_offered_copy_shares_the_bytes_it_was_made_from() {
+        let n = NodeFills::new(1000);
+        let key = crate::cache::key_of(&[CertId::new(
+            IssuerId(0),
+            HashAlg::Sha1,
+            Serial::from_magnitude(&[9]).unwrap(),
+        )]);
+        let r = resp(10, 50);
+        n.put(&key, &r);
+        let got = n.get(&key, 20).unwrap();
+        assert!(Arc::ptr_eq(&got.der, &r.der), "the DER body is shared");
+        assert!(Arc::ptr_eq(&got.headers, &r.headers), "the header block is shared");
+        assert!(Arc::ptr_eq(&got.statuses, &r.statuses) && Arc::ptr_eq(&got.revisions, &r.revisions));
+    }
+
     #[test]
     fn bounded() {
         let n = NodeFills::new(64);

@@ -24,9 +24,10 @@ struct Slot {
 }
 
 struct Inner {
-    map: HashMap<Box<[u8]>, Slot>,
+    /// Keys are shared with `clock` (one allocation per entry, not two).
+    map: HashMap<Rc<[u8]>, Slot>,
     /// Eviction order; may hold keys already removed from `map` (skipped).
-    clock: VecDeque<Box<[u8]>>,
+    clock: VecDeque<Rc<[u8]>>,
     /// Multi-CertID keys by the certificates they name.
     multi: HashMap<(IssuerId, Serial), Vec<Box<[u8]>>>,
 }
@@ -134,7 +135,7 @@ impl ResponseCache for L1Cache {
                 None => {} // removed earlier (expired or invalidated)
             }
         }
-        let key: Box<[u8]> = key.into();
+        let key: Rc<[u8]> = key.into();
         inner.clock.push_back(key.clone());
         inner.index(&key);
         inner.map.insert(key, Slot { resp, referenced: Cell::new(false), stored_at });
@@ -234,7 +235,7 @@ mod tests {
     #[test]
     fn etag_and_headers() {
         let r = resp(86400);
-        assert_eq!(r.etag.len(), 66);
+        assert_eq!(r.etag().len(), 66);
         assert!(r.headers.contains("Content-Length: 3\r\n"));
         assert!(r.headers.contains("Expires: Fri, 02 Jan 1970 00:00:00 GMT\r\n"));
         assert!(r.headers.contains("Last-Modified: Thu, 01 Jan 1970 00:00:00 GMT\r\n"));

@@ -459,7 +459,7 @@ mod tests {
                 assert_eq!(d.statuses, r.statuses);
                 assert_eq!(d.revision, 42);
                 assert_eq!(d.vouched_at, 6);
-                assert_eq!(d.etag, r.etag);
+                assert_eq!(d.etag(), r.etag());
                 assert_eq!(d.origin, Origin::Redis, "a decoded copy knows it came from Redis");
             }
             other => panic!("{other:?}"),
