@@ -294,7 +294,7 @@ pub struct CacheConfig {
     /// (`source::l1::node`): every core then sends the same bytes and ETag
     /// for a request, so a CDN's revalidation gets a 304 whichever core
     /// takes it, and a miss another core resolved costs no signature. Holds
-    /// up to `l1_entries` more responses. Default true.
+    /// up to `l1_entries` more responses (none when that is 0). Default true.
     pub node_fills: bool,
 }
 

@@ -43,11 +43,12 @@ fn stripe_of(key: &[u8]) -> usize {
 }
 
 impl NodeFills {
-    /// Holding at most about `entries` responses.
+    /// Holding at most about `entries` responses; none with `entries = 0`
+    /// (`l1_entries = 0` turns every in-process copy off, not only the L1).
     pub fn new(entries: usize) -> NodeFills {
         NodeFills {
             stripes: (0..STRIPES).map(|_| Mutex::new(HashMap::new())).collect(),
-            per_stripe: entries.div_ceil(STRIPES).max(1),
+            per_stripe: entries.div_ceil(STRIPES),
         }
     }
 
@@ -73,6 +74,9 @@ impl NodeFills {
 
     /// Offers `r` under `key`, unless a copy signed later is there.
     pub fn put(&self, key: &[u8], r: &CachedResponse) {
+        if self.per_stripe == 0 {
+            return;
+        }
         let mut s = self.stripe(key);
         if s.get(key).is_some_and(|old| old.validity.produced_at > r.validity.produced_at) {
             return;
@@ -164,6 +168,18 @@ mod tests {
         assert!(Arc::ptr_eq(&got.der, &r.der), "the DER body is shared");
         assert!(Arc::ptr_eq(&got.headers, &r.headers), "the header block is shared");
         assert!(Arc::ptr_eq(&got.statuses, &r.statuses) && Arc::ptr_eq(&got.revisions, &r.revisions));
+    }
+
+    /// With the L1 off (`l1_entries = 0`) the node keeps no copies either:
+    /// every answer comes from Redis or a signature, as the setting says.
+    #[test]
+    fn none_are_kept_with_no_entries() {
+        let n = NodeFills::new(0);
+        for i in 0..100u32 {
+            n.put(&i.to_be_bytes(), &resp(1, 50));
+        }
+        assert!(n.is_empty(), "{}", n.len());
+        assert!(n.get(&7u32.to_be_bytes(), 2).is_none());
     }
 
     #[test]
