@@ -71,7 +71,9 @@ pub struct CachedResponse {
     /// Where the `ETag` value lies in `headers` (see [`Self::etag`]): the
     /// header block carries it anyway, so it is not held twice.
     etag_at: u16,
-    /// Pre-rendered header lines (each ending in CRLF).
+    /// Pre-rendered header lines (each ending in CRLF). Only ever appended
+    /// to ([`Self::add_header_line`]): [`Self::etag`] reads it at the offset
+    /// recorded when it was rendered.
     pub headers: Arc<str>,
     /// The statuses it asserts, in CertID order: a cached response whose
     /// statuses still match the status source can be served again without

@@ -260,8 +260,10 @@ impl Default for SigningConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheConfig {
-    /// Responses kept per shard (CLOCK eviction past it). Default 100000
-    /// (about 60 MB per shard for P-256 responses).
+    /// Responses kept per shard (CLOCK eviction past it); 0 keeps none, in
+    /// the L1 or the node's shared fills. Default 100000 (about 130 MB per
+    /// shard for P-256 responses, node-fill listing included: measured
+    /// ≈ 1.3 KB of resident memory per new answer, `benches/RESULTS.md`).
     pub l1_entries: usize,
     /// Misses being resolved at once per shard (each coalesces any number of
     /// identical requests); past it new misses get `tryLater`. Default 4096.

@@ -24,7 +24,9 @@ struct Slot {
 }
 
 struct Inner {
-    /// Keys are shared with `clock` (one allocation per entry, not two).
+    /// Keys are shared with `clock`: one allocation per entry, not two (a
+    /// multi-CertID entry's key is also copied into `multi`, once per
+    /// certificate it names).
     map: HashMap<Rc<[u8]>, Slot>,
     /// Eviction order; may hold keys already removed from `map` (skipped).
     clock: VecDeque<Rc<[u8]>>,
