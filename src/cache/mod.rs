@@ -199,9 +199,12 @@ impl CachedResponse {
             refresh_at,
             etag_at,
             headers: headers.into(),
-            statuses: Arc::new([]),
+            // `Arc::default()` of a slice is one shared static, not an
+            // allocation each (`Arc::new([])` allocates its counts): most
+            // constructors replace both at once.
+            statuses: Arc::default(),
             revision: 0,
-            revisions: Arc::new([]),
+            revisions: Arc::default(),
             vouched_at: validity.produced_at,
             origin,
         }
